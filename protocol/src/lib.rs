@@ -1,1 +1,34 @@
-//! placeholder
+//! Flotilla's wire types, shared by the publisher, the agent and the reporter.
+//!
+//! - [`sources`]: the files of the fleet repo (`fleet.toml`, `releases/*.toml`,
+//!   `channels/*.toml`, `pins.toml`), parsed strictly (unknown fields are
+//!   errors that name the file and field) and validated.
+//! - [`manifest`]: the compiled manifest that `flotilla-publisher sign` wraps
+//!   in a DSSE envelope; parsed tolerantly so old agents read new manifests.
+//! - [`wave`]: the wave function (bucket, wave, time of eligibility); the one
+//!   implementation that agents, the publisher and simulations share.
+//! - [`event`]: the event schema agents report.
+//! - [`api`]: request and response bodies of the reporter's HTTP API.
+//! - [`duration`]: human-friendly durations (`"90s"`, `"6h"`, `"3d"`).
+//!
+//! This crate does no network I/O; [`sources::Sources::load_dir`] reads files.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod duration;
+mod error;
+pub mod event;
+pub mod manifest;
+pub mod sources;
+pub mod wave;
+
+pub use duration::HumanDuration;
+pub use error::{Error, Problems};
+pub use event::{Event, EventKind, EventStatus, Severity};
+pub use manifest::{Manifest, MANIFEST_PAYLOAD_TYPE};
+pub use sources::{
+    Artifact, Channel, DowngradePolicy, Fleet, Pin, PinTarget, Release, Sources, Wave,
+};
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
