@@ -1,0 +1,3 @@
+fn main() {
+    println!("flotilla-agent {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! flotilla-reporter (placeholder until its issue lands).
