@@ -1,0 +1,283 @@
+//! The migrations this agent ships, in order.
+//!
+//! | id | what |
+//! |---|---|
+//! | `legacy-layout` | a previous install under the legacy paths (`/etc/flotilla-legacy`, `/var/lib/flotilla-legacy`, under the install prefix) moves to the current config dir and state dir; secrets (enrollment and agent tokens) move byte for byte, with their modes |
+//! | `config-schema-2` | config schema 1 → 2: `[reporter] token_file` → `enrollment_token_file`; `[reporter] fail_open = bool` → `gate_unreachable = "proceed" \| "wait"` |
+//! | `config-schema-3` | config schema 2 → 3: `[update] attempts` → `health_attempts`; `config_schema = 3` |
+//!
+//! The config schema version is its own number ([`CONFIG_SCHEMA`]), written
+//! in the file as `config_schema`, never derived from the agent version; a
+//! file without it is schema 1. Config edits go through `toml_edit`, so
+//! comments, ordering and tables this agent does not know are preserved.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use super::{Context, Detection, Migration};
+
+/// The config schema this agent reads.
+pub const CONFIG_SCHEMA: i64 = 3;
+
+/// The migrations of this agent, in the order they run.
+pub fn registry() -> Vec<Box<dyn Migration>> {
+    vec![
+        Box::new(LegacyLayout),
+        Box::new(ConfigSchema { to: 2 }),
+        Box::new(ConfigSchema { to: 3 }),
+    ]
+}
+
+/// The `config_schema` of a config file, leniently: a missing key is 1; an
+/// unreadable or unparsable file is `None`.
+pub fn config_schema_of(path: &Path) -> Option<i64> {
+    let text = fs::read_to_string(path).ok()?;
+    let doc: toml_edit::DocumentMut = text.parse().ok()?;
+    Some(
+        doc.get("config_schema")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(1),
+    )
+}
+
+/// Moves a legacy install to the current paths.
+pub struct LegacyLayout;
+
+impl LegacyLayout {
+    /// (legacy dir, current dir) pairs that exist on this host.
+    fn pairs(ctx: &Context) -> Vec<(PathBuf, PathBuf)> {
+        let config_dir = ctx
+            .config_path
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_owned();
+        [
+            (ctx.legacy_config_dir.clone(), config_dir),
+            (ctx.legacy_state_dir.clone(), ctx.state_dir.clone()),
+        ]
+        .into_iter()
+        .filter(|(legacy, _)| legacy.is_dir())
+        .collect()
+    }
+}
+
+impl Migration for LegacyLayout {
+    fn id(&self) -> &'static str {
+        "legacy-layout"
+    }
+
+    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+        let pairs = Self::pairs(ctx);
+        if pairs.is_empty() {
+            return Ok(Detection::NotNeeded);
+        }
+        let mut paths = Vec::new();
+        for (legacy, current) in &pairs {
+            paths.push(legacy.clone());
+            for entry in
+                fs::read_dir(legacy).with_context(|| format!("reading {}", legacy.display()))?
+            {
+                let name = entry
+                    .with_context(|| format!("reading {}", legacy.display()))?
+                    .file_name();
+                paths.push(current.join(&name));
+                paths.push(current.join(legacy_name(&name)));
+            }
+        }
+        Ok(Detection::Needed {
+            reason: format!(
+                "legacy install found at {}",
+                pairs
+                    .iter()
+                    .map(|(l, _)| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            paths,
+        })
+    }
+
+    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+        for (legacy, current) in Self::pairs(ctx) {
+            fs::create_dir_all(&current)
+                .with_context(|| format!("creating {}", current.display()))?;
+            for entry in
+                fs::read_dir(&legacy).with_context(|| format!("reading {}", legacy.display()))?
+            {
+                let entry = entry?;
+                let from = entry.path();
+                let to = current.join(entry.file_name());
+                super::fault_point("legacy-layout:move");
+                if !exists(&to)? {
+                    move_path(&from, &to)?;
+                } else if same_file_contents(&from, &to)? {
+                    super::remove_any(&from)
+                        .with_context(|| format!("removing {}", from.display()))?;
+                } else {
+                    // Both exist and differ: the current one wins, the legacy one is kept beside it.
+                    move_path(&from, &current.join(legacy_name(&entry.file_name())))?;
+                }
+            }
+            fs::remove_dir(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
+            flotilla_signing::fs::sync_dir(&current)?;
+        }
+        Ok(())
+    }
+}
+
+fn legacy_name(name: &std::ffi::OsStr) -> String {
+    format!("{}.legacy", name.to_string_lossy())
+}
+
+fn exists(p: &Path) -> anyhow::Result<bool> {
+    match fs::symlink_metadata(p) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("checking {}", p.display())),
+    }
+}
+
+fn same_file_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?);
+    if !(ma.is_file() && mb.is_file()) || ma.len() != mb.len() {
+        return Ok(false);
+    }
+    Ok(fs::read(a)? == fs::read(b)?)
+}
+
+/// Renames, or copies (keeping modes) and then removes across file systems.
+fn move_path(from: &Path, to: &Path) -> anyhow::Result<()> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(18) => {
+            // EXDEV: another file system.
+            let tmp = to.with_extension("migrating");
+            super::remove_any(&tmp)?;
+            super::copy_tree(from, &tmp)
+                .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+            fs::rename(&tmp, to)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))?;
+            super::remove_any(from).with_context(|| format!("removing {}", from.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("moving {} to {}", from.display(), to.display())),
+    }
+}
+
+/// One step of the config schema.
+pub struct ConfigSchema {
+    /// The schema this step produces.
+    pub to: i64,
+}
+
+impl ConfigSchema {
+    fn read(ctx: &Context) -> anyhow::Result<Option<toml_edit::DocumentMut>> {
+        let text = match fs::read_to_string(&ctx.config_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", ctx.config_path.display()))
+            }
+        };
+        let doc = text
+            .parse::<toml_edit::DocumentMut>()
+            .with_context(|| format!("{}: not valid TOML", ctx.config_path.display()))?;
+        Ok(Some(doc))
+    }
+}
+
+fn schema(doc: &toml_edit::DocumentMut, path: &Path) -> anyhow::Result<i64> {
+    match doc.get("config_schema") {
+        None => Ok(1),
+        Some(v) => match v.as_integer() {
+            Some(n) if (1..=CONFIG_SCHEMA).contains(&n) => Ok(n),
+            Some(n) => bail!(
+                "{}: config_schema = {n} is newer than this agent understands ({CONFIG_SCHEMA})",
+                path.display()
+            ),
+            None => bail!("{}: config_schema must be an integer", path.display()),
+        },
+    }
+}
+
+impl Migration for ConfigSchema {
+    fn id(&self) -> &'static str {
+        match self.to {
+            2 => "config-schema-2",
+            3 => "config-schema-3",
+            _ => "config-schema-unknown",
+        }
+    }
+
+    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+        // A legacy config not yet moved is migrated after the move.
+        let legacy = ctx
+            .legacy_config_dir
+            .join(ctx.config_path.file_name().unwrap_or_default());
+        let doc = match Self::read(ctx)? {
+            Some(doc) => doc,
+            None if legacy.exists() => {
+                let text = fs::read_to_string(&legacy)
+                    .with_context(|| format!("reading {}", legacy.display()))?;
+                text.parse()
+                    .with_context(|| format!("{}: not valid TOML", legacy.display()))?
+            }
+            None => return Ok(Detection::NotNeeded),
+        };
+        let found = schema(&doc, &ctx.config_path)?;
+        if found >= self.to {
+            return Ok(Detection::NotNeeded);
+        }
+        Ok(Detection::Needed {
+            reason: format!("config schema {found} is older than {}", self.to),
+            paths: vec![ctx.config_path.clone()],
+        })
+    }
+
+    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+        let Some(mut doc) = Self::read(ctx)? else {
+            bail!("{}: config file is missing", ctx.config_path.display());
+        };
+        if schema(&doc, &ctx.config_path)? >= self.to {
+            return Ok(()); // done before a crash
+        }
+        match self.to {
+            2 => {
+                if let Some(rep) = doc.get_mut("reporter").and_then(|t| t.as_table_like_mut()) {
+                    if let Some(v) = rep.remove("token_file") {
+                        rep.insert("enrollment_token_file", v);
+                    }
+                    if let Some(v) = rep.remove("fail_open") {
+                        let proceed = v.as_bool().with_context(|| {
+                            format!(
+                                "{}: reporter.fail_open must be true or false",
+                                ctx.config_path.display()
+                            )
+                        })?;
+                        rep.insert(
+                            "gate_unreachable",
+                            toml_edit::value(if proceed { "proceed" } else { "wait" }),
+                        );
+                    }
+                }
+            }
+            3 => {
+                if let Some(upd) = doc.get_mut("update").and_then(|t| t.as_table_like_mut()) {
+                    if let Some(v) = upd.remove("attempts") {
+                        upd.insert("health_attempts", v);
+                    }
+                }
+            }
+            n => bail!("no config migration to schema {n}"),
+        }
+        doc["config_schema"] = toml_edit::value(self.to);
+        super::fault_point("config-schema:before-write");
+        let mode = fs::metadata(&ctx.config_path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .unwrap_or(0o600);
+        flotilla_signing::fs::write_atomic(&ctx.config_path, doc.to_string().as_bytes(), mode)
+            .with_context(|| format!("writing {}", ctx.config_path.display()))
+    }
+}

@@ -1,0 +1,99 @@
+//! `state_dir/migrations.json`: what ran, what is running, what failed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// File name under the state dir.
+pub const FILE: &str = "migrations.json";
+
+/// A completed migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// By which agent version.
+    pub by_version: String,
+}
+
+/// A run that has started and not finished (a crash leaves it set).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InProgress {
+    /// Its backup, relative to the state dir.
+    pub backup: PathBuf,
+    /// Version before.
+    pub from_version: Option<String>,
+    /// Version running the migrations.
+    pub to_version: String,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// Ids completed so far in this run.
+    pub completed: Vec<String>,
+}
+
+/// The last finished run, kept so a rollback of its version can restore it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// Its backup, relative to the state dir.
+    pub backup: PathBuf,
+    /// Version that ran it.
+    pub to_version: String,
+    /// Ids it completed.
+    pub completed: Vec<String>,
+}
+
+impl From<&InProgress> for LastRun {
+    fn from(ip: &InProgress) -> Self {
+        LastRun {
+            backup: ip.backup.clone(),
+            to_version: ip.to_version.clone(),
+            completed: ip.completed.clone(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationState {
+    /// Completed migrations by id; they never run again.
+    #[serde(default)]
+    pub completed: BTreeMap<String, Completed>,
+    /// Failed runs per agent version.
+    #[serde(default)]
+    pub attempts: BTreeMap<String, u32>,
+    /// Versions whose exhausted retries were already reported.
+    #[serde(default)]
+    pub exhausted_reported: Vec<String>,
+    /// A run that has not finished.
+    #[serde(default)]
+    pub in_progress: Option<InProgress>,
+    /// The last finished run.
+    #[serde(default)]
+    pub last_run: Option<LastRun>,
+}
+
+impl MigrationState {
+    /// Loads the state; a missing file is an empty state.
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join(FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("{}: not valid migration state", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Saves atomically.
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let path = state_dir.join(FILE);
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let bytes = serde_json::to_vec_pretty(self)?;
+        flotilla_signing::fs::write_atomic(&path, &bytes, 0o600)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
