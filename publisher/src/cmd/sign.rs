@@ -1,0 +1,78 @@
+//! `sign`: compile the sources and sign the manifest.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use flotilla_publisher::sign::{self, Mode};
+use flotilla_publisher::spec;
+use flotilla_signing::PrivateKey;
+
+use super::Global;
+
+/// Compile the sources into the manifest and sign it: signed/manifest.json.
+///
+/// The serial is one above the last signed manifest's, so agents can refuse
+/// replays. Refuses to move a channel below its last signed release unless
+/// the channel sets allow_downgrade. With --append, adds your co-signature to
+/// the existing manifest instead, after checking it is exactly what the
+/// current sources compile to (the two-person rule for a release threshold
+/// of 2). With --if-needed (CI), signs only when the signed manifest is
+/// missing, differs from the sources, or expires within --renew-before.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  flotilla-publisher sign --key ~/keys/release-alice.pem
+  flotilla-publisher sign --append --key ~/keys/release-bob.pem      # second signer
+  flotilla-publisher sign --key \"$KEYFILE\" --if-needed --renew-before 7d   # CI after a merge")]
+pub struct Args {
+    /// Your release key (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "KEY.pem")]
+    key: PathBuf,
+    /// How long the manifest stays valid [default: fleet.toml's manifest_expires].
+    #[arg(long, value_name = "DURATION", conflicts_with = "append")]
+    expires: Option<String>,
+    /// Co-sign the existing signed/manifest.json instead of signing a new one.
+    #[arg(long)]
+    append: bool,
+    /// Sign only if the manifest is missing, out of date, or expiring soon.
+    #[arg(long, conflicts_with = "append")]
+    if_needed: bool,
+    /// With --if-needed: re-sign when the manifest expires within this long.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "7d",
+        requires = "if_needed"
+    )]
+    renew_before: String,
+}
+
+pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
+    let key = PrivateKey::load(&args.key)?;
+    let expires = args.expires.as_deref().map(spec::duration).transpose()?;
+    let mode = if args.append {
+        Mode::Append
+    } else if args.if_needed {
+        Mode::IfNeeded(spec::duration(&args.renew_before)?)
+    } else {
+        Mode::New
+    };
+    let s = sign::sign(&g.repo(), &key, expires, mode, g.now()?)
+        .with_context(|| format!("signing with {}", args.key.display()))?;
+    if s.changed {
+        eprintln!(
+            "signed/manifest.json: serial {}, expires {}, signed by {}; release keys: {}",
+            s.serial,
+            s.expires.to_rfc3339(),
+            key.key_id().short(),
+            s.status
+        );
+    } else {
+        eprintln!(
+            "signed/manifest.json: serial {} is up to date (expires {}); nothing to sign",
+            s.serial,
+            s.expires.to_rfc3339()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `flotilla-publisher` as a library: everything the CLI does, callable from
+//! tests and other tools. `main.rs` only parses arguments and calls in here.
+//!
+//! - [`repo`]: paths of the fleet repo, the root chain and the signed manifest.
+//! - [`template`]: `init`, the embedded `fleet-repo-template/`.
+//! - [`roots`]: `root init`, `root sign`, `root rotate`.
+//! - [`release`]: `release add` (hash while uploading, then `releases/<v>.toml`).
+//! - [`store`]: store URLs (local directory, `file://`, `s3://`) and the
+//!   store layout agents read.
+//! - [`rollout`], [`pins`]: comment-preserving edits of `channels/*.toml` and `pins.toml`.
+//! - [`sign`]: compile and sign the manifest; the two-person `--append`.
+//! - [`verify`]: every check CI runs, one problem per line.
+//! - [`publish`]: upload roots and the signed manifest for HTTP-pulling agents.
+//! - [`spec`]: parsing of command-line values (`--waves`, `--expires`, `--start`).
+
+pub mod error;
+pub mod pins;
+pub mod publish;
+pub mod release;
+pub mod repo;
+pub mod rollout;
+pub mod roots;
+pub mod sign;
+pub mod spec;
+pub mod store;
+pub mod template;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use repo::Repo;
+pub use store::Store;

@@ -1,0 +1,197 @@
+//! `verify`: every check CI runs on a pull request and after a merge; the
+//! result is one line per problem, each naming its file (or store object).
+//!
+//! Always:
+//! 1. the sources validate (protocol's strict parsing: typos, wave percents,
+//!    paths, hashes, references);
+//! 2. no channel moves to a lower release than the one in
+//!    `signed/manifest.json` unless it sets `allow_downgrade`.
+//!
+//! Unless `--sources`:
+//! 3. the root chain `root/1.root.json` → N verifies, and root N has not expired;
+//! 4. `signed/manifest.json` carries a threshold of root N's release keys
+//!    (each key counted once) and has not expired;
+//! 5. no drift: it equals the compilation of the current sources, serial and
+//!    timestamps aside (a merged change nobody signed yet is reported).
+//!
+//! With `--check-artifacts`: 6. every artifact the signed manifest refers to
+//! (with `--sources`: every artifact in `releases/`) exists in the store with
+//! the recorded size and SHA-256, streamed through the hasher.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use flotilla_protocol::{DowngradePolicy, Manifest, Sources, MANIFEST_PAYLOAD_TYPE};
+use flotilla_signing::ExpirationEnforcement;
+
+use crate::repo::SIGNED_MANIFEST;
+use crate::store::ObjectCheck;
+use crate::{Error, Repo, Store};
+
+/// How much to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Sources alone (before signing): steps 1–2.
+    Sources,
+    /// Everything: steps 1–5.
+    Full,
+}
+
+/// Options of one verification.
+#[derive(Debug)]
+pub struct Options<'a> {
+    /// How much to check.
+    pub scope: Scope,
+    /// Check artifacts in this store (step 6).
+    pub artifacts: Option<&'a Store>,
+    /// The time expiry is judged at.
+    pub now: DateTime<Utc>,
+}
+
+/// Runs the checks; an empty list means the repo verifies.
+pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sources = match repo.load_sources() {
+        Ok(s) => Some(s),
+        Err(Error::Sources(p)) => {
+            problems.extend(p.0.iter().map(|e| e.to_string()));
+            None
+        }
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let (signed, signed_unreadable) = match repo.signed_manifest() {
+        Ok(s) => (s, false),
+        Err(e) => {
+            problems.push(e.to_string());
+            (None, true)
+        }
+    };
+    if let (Some(s), Some(sm)) = (&sources, &signed) {
+        problems.extend(downgrades(&sm.manifest, s));
+    }
+
+    if opts.scope == Scope::Full {
+        let trusted = match repo.root_chain() {
+            Ok(t) => {
+                if let Err(e) = t.check_expiry(opts.now, ExpirationEnforcement::Safe) {
+                    problems.push(format!(
+                        "{}: {e}; rotate it with `flotilla-publisher root rotate`",
+                        Repo::root_rel(t.version()).display()
+                    ));
+                }
+                Some(t)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        };
+        match &signed {
+            None if !signed_unreadable => problems.push(format!(
+                "{SIGNED_MANIFEST}: missing; sign the sources with `flotilla-publisher sign`"
+            )),
+            None => {}
+            Some(sm) => {
+                if let Some(t) = &trusted {
+                    if let Err(e) = t.verify_release(&sm.envelope, MANIFEST_PAYLOAD_TYPE) {
+                        problems.push(format!("{SIGNED_MANIFEST}: {e}"));
+                    }
+                }
+                if sm.manifest.expires <= opts.now {
+                    problems.push(format!(
+                        "{SIGNED_MANIFEST}: expired at {}; re-sign with `flotilla-publisher sign`",
+                        sm.manifest.expires.to_rfc3339()
+                    ));
+                }
+                if let Some(s) = &sources {
+                    problems.extend(drift(&sm.manifest, s));
+                }
+            }
+        }
+    }
+
+    if let Some(store) = opts.artifacts {
+        let releases: Vec<(String, flotilla_protocol::Release)> = match (&signed, opts.scope) {
+            (Some(sm), Scope::Full) => sm.manifest.releases.clone().into_iter().collect(),
+            _ => sources
+                .iter()
+                .flat_map(|s| s.releases.iter())
+                .map(|(v, r)| (v.to_string(), r.clone()))
+                .collect(),
+        };
+        for (version, release) in releases {
+            for (target, a) in &release.artifacts {
+                let what = format!("{} (release {version}, {target})", store.display(&a.path));
+                match store.check(&a.path, a.size, &a.sha256) {
+                    Ok(ObjectCheck::Matches) => {}
+                    Ok(ObjectCheck::Missing) => {
+                        problems.push(format!("{what}: missing from the store"))
+                    }
+                    Ok(ObjectCheck::Differs { found }) => problems.push(format!(
+                        "{what}: the store has {} bytes with sha256 {}, but {} bytes with sha256 {} were signed",
+                        found.size, found.sha256, a.size, a.sha256
+                    )),
+                    Err(e) => problems.push(format!("{what}: {e}")),
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Channels whose release is lower than in the signed manifest, without
+/// `allow_downgrade`.
+pub fn downgrades(signed: &Manifest, sources: &Sources) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, ch) in &sources.channels {
+        if let Some(old) = signed.channels.get(name) {
+            if ch.release < old.release && ch.allow_downgrade != DowngradePolicy::Allow {
+                out.push(format!(
+                    "channels/{name}.toml: release: {} is lower than the signed {}; to roll back on purpose set allow_downgrade = true (`rollout set --allow-downgrade`)",
+                    ch.release, old.release
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Differences between the signed manifest and the compilation of the
+/// sources, serial and timestamps aside; empty when they match.
+pub fn drift(signed: &Manifest, sources: &Sources) -> Vec<String> {
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let a = signed.without_signing_fields();
+    let b = Manifest::compile(sources, 0, epoch, epoch);
+    if a == b {
+        return Vec::new();
+    }
+    let mut files = Vec::new();
+    if a.fleet != b.fleet
+        || a.artifact_base_urls != b.artifact_base_urls
+        || a.reporter_url != b.reporter_url
+    {
+        files.push("fleet.toml".to_owned());
+    }
+    let names: BTreeSet<&String> = a.channels.keys().chain(b.channels.keys()).collect();
+    for n in names {
+        if a.channels.get(n) != b.channels.get(n) {
+            files.push(format!("channels/{n}.toml"));
+        }
+    }
+    let versions: BTreeSet<&String> = a.releases.keys().chain(b.releases.keys()).collect();
+    for v in versions {
+        if a.releases.get(v) != b.releases.get(v) {
+            files.push(format!("releases/{v}.toml"));
+        }
+    }
+    if a.pins != b.pins {
+        files.push("pins.toml".to_owned());
+    }
+    vec![format!(
+        "{SIGNED_MANIFEST}: does not match the sources (changed since it was signed: {}); sign the change with `flotilla-publisher sign`",
+        files.join(", ")
+    )]
+}
