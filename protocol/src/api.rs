@@ -1,5 +1,10 @@
 //! Request and response bodies of the reporter's HTTP API (`/api/v1/...`),
 //! shared by the reporter, the agent and the publisher.
+//!
+//! The routes, their authentication and status codes, the enrollment rule
+//! and the halt gate's definition are documented in the `flotilla-reporter`
+//! crate (`reporter/src/lib.rs`). The keys agents may put into an event's
+//! `details` for the reporter to read are listed in [`details`].
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,12 @@ pub struct EnrollRequest {
     /// The agent's channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// An agent token the agent made itself (64 lowercase hex digits, 256
+    /// random bits), so that a retried enrollment whose answer was lost is
+    /// recognised: the agent writes it to its token file *before* enrolling
+    /// and sends the same one again. When absent the reporter makes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
 }
 
 /// `POST /api/v1/enroll` response.
@@ -38,6 +49,54 @@ pub struct EnrollResponse {
     pub agent_id: String,
     /// The per-agent bearer token; the reporter keeps only its hash.
     pub agent_token: String,
+    /// True when the agent was enrolled already with this token (a retried
+    /// enrollment); no use of the enrollment token was consumed.
+    #[serde(default)]
+    pub already_enrolled: bool,
+}
+
+/// Length of an agent token: 64 lowercase hex digits (256 bits).
+pub const AGENT_TOKEN_HEX_LEN: usize = 64;
+
+/// Whether `token` has the shape of an agent token (64 lowercase hex digits).
+pub fn is_agent_token_shaped(token: &str) -> bool {
+    token.len() == AGENT_TOKEN_HEX_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Keys of an event's `details` object that the reporter reads.
+///
+/// All are optional; other keys are stored and shown but not interpreted.
+/// Values of the wrong type are ignored (the event is still accepted).
+pub mod details {
+    /// String: the version of the agent binary that reports the event.
+    /// Send it on every event; it is how the reporter knows which version
+    /// an agent runs (agents by version, "on release").
+    pub const AGENT_VERSION: &str = "agent_version";
+    /// String: the release the event is about, when it differs from the
+    /// default: `to_version` for every kind except `update_rollback`, where
+    /// it is `from_version` (the release rolled back *from*; `to_version` is
+    /// the version restored).
+    pub const RELEASE: &str = "release";
+    /// Number in 0.0–1.0: the channel's `max_failure_rate`, copied from the
+    /// verified manifest; send it on `update_*` events.
+    pub const MAX_FAILURE_RATE: &str = "max_failure_rate";
+    /// Integer: the channel's `min_reports`, copied like `max_failure_rate`.
+    pub const MIN_REPORTS: &str = "min_reports";
+    /// Array of strings: the channel's wave names in order, so that the
+    /// reporter can show waves no agent reported from yet.
+    pub const WAVES: &str = "waves";
+    /// Object of string values: the agent's labels, replacing the ones given
+    /// at enrollment (send on `agent_startup` when the config changed).
+    pub const LABELS: &str = "labels";
+    /// Array of strings: the error chain, outermost first; shown expanded
+    /// under the event's message in the web page.
+    pub const ERROR_CHAIN: &str = "error_chain";
+    /// Object: system information (os, kernel, arch, hostname, free disk…);
+    /// shown in the web page.
+    pub const SYSTEM: &str = "system";
 }
 
 /// `POST /api/v1/events` request (bearer: the agent token).
@@ -81,6 +140,19 @@ pub enum GateState {
     Closed,
 }
 
+/// Where the reporter learnt a channel's halt thresholds and waves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingsSource {
+    /// The copy of the signed manifest given with `--manifest`.
+    Manifest,
+    /// `details` of events that agents reported for the channel and release.
+    Agents,
+    /// Neither: no threshold is known, the gate stays open.
+    #[default]
+    Unknown,
+}
+
 /// `GET /api/v1/gate/{channel}/{release}` response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
@@ -103,6 +175,9 @@ pub struct Gate {
     /// The channel's minimum reports, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_reports: Option<u32>,
+    /// Where `max_failure_rate` and `min_reports` came from.
+    #[serde(default)]
+    pub settings_source: SettingsSource,
     /// Why the gate is in this state, for humans.
     pub reason: String,
 }
@@ -142,6 +217,51 @@ pub struct RolloutProgress {
     pub failure_rate: Option<f64>,
     /// The halt gate.
     pub gate: Gate,
+    /// Agents counted over all waves.
+    #[serde(default)]
+    pub agents: u64,
+    /// True while some agent of the channel is still waiting for or
+    /// installing the release (the web page refreshes itself meanwhile).
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// `GET /api/v1/rollouts` response: the current rollout of every known
+/// channel (or of the one named by `?channel=`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutList {
+    /// One per channel, by channel name.
+    pub rollouts: Vec<RolloutProgress>,
+}
+
+/// `GET /api/v1/agents` response.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// Agents matching the filters, at most `limit`.
+    pub agents: Vec<AgentSummary>,
+    /// How many agents match the filters in all.
+    pub total: u64,
+}
+
+/// `GET /api/v1/agents/{id}/events` response, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventPage {
+    /// Events matching the filters, newest first.
+    pub events: Vec<Event>,
+    /// Pass as `?cursor=` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /healthz` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ok"` when the database answers.
+    pub status: String,
+    /// The reporter's version.
+    pub version: String,
+    /// The database schema version.
+    pub schema_version: u32,
 }
 
 /// One agent in `GET /api/v1/agents`.
@@ -167,4 +287,38 @@ pub struct AgentSummary {
     /// Its newest error message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the newest error happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// When it enrolled (last time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_at: Option<DateTime<Utc>>,
+    /// Whether its token was revoked (`flotilla-reporter agent revoke`).
+    #[serde(default)]
+    pub revoked: bool,
+    /// Events of this agent the reporter keeps.
+    #[serde(default)]
+    pub event_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_token_shape() {
+        assert!(is_agent_token_shaped(&"0a".repeat(32)));
+        assert!(!is_agent_token_shaped(&"0A".repeat(32)));
+        assert!(!is_agent_token_shaped(&"0a".repeat(31)));
+        assert!(!is_agent_token_shaped(&"zz".repeat(32)));
+    }
+
+    #[test]
+    fn old_bodies_still_parse() {
+        let r: EnrollResponse =
+            serde_json::from_str(r#"{"agent_id":"a","agent_token":"t"}"#).unwrap();
+        assert!(!r.already_enrolled);
+        let a: AgentSummary = serde_json::from_str(r#"{"agent_id":"a"}"#).unwrap();
+        assert!(!a.revoked);
+    }
 }

@@ -1,1 +1,219 @@
-//! flotilla-reporter (placeholder until its issue lands).
+//! `flotilla-reporter`: the event history of every agent, rollout progress,
+//! the halt gate and a web page, on axum and SQLite.
+//!
+//! Start it in-process with [`launch_with_tcp_listener`] (tests bind
+//! `127.0.0.1:0`) or [`launch`]; the binary's `serve` does the latter.
+//!
+//! # HTTP API (`/api/v1`)
+//!
+//! Bodies are [`flotilla_protocol::api`] types; every error is a JSON
+//! [`ApiError`](flotilla_protocol::api::ApiError) `{error, event_index?, field?}`.
+//!
+//! | route | auth | answers |
+//! |---|---|---|
+//! | `POST /api/v1/enroll` | enrollment token in the body | 201 new, 200 repeated, 400, 401, 409 |
+//! | `POST /api/v1/events` | agent token | 200, 400, 401, 403, 413, 429 |
+//! | `GET /api/v1/agents` `?q=&channel=&version=&not_seen_for=1h&sort=last_seen\|-last_seen\|agent_id\|version&limit=&offset=` | admin | [`AgentList`](flotilla_protocol::api::AgentList) |
+//! | `GET /api/v1/agents/{id}` | admin | [`AgentSummary`](flotilla_protocol::api::AgentSummary), 404 |
+//! | `GET /api/v1/agents/{id}/events` `?kind=&status=&severity=&since=&until=&cursor=&limit=` | admin | [`EventPage`](flotilla_protocol::api::EventPage), newest first |
+//! | `GET /api/v1/rollouts` `?channel=` | admin | [`RolloutList`](flotilla_protocol::api::RolloutList): each channel's current release |
+//! | `GET /api/v1/rollouts/{channel}/{release}` | admin | [`RolloutProgress`](flotilla_protocol::api::RolloutProgress) |
+//! | `GET /api/v1/gate/{channel}/{release}` | admin **or agent** | [`Gate`](flotilla_protocol::api::Gate) |
+//! | `GET /metrics` | admin | Prometheus text |
+//! | `GET /healthz` | none | [`Health`](flotilla_protocol::api::Health) |
+//!
+//! Tokens go in `Authorization: Bearer …`. The admin token comes from
+//! `--admin-token-file`; without it, admin routes answer 401. Filters are
+//! comma-separated lists (`kind=update_install,update_rollback`;
+//! `kind=migration` and `kind=update` name groups); times are RFC 3339;
+//! `cursor` is the previous page's `next_cursor`.
+//!
+//! ## `POST /api/v1/events`
+//!
+//! Checked in this order: agent token (401 if missing, unknown or revoked),
+//! the agent's token bucket (429 + `Retry-After` seconds; default 50
+//! requests at once, 5 per second after), size (413 above 1 MiB), JSON (400
+//! naming `event_index` and `field`), count (413 above 500 events), each
+//! event's [`validate`](flotilla_protocol::Event::validate) (400 with index
+//! and field), `ts` at most a day ahead (400), `agent_id` equal to the
+//! token's agent (403, index and field `agent_id`). A refused batch stores
+//! nothing: on 400/403 the agent should set the named event aside and send
+//! the rest. Events already stored (same `id`) are counted as `duplicates`
+//! and not stored again; the 200 [`EventsAccepted`](flotilla_protocol::api::EventsAccepted)
+//! is sent only after the batch is committed (see durability below), so the
+//! agent may drop acknowledged events from its spool.
+//!
+//! # Enrollment
+//!
+//! `flotilla-reporter token create [--expires 7d] [--uses N]` prints an
+//! enrollment token once. An agent enrolls with `POST /api/v1/enroll`
+//! ([`EnrollRequest`](flotilla_protocol::api::EnrollRequest)); agent ids are
+//! 1–128 characters of `A-Z a-z 0-9 . _ - : @`. The rule
+//! ([`db::enroll`]):
+//!
+//! - unknown, expired, used-up or revoked enrollment token: **401** (the
+//!   message says which);
+//! - a new agent id (or one an admin revoked): **201**, one use counted;
+//!   the agent token is the agent's own proposal (`agent_token`: 64
+//!   lowercase hex digits) or a fresh random one;
+//! - an enrolled agent id, with its current agent token in `agent_token` (or
+//!   as `Bearer`): **200**, the same token, `already_enrolled: true`, no use
+//!   counted, even if the enrollment token has expired or is used up since;
+//! - an enrolled agent id without its token: **409**. An agent id cannot be
+//!   taken over; an admin runs `flotilla-reporter agent revoke ID` first.
+//!
+//! So the agent should make its token itself, write it to its 0600 token
+//! file, then enroll; if the answer is lost it retries with the same token
+//! and gets 200. Agent tokens are stored only as SHA-256 hashes.
+//!
+//! # The halt gate
+//!
+//! Defined in [`rollout`]: an agent *failed* release R on channel C when its
+//! newest outcome for (C, R) is `update_install` failed,
+//! `update_healthcheck` failed, `migration_execution` failed or an
+//! `update_rollback`; it *succeeded* on `update_healthcheck` success.
+//! `reports` = succeeded + failed. The gate is **closed** exactly when C's
+//! `max_failure_rate` is known, `reports >= min_reports` (default 1) and
+//! `failed / reports > max_failure_rate`; otherwise **open**. A gate can only
+//! stop an update, never start one. Channel settings come first from the
+//! manifest copy given with `--manifest PATH|URL` (DSSE envelope or bare
+//! manifest; decoded, not verified), else from what agents report in
+//! `details` (below), newest first ([`channels`]). The gate is computed at
+//! most every 2 s per channel and release.
+//!
+//! # What agents should put in events
+//!
+//! The reporter reads these fields (constants in
+//! [`flotilla_protocol::api::details`]):
+//!
+//! | field | read as |
+//! |---|---|
+//! | `channel`, `wave` | the agent's channel and wave (latest event wins) |
+//! | `to_version` | the release an `update_*`/`migration_*` event is about |
+//! | `from_version` | for `update_rollback`: the release rolled back *from* (`to_version` = the version restored) |
+//! | `details.release` | overrides the two rules above |
+//! | `details.agent_version` | the version the agent runs: **send it on every event** |
+//! | `details.max_failure_rate`, `details.min_reports` | the channel's thresholds from the verified manifest, on `update_*` events |
+//! | `details.waves` | the channel's wave names in order |
+//! | `details.labels` | the agent's labels (object of strings), replacing the enrolled ones |
+//! | `details.error_chain` | array of strings, outermost first: shown under the message |
+//! | `details.system` | object: os, kernel, arch, hostname, disk…: shown as a table |
+//!
+//! Without `details.agent_version`, a successful `update_healthcheck` or
+//! `update_rollback` sets the version to its `to_version`. Rollout states
+//! per event kind: [`db::ingest::release_state`].
+//!
+//! # Storage and durability
+//!
+//! One SQLite file in WAL mode, schema versioned by `user_version`
+//! ([`db::schema`]). Every write goes through one writer thread
+//! ([`db::writer`]) that puts all queued requests into one transaction and
+//! answers each only after `COMMIT`. Default durability is
+//! [`Durability::PowerLoss`](settings::Durability::PowerLoss)
+//! (`synchronous = FULL`: the WAL is fsynced at every commit, so an
+//! acknowledged event survives power loss too); `durability = "process_crash"`
+//! in the config file selects `synchronous = NORMAL`, which survives the
+//! process being killed (the WAL is in the OS page cache) but not a power
+//! loss. Reads use a pool of read-only connections. Retention
+//! ([`retention`]) deletes events older than `--retain-days` (90) and beyond
+//! `--retain-per-agent` (10,000) per agent; rollout state is kept, so the
+//! gate still counts outcomes whose events were pruned.
+//!
+//! # Web page
+//!
+//! See [`web`]: `GET /login` takes the admin token and sets a session cookie
+//! (`HttpOnly`, `SameSite=Strict`); forms carry a CSRF token and `Origin` is
+//! checked; a strict CSP allows only this origin's script and style.
+
+pub mod auth;
+pub mod channels;
+pub mod db;
+pub mod error;
+pub mod handlers;
+pub mod metrics;
+pub mod ratelimit;
+pub mod retention;
+pub mod rollout;
+pub mod router;
+pub mod settings;
+pub mod state;
+pub mod tokens;
+pub mod web;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use error::{AppError, Error};
+pub use settings::{Durability, Secret, Settings};
+
+use crate::channels::ManifestStore;
+use crate::db::pool::ReadPool;
+use crate::db::writer::Writer;
+use crate::state::AppState;
+
+/// Binds `settings.listen` and serves until `shutdown` completes.
+pub async fn launch(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| Error::Serve {
+            addr: settings.listen.to_string(),
+            source,
+        })?;
+    launch_with_tcp_listener(settings, listener, shutdown).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes the
+/// requests in flight, commits what the writer holds and returns.
+pub async fn launch_with_tcp_listener(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let conn = db::open_writer(&settings.db, settings.durability)?;
+    let (writer, writer_thread) = Writer::start(conn);
+    let reader = ReadPool::open(&settings.db, settings.read_connections)?;
+    let manifest = ManifestStore::default();
+    let mut background = Vec::new();
+    if let Some(src) = settings.manifest.clone() {
+        match channels::load(&src).await {
+            Ok(m) => manifest.set(m),
+            Err(e) => tracing::warn!(error = %e, "manifest not loaded; will retry"),
+        }
+        background.push(tokio::spawn(channels::refresh_loop(
+            manifest.clone(),
+            src,
+            settings.manifest_refresh,
+        )));
+    }
+    tracing::info!(settings = ?settings, %addr, "serving");
+    let state = AppState::new(settings, writer, reader, manifest);
+    background.push(tokio::spawn(retention::run(state.clone())));
+    let app = router::router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
+    drop(state);
+    // The writer thread ends once the last handle is gone and its queue is
+    // committed; requests still holding one delay it only briefly.
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    if tokio::time::timeout(Duration::from_secs(30), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the writer did not stop within 30 s");
+    }
+    served.map_err(|source| Error::Serve { addr, source })
+}

@@ -1,0 +1,103 @@
+//! The SQLite database: one file in WAL mode.
+//!
+//! - [`schema`]: migrations, versioned by `PRAGMA user_version`.
+//! - [`writer`]: the one writer thread; every write goes through it, many
+//!   requests share a transaction, and each is answered after the commit.
+//! - [`pool`]: a few read-only connections for queries.
+//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`]: the SQL of
+//!   each job, as functions over a `&Connection` that the writer, the pool
+//!   or the command line call.
+
+pub mod enroll;
+pub mod ingest;
+pub mod pool;
+pub mod prune;
+pub mod queries;
+pub mod schema;
+pub mod tokens;
+pub mod writer;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::settings::Durability;
+use crate::Error;
+
+/// A failure of a database job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// SQLite said no.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer or pool is gone (shutting down).
+    #[error("the database is shutting down")]
+    Busy,
+}
+
+/// Opens the database for writing, creating and migrating it.
+pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Error> {
+    let db_err = |source| Error::Db {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    let sync = match durability {
+        Durability::PowerLoss => "FULL",
+        Durability::ProcessCrash => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32768;
+         PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(db_err)?;
+    schema::migrate(&mut conn, path)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens a read-only connection (the database must exist).
+pub fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let db_err = |source| Error::Db {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")
+        .map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Timestamps are stored as microseconds since the epoch.
+pub fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`to_micros`].
+pub fn from_micros(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or_default()
+}
+
+/// Now, in microseconds.
+pub fn now_micros() -> i64 {
+    to_micros(Utc::now())
+}

@@ -1,0 +1,396 @@
+//! Read queries, run on the read pool.
+
+use std::collections::BTreeMap;
+
+use flotilla_protocol::api::AgentSummary;
+use flotilla_protocol::Event;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::{from_micros, DbError};
+
+/// Filters of `GET /api/v1/agents`.
+#[derive(Clone, Debug, Default)]
+pub struct AgentFilter {
+    /// Substring of the id, a label (key or value) or the version.
+    pub q: Option<String>,
+    /// Exact channel.
+    pub channel: Option<String>,
+    /// Exact version.
+    pub version: Option<String>,
+    /// Only agents last seen before this (µs), or never: "not reporting".
+    pub silent_since: Option<i64>,
+    /// Include revoked agents.
+    pub include_revoked: bool,
+    /// Order.
+    pub sort: AgentSort,
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+}
+
+/// Orders of the agents list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AgentSort {
+    /// Most recently seen first.
+    #[default]
+    LastSeenDesc,
+    /// Longest silent first.
+    LastSeenAsc,
+    /// By id.
+    AgentId,
+    /// By version, then id.
+    Version,
+}
+
+fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentSummary> {
+    let labels: String = r.get("labels")?;
+    Ok(AgentSummary {
+        agent_id: r.get("agent_id")?,
+        version: r.get("version")?,
+        channel: r.get("channel")?,
+        wave: r.get("wave")?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        last_seen: r.get::<_, Option<i64>>("last_seen")?.map(from_micros),
+        last_error: r.get("last_error")?,
+        last_error_at: r.get::<_, Option<i64>>("last_error_ts")?.map(from_micros),
+        enrolled_at: Some(from_micros(r.get("enrolled_at")?)),
+        revoked: r.get::<_, Option<i64>>("revoked_at")?.is_some(),
+        event_count: r.get::<_, i64>("event_count")? as u64,
+    })
+}
+
+const AGENT_COLUMNS: &str = "agent_id, version, channel, wave, labels, last_seen, last_error, \
+     last_error_ts, enrolled_at, revoked_at, event_count";
+
+/// Agents matching `f`, and how many match in all.
+pub fn agents(conn: &Connection, f: &AgentFilter) -> Result<(Vec<AgentSummary>, u64), DbError> {
+    let mut wh = vec!["1 = 1".to_owned()];
+    let mut args: Vec<SqlValue> = Vec::new();
+    if !f.include_revoked {
+        wh.push("revoked_at IS NULL".into());
+    }
+    if let Some(q) = f.q.as_deref().filter(|q| !q.is_empty()) {
+        let pat = format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        wh.push(
+            "(agent_id LIKE ?1 ESCAPE '\\' OR labels LIKE ?1 ESCAPE '\\' OR version LIKE ?1 ESCAPE '\\')"
+                .replace("?1", &format!("?{}", args.len() + 1)),
+        );
+        args.push(SqlValue::Text(pat));
+    }
+    if let Some(c) = &f.channel {
+        args.push(SqlValue::Text(c.clone()));
+        wh.push(format!("channel = ?{}", args.len()));
+    }
+    if let Some(v) = &f.version {
+        args.push(SqlValue::Text(v.clone()));
+        wh.push(format!("version = ?{}", args.len()));
+    }
+    if let Some(t) = f.silent_since {
+        args.push(SqlValue::Integer(t));
+        wh.push(format!(
+            "(last_seen IS NULL OR last_seen < ?{})",
+            args.len()
+        ));
+    }
+    let wh = wh.join(" AND ");
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM agents WHERE {wh}"),
+        params_from_iter(args.iter()),
+        |r| r.get(0),
+    )?;
+    let order = match f.sort {
+        AgentSort::LastSeenDesc => "last_seen DESC NULLS LAST, agent_id",
+        AgentSort::LastSeenAsc => "last_seen ASC NULLS FIRST, agent_id",
+        AgentSort::AgentId => "agent_id",
+        AgentSort::Version => "version, agent_id",
+    };
+    let sql = format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE {wh} ORDER BY {order} LIMIT {} OFFSET {}",
+        f.limit, f.offset
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st.query_map(params_from_iter(args.iter()), agent_from_row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total as u64))
+}
+
+/// One agent.
+pub fn agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentSummary>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"
+        ))?
+        .query_row([agent_id], agent_from_row)
+        .optional()?)
+}
+
+/// Filters of `GET /api/v1/agents/{id}/events`.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Any of these kinds.
+    pub kinds: Vec<String>,
+    /// Any of these statuses.
+    pub statuses: Vec<String>,
+    /// Any of these severities.
+    pub severities: Vec<String>,
+    /// `ts >= since` (µs).
+    pub since: Option<i64>,
+    /// `ts < until` (µs).
+    pub until: Option<i64>,
+    /// Older than this `(ts, seq)`.
+    pub before: Option<(i64, i64)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A page cursor: the `(ts, seq)` of the last event shown.
+pub fn encode_cursor(ts: i64, seq: i64) -> String {
+    format!("{ts}.{seq}")
+}
+
+/// The inverse of [`encode_cursor`].
+pub fn decode_cursor(s: &str) -> Option<(i64, i64)> {
+    let (a, b) = s.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(r: &Row<'_>, col: &str) -> rusqlite::Result<T> {
+    let s: String = r.get(col)?;
+    serde_json::from_value(serde_json::Value::String(s)).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let id: Vec<u8> = r.get("id")?;
+    let details: String = r.get("details")?;
+    Ok(Event {
+        id: uuid::Uuid::from_slice(&id).unwrap_or_default(),
+        agent_id: r.get("agent_id")?,
+        ts: from_micros(r.get("ts")?),
+        kind: parse_enum(r, "kind")?,
+        status: parse_enum(r, "status")?,
+        severity: parse_enum(r, "severity")?,
+        component: r.get("component")?,
+        message: r.get("message")?,
+        from_version: r.get("from_version")?,
+        to_version: r.get("to_version")?,
+        channel: r.get("channel")?,
+        wave: r.get("wave")?,
+        details: serde_json::from_str(&details).unwrap_or_default(),
+    })
+}
+
+/// One agent's events matching `f`, newest first, and the next cursor.
+pub fn events(
+    conn: &Connection,
+    agent_id: &str,
+    f: &EventFilter,
+) -> Result<(Vec<Event>, Option<String>), DbError> {
+    let mut args: Vec<SqlValue> = vec![SqlValue::Text(agent_id.to_owned())];
+    let mut wh = vec!["agent_id = ?1".to_owned()];
+    for (col, list) in [
+        ("kind", &f.kinds),
+        ("status", &f.statuses),
+        ("severity", &f.severities),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut marks = Vec::new();
+        for v in list {
+            args.push(SqlValue::Text(v.clone()));
+            marks.push(format!("?{}", args.len()));
+        }
+        wh.push(format!("{col} IN ({})", marks.join(", ")));
+    }
+    if let Some(t) = f.since {
+        args.push(SqlValue::Integer(t));
+        wh.push(format!("ts >= ?{}", args.len()));
+    }
+    if let Some(t) = f.until {
+        args.push(SqlValue::Integer(t));
+        wh.push(format!("ts < ?{}", args.len()));
+    }
+    if let Some((ts, seq)) = f.before {
+        args.push(SqlValue::Integer(ts));
+        let a = args.len();
+        args.push(SqlValue::Integer(seq));
+        wh.push(format!(
+            "(ts < ?{a} OR (ts = ?{a} AND seq < ?{}))",
+            args.len()
+        ));
+    }
+    let limit = f.limit.max(1);
+    let sql = format!(
+        "SELECT seq, id, agent_id, ts, kind, status, severity, component, message, from_version,
+                to_version, channel, wave, details
+         FROM events WHERE {} ORDER BY ts DESC, seq DESC LIMIT {}",
+        wh.join(" AND "),
+        limit + 1
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut rows = st.query(params_from_iter(args.iter()))?;
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if out.len() == limit as usize {
+            more = true;
+            break;
+        }
+        last = Some((r.get::<_, i64>("ts")?, r.get::<_, i64>("seq")?));
+        out.push(event_from_row(r)?);
+    }
+    let cursor = if more {
+        last.map(|(t, s)| encode_cursor(t, s))
+    } else {
+        None
+    };
+    Ok((out, cursor))
+}
+
+/// One agent as the rollout computation sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutRow {
+    /// The agent.
+    pub agent_id: String,
+    /// Its running version.
+    pub version: Option<String>,
+    /// Its wave, from its own events about this release, else its latest.
+    pub wave: Option<String>,
+    /// When last heard from (µs).
+    pub last_seen: Option<i64>,
+    /// Its state in this release's rollout, if it reported one.
+    pub state: Option<String>,
+}
+
+/// Every non-revoked agent on `channel`, and every agent that reported
+/// about this release on it, with its state.
+pub fn rollout_rows(
+    conn: &Connection,
+    channel: &str,
+    release: &str,
+) -> Result<Vec<RolloutRow>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT a.agent_id, a.version, COALESCE(r.wave, a.wave), a.last_seen, r.state
+         FROM agents a LEFT JOIN agent_release r
+           ON r.channel = ?1 AND r.release = ?2 AND r.agent_id = a.agent_id
+         WHERE a.revoked_at IS NULL AND a.channel = ?1
+         UNION ALL
+         SELECT a.agent_id, a.version, COALESCE(r.wave, a.wave), a.last_seen, r.state
+         FROM agent_release r JOIN agents a ON a.agent_id = r.agent_id
+         WHERE r.channel = ?1 AND r.release = ?2 AND a.revoked_at IS NULL
+           AND a.channel IS NOT ?1",
+    )?;
+    let rows = st.query_map(params![channel, release], |r| {
+        Ok(RolloutRow {
+            agent_id: r.get(0)?,
+            version: r.get(1)?,
+            wave: r.get(2)?,
+            last_seen: r.get(3)?,
+            state: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Agents per rollout state of a release (revoked agents left out).
+pub fn release_state_counts(
+    conn: &Connection,
+    channel: &str,
+    release: &str,
+) -> Result<BTreeMap<String, u64>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT r.state, count(*) FROM agent_release r JOIN agents a ON a.agent_id = r.agent_id
+         WHERE r.channel = ?1 AND r.release = ?2 AND a.revoked_at IS NULL GROUP BY r.state",
+    )?;
+    let rows = st.query_map(params![channel, release], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Thresholds and waves agents reported for a channel's release (or, failing
+/// that, for the channel's most recent release that has any).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportedSettings {
+    /// `details.max_failure_rate`.
+    pub max_failure_rate: Option<f64>,
+    /// `details.min_reports`.
+    pub min_reports: Option<u32>,
+    /// `details.waves`.
+    pub waves: Option<Vec<String>>,
+}
+
+/// See [`ReportedSettings`].
+pub fn reported_settings(
+    conn: &Connection,
+    channel: &str,
+    release: &str,
+) -> Result<Option<ReportedSettings>, DbError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT max_failure_rate, min_reports, waves FROM channel_settings
+             WHERE channel = ?1 ORDER BY (release = ?2) DESC, ts DESC LIMIT 1",
+        )?
+        .query_row(params![channel, release], |r| {
+            Ok(ReportedSettings {
+                max_failure_rate: r.get(0)?,
+                min_reports: r
+                    .get::<_, Option<i64>>(1)?
+                    .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+                waves: r
+                    .get::<_, Option<String>>(2)?
+                    .and_then(|w| serde_json::from_str(&w).ok()),
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+/// For every channel agents reported a rollout on: its newest release.
+pub fn current_releases(conn: &Connection) -> Result<BTreeMap<String, String>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT channel, release FROM (
+             SELECT channel, release, max(ts) AS t FROM agent_release GROUP BY channel, release
+         ) ORDER BY t",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    // later rows (newer) overwrite earlier ones
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Non-revoked agents per version (`None`: not known yet).
+pub fn agents_by_version(conn: &Connection) -> Result<Vec<(Option<String>, u64)>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT version, count(*) FROM agents WHERE revoked_at IS NULL GROUP BY version ORDER BY version",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest error of each agent, newest first.
+pub fn newest_errors(conn: &Connection, limit: u32) -> Result<Vec<AgentSummary>, DbError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE last_error_ts IS NOT NULL AND revoked_at IS NULL
+         ORDER BY last_error_ts DESC LIMIT ?1"
+    ))?;
+    let rows = st.query_map([limit], agent_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Non-revoked agents, and how many were heard from since `t` (µs).
+pub fn agent_counts(conn: &Connection, since: i64) -> Result<(u64, u64), DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE last_seen >= ?1) FROM agents WHERE revoked_at IS NULL",
+        [since],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )?)
+}

@@ -1,0 +1,136 @@
+//! The schema, as an ordered list of migrations. `PRAGMA user_version` is
+//! the number applied; each runs in its own transaction, so a crash leaves
+//! either the old or the new version. A database newer than this binary is
+//! refused rather than guessed at.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::Error;
+
+/// The migrations; index + 1 is the version each one produces.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "
+    CREATE TABLE enrollment_tokens (
+        id          TEXT PRIMARY KEY,
+        hash        TEXT NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        max_uses    INTEGER,
+        uses        INTEGER NOT NULL DEFAULT 0,
+        revoked_at  INTEGER,
+        note        TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE agents (
+        agent_id       TEXT PRIMARY KEY,
+        token_hash     TEXT UNIQUE,
+        enrolled_with  TEXT,
+        enrolled_at    INTEGER NOT NULL,
+        revoked_at     INTEGER,
+        labels         TEXT NOT NULL DEFAULT '{}',
+        version        TEXT,
+        channel        TEXT,
+        wave           TEXT,
+        state_ts       INTEGER NOT NULL DEFAULT 0,
+        last_seen      INTEGER,
+        last_error     TEXT,
+        last_error_ts  INTEGER,
+        event_count    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX agents_last_seen ON agents(last_seen);
+    CREATE INDEX agents_channel ON agents(channel);
+    CREATE INDEX agents_last_error ON agents(last_error_ts);
+    CREATE TABLE events (
+        seq           INTEGER PRIMARY KEY,
+        id            BLOB NOT NULL UNIQUE,
+        agent_id      TEXT NOT NULL,
+        ts            INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        severity      TEXT NOT NULL,
+        component     TEXT NOT NULL,
+        message       TEXT NOT NULL,
+        from_version  TEXT,
+        to_version    TEXT,
+        channel       TEXT,
+        wave          TEXT,
+        details       TEXT NOT NULL
+    );
+    CREATE INDEX events_agent_ts ON events(agent_id, ts);
+    CREATE INDEX events_ts ON events(ts);
+    CREATE TABLE agent_release (
+        channel   TEXT NOT NULL,
+        release   TEXT NOT NULL,
+        agent_id  TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        wave      TEXT,
+        ts        INTEGER NOT NULL,
+        message   TEXT,
+        PRIMARY KEY (channel, release, agent_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE channel_settings (
+        channel           TEXT NOT NULL,
+        release           TEXT NOT NULL,
+        max_failure_rate  REAL,
+        min_reports       INTEGER,
+        waves             TEXT,
+        ts                INTEGER NOT NULL,
+        PRIMARY KEY (channel, release)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this binary writes.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database to [`VERSION`].
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    let db_err = |source| Error::Db {
+        path: path.to_owned(),
+        source,
+    };
+    let found: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if found > VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known: VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        tracing::info!(version = i + 1, "database migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let mut c = Connection::open(&path).unwrap();
+        migrate(&mut c, &path).unwrap();
+        migrate(&mut c, &path).unwrap();
+        let v: u32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, VERSION);
+        c.execute_batch("PRAGMA user_version = 99").unwrap();
+        assert!(matches!(
+            migrate(&mut c, &path),
+            Err(Error::SchemaTooNew { found: 99, .. })
+        ));
+    }
+}

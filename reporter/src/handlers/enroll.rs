@@ -1,0 +1,123 @@
+//! `POST /api/v1/enroll`: an enrollment token buys an agent token. The rule
+//! is in [`crate::db::enroll`].
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::Json;
+use flotilla_protocol::api::{is_agent_token_shaped, EnrollRequest, EnrollResponse};
+use flotilla_protocol::event::MAX_AGENT_ID;
+
+use crate::db::enroll::{self, Refusal};
+use crate::db::tokens::TokenState;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Most labels an agent may have.
+pub const MAX_LABELS: usize = 64;
+
+/// Whether an agent id is acceptable: 1–128 bytes of ASCII letters, digits
+/// and `.`, `_`, `-`, `:`, `@` (it appears in URLs and file names).
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_AGENT_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:@".contains(&b))
+}
+
+fn check(req: &EnrollRequest) -> Result<(), AppError> {
+    let bad = |field: &str, msg: String| Err(AppError::bad_request(msg).at(None, Some(field)));
+    if !valid_agent_id(&req.agent_id) {
+        return bad(
+            "agent_id",
+            format!("agent_id must be 1-{MAX_AGENT_ID} characters of A-Z a-z 0-9 . _ - : @"),
+        );
+    }
+    if req.labels.len() > MAX_LABELS
+        || req
+            .labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256)
+    {
+        return bad(
+            "labels",
+            format!("at most {MAX_LABELS} labels, keys 1-128 bytes, values up to 256 bytes"),
+        );
+    }
+    for (field, v) in [("version", &req.version), ("channel", &req.channel)] {
+        if v.as_ref().is_some_and(|s| s.len() > 128) {
+            return bad(field, format!("{field}: at most 128 bytes"));
+        }
+    }
+    if let Some(t) = &req.agent_token {
+        if !is_agent_token_shaped(t) {
+            return bad(
+                "agent_token",
+                "agent_token must be 64 lowercase hex digits (256 random bits)".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The handler.
+pub async fn post(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<EnrollResponse>), AppError> {
+    let Json(req) = body.map_err(|r| AppError::new(r.status(), r.body_text()))?;
+    check(&req)?;
+    let proof = req.agent_token.clone().or_else(|| {
+        crate::auth::bearer(&headers)
+            .filter(|t| is_agent_token_shaped(t))
+            .map(str::to_owned)
+    });
+    let now = chrono::Utc::now();
+    let agent_id = req.agent_id.clone();
+    let result = st
+        .writer
+        .run(move |c| enroll::enroll(c, &req, proof.as_deref(), now))
+        .await?;
+    match result {
+        Ok(resp) => {
+            let code = if resp.already_enrolled {
+                st.metrics.enrollment("repeated");
+                StatusCode::OK
+            } else {
+                st.metrics.enrollment("enrolled");
+                tracing::info!(agent_id, "agent enrolled");
+                StatusCode::CREATED
+            };
+            Ok((code, Json(resp)))
+        }
+        Err(refusal) => {
+            st.metrics.enrollment("refused");
+            Err(match refusal {
+                Refusal::UnknownToken => AppError::unauthorized("unknown enrollment token"),
+                Refusal::Token(TokenState::Expired) => {
+                    AppError::unauthorized("the enrollment token has expired")
+                }
+                Refusal::Token(TokenState::UsedUp) => {
+                    AppError::unauthorized("the enrollment token is used up")
+                }
+                Refusal::Token(_) => AppError::unauthorized("the enrollment token was revoked"),
+                Refusal::Taken => AppError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "agent {agent_id} is enrolled already; to enroll it anew an admin must \
+                         first run `flotilla-reporter agent revoke {agent_id}`"
+                    ),
+                )
+                .at(None, Some("agent_id")),
+                Refusal::AgentTokenUnusable => AppError::new(
+                    StatusCode::CONFLICT,
+                    "this agent token was revoked or is in use; make a new one",
+                )
+                .at(None, Some("agent_token")),
+            })
+        }
+    }
+}

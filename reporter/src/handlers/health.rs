@@ -1,0 +1,56 @@
+//! `GET /healthz` (no token) and `GET /metrics` (admin token).
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::Json;
+use flotilla_protocol::api::Health;
+
+use crate::auth::AdminAuth;
+use crate::db::queries;
+use crate::error::AppError;
+use crate::metrics::Gauges;
+use crate::state::AppState;
+
+/// `GET /healthz`: 200 when the database answers.
+pub async fn healthz(State(st): State<AppState>) -> Result<Json<Health>, AppError> {
+    let schema_version: u32 = st
+        .reader
+        .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        .await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        schema_version,
+    }))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(
+    _: AdminAuth,
+    State(st): State<AppState>,
+) -> Result<impl IntoResponse, AppError> {
+    let since = crate::db::now_micros() - st.settings.stale_after.as_micros() as i64;
+    let (agents_by_version, (_, agents_reporting)) = st
+        .reader
+        .read(move |c| {
+            Ok((
+                queries::agents_by_version(c)?,
+                queries::agent_counts(c, since)?,
+            ))
+        })
+        .await?;
+    let mut gates = Vec::new();
+    for (channel, release) in st.current_rollouts().await? {
+        gates.push(st.gate(&channel, &release).await?);
+    }
+    let text = st.metrics.render(&Gauges {
+        agents_by_version,
+        agents_reporting,
+        gates,
+    });
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    ))
+}

@@ -1,0 +1,33 @@
+//! HTTP handlers, one file per resource. Routes are in [`crate::router`].
+
+pub mod agents;
+pub mod enroll;
+pub mod events;
+pub mod health;
+pub mod rollouts;
+
+use crate::error::AppError;
+
+/// Splits a comma-separated filter value; `None` and `""` give nothing.
+pub(crate) fn list(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses an RFC 3339 time given as a query parameter, in µs.
+pub(crate) fn time_param(field: &str, v: &Option<String>) -> Result<Option<i64>, AppError> {
+    match v.as_deref().filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.timestamp_micros()))
+            .map_err(|e| {
+                AppError::bad_request(format!("{field}: {s:?} is not an RFC 3339 time: {e}"))
+                    .at(None, Some(field))
+            }),
+    }
+}

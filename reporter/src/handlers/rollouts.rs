@@ -1,0 +1,53 @@
+//! `GET /api/v1/rollouts`, `/api/v1/rollouts/{channel}/{release}` (admin
+//! token) and `GET /api/v1/gate/{channel}/{release}` (admin or agent token).
+//! Definitions: [`crate::rollout`].
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use flotilla_protocol::api::{Gate, RolloutList, RolloutProgress};
+use serde::Deserialize;
+
+use crate::auth::{AdminAuth, GateAuth};
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Query of `GET /api/v1/rollouts`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RolloutQuery {
+    /// Only this channel.
+    pub channel: Option<String>,
+}
+
+/// `GET /api/v1/rollouts`: each channel's current rollout.
+pub async fn list(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(q): Query<RolloutQuery>,
+) -> Result<Json<RolloutList>, AppError> {
+    let mut rollouts = Vec::new();
+    for (channel, release) in st.current_rollouts().await? {
+        if q.channel.as_deref().is_some_and(|c| c != channel) {
+            continue;
+        }
+        rollouts.push(st.rollout(&channel, &release).await?);
+    }
+    Ok(Json(RolloutList { rollouts }))
+}
+
+/// `GET /api/v1/rollouts/{channel}/{release}`.
+pub async fn get(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Path((channel, release)): Path<(String, String)>,
+) -> Result<Json<RolloutProgress>, AppError> {
+    Ok(Json(st.rollout(&channel, &release).await?))
+}
+
+/// `GET /api/v1/gate/{channel}/{release}`.
+pub async fn gate(
+    _: GateAuth,
+    State(st): State<AppState>,
+    Path((channel, release)): Path<(String, String)>,
+) -> Result<Json<Gate>, AppError> {
+    Ok(Json(st.gate(&channel, &release).await?))
+}

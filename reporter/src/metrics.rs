@@ -1,0 +1,217 @@
+//! Prometheus metrics, kept in memory and rendered as text at `/metrics`.
+//!
+//! Counters: `flotilla_events_ingested_total` (new), `flotilla_events_duplicate_total`,
+//! `flotilla_events_rejected_total{reason}`, `flotilla_batches_total`,
+//! `flotilla_enrollments_total{result}`, `flotilla_http_requests_total{route,method,status}`;
+//! histogram `flotilla_http_request_duration_seconds{route,method}`; gauges
+//! computed at scrape time: `flotilla_agents{version}`, `flotilla_agents_reporting`,
+//! `flotilla_gate_closed{channel,release}`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use flotilla_protocol::api::{Gate, GateState};
+
+/// Histogram bucket bounds, in seconds.
+const BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BOUNDS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The in-memory metrics.
+#[derive(Default)]
+pub struct Metrics {
+    events_new: AtomicU64,
+    events_duplicate: AtomicU64,
+    batches: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    enrollments: Mutex<BTreeMap<&'static str, u64>>,
+    http: Mutex<BTreeMap<(String, String), Histogram>>,
+    statuses: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+/// Values computed from the database at scrape time.
+#[derive(Default)]
+pub struct Gauges {
+    /// Agents per version.
+    pub agents_by_version: Vec<(Option<String>, u64)>,
+    /// Agents heard from within `stale_after`.
+    pub agents_reporting: u64,
+    /// The gate of each channel's current release.
+    pub gates: Vec<Gate>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// A batch was stored.
+    pub fn ingested(&self, new: usize, duplicates: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.events_new.fetch_add(new as u64, Ordering::Relaxed);
+        self.events_duplicate
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
+    }
+
+    /// A batch (or request) was refused.
+    pub fn rejected(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .expect("metrics")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// An enrollment was answered.
+    pub fn enrollment(&self, result: &'static str) {
+        *self
+            .enrollments
+            .lock()
+            .expect("metrics")
+            .entry(result)
+            .or_default() += 1;
+    }
+
+    /// An HTTP request finished.
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let secs = took.as_secs_f64();
+        {
+            let mut h = self.http.lock().expect("metrics");
+            let h = h.entry((route.to_owned(), method.to_owned())).or_default();
+            h.count += 1;
+            h.sum += secs;
+            for (i, b) in BOUNDS.iter().enumerate() {
+                if secs <= *b {
+                    h.buckets[i] += 1;
+                }
+            }
+        }
+        *self
+            .statuses
+            .lock()
+            .expect("metrics")
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    /// Events stored so far by this process.
+    pub fn events_new(&self) -> u64 {
+        self.events_new.load(Ordering::Relaxed)
+    }
+
+    /// The text exposition format.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut o = String::new();
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut o,
+            "flotilla_events_ingested_total",
+            "Events stored for the first time.",
+            self.events_new.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "flotilla_events_duplicate_total",
+            "Events received again (redelivery), not stored twice.",
+            self.events_duplicate.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "flotilla_batches_total",
+            "Event batches stored.",
+            self.batches.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_events_rejected_total Event batches refused, by reason.\n# TYPE flotilla_events_rejected_total counter"
+        );
+        for (reason, v) in self.rejected.lock().expect("metrics").iter() {
+            let _ = writeln!(
+                o,
+                "flotilla_events_rejected_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_enrollments_total Enrollment requests, by result.\n# TYPE flotilla_enrollments_total counter"
+        );
+        for (result, v) in self.enrollments.lock().expect("metrics").iter() {
+            let _ = writeln!(o, "flotilla_enrollments_total{{result=\"{result}\"}} {v}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_http_requests_total HTTP requests, by route and status.\n# TYPE flotilla_http_requests_total counter"
+        );
+        for ((route, method, status), v) in self.statuses.lock().expect("metrics").iter() {
+            let _ = writeln!(
+                o,
+                "flotilla_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {v}",
+                esc(route)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_http_request_duration_seconds Time to answer, by route.\n# TYPE flotilla_http_request_duration_seconds histogram"
+        );
+        for ((route, method), h) in self.http.lock().expect("metrics").iter() {
+            let l = format!("route=\"{}\",method=\"{method}\"", esc(route));
+            for (i, b) in BOUNDS.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "flotilla_http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
+                    h.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                o,
+                "flotilla_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}\nflotilla_http_request_duration_seconds_sum{{{l}}} {}\nflotilla_http_request_duration_seconds_count{{{l}}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_agents Enrolled agents, by the version they run.\n# TYPE flotilla_agents gauge"
+        );
+        for (v, n) in &g.agents_by_version {
+            let _ = writeln!(
+                o,
+                "flotilla_agents{{version=\"{}\"}} {n}",
+                esc(v.as_deref().unwrap_or("unknown"))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_agents_reporting Agents heard from lately.\n# TYPE flotilla_agents_reporting gauge\nflotilla_agents_reporting {}",
+            g.agents_reporting
+        );
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_gate_closed 1 when the halt gate of a channel's current release is closed.\n# TYPE flotilla_gate_closed gauge"
+        );
+        for gate in &g.gates {
+            let _ = writeln!(
+                o,
+                "flotilla_gate_closed{{channel=\"{}\",release=\"{}\"}} {}",
+                esc(&gate.channel),
+                esc(&gate.release),
+                u8::from(gate.state == GateState::Closed)
+            );
+        }
+        o
+    }
+}

@@ -1,0 +1,268 @@
+//! The reporter's settings: defaults, then a TOML file (`--config`), then
+//! flags. `Debug` never shows the admin token.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flotilla_protocol::HumanDuration;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// How far an acknowledged batch must have travelled before its answer goes
+/// out. Either way the answer is sent only after the SQLite commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// WAL with `synchronous = FULL`: each commit fsyncs the WAL, so an
+    /// acknowledged event survives a power loss or kernel crash too. Many
+    /// requests share one commit, so the fsync is paid once per batch.
+    #[default]
+    PowerLoss,
+    /// WAL with `synchronous = NORMAL`: a commit is in the OS page cache
+    /// when acknowledged, so it survives the reporter being killed
+    /// (SIGKILL, OOM, panic) but not a power loss. Faster on slow disks.
+    ProcessCrash,
+}
+
+/// A secret string whose `Debug` and `Display` are redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret (surrounding whitespace removed).
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into().trim().to_owned())
+    }
+    /// The secret itself; keep it out of logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Per-agent limit on `POST /api/v1/events` requests (a token bucket).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Requests per second refilled.
+    pub per_second: f64,
+    /// Bucket size: requests an agent may make at once.
+    pub burst: f64,
+}
+
+/// Everything `serve` needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The SQLite database file.
+    pub db: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The admin token (reads, web login, metrics). Without it only the
+    /// agent endpoints, the gate and `/healthz` answer.
+    pub admin_token: Option<Secret>,
+    /// A copy of the signed manifest (path or http(s) URL) for channel
+    /// thresholds and waves.
+    pub manifest: Option<String>,
+    /// How often the manifest is read again.
+    pub manifest_refresh: Duration,
+    /// Events older than this many days are pruned.
+    pub retain_days: u32,
+    /// At most this many events are kept per agent.
+    pub retain_per_agent: u64,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// What an acknowledgement guarantees.
+    pub durability: Durability,
+    /// Per-agent event ingestion limit.
+    pub rate_limit: RateLimit,
+    /// An agent not heard from for this long is "not reporting".
+    pub stale_after: Duration,
+    /// Read-only SQLite connections for queries.
+    pub read_connections: usize,
+    /// How long a computed gate or rollout is reused.
+    pub rollout_cache: Duration,
+    /// Lifetime of a web session.
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (serve behind HTTPS).
+    pub cookie_secure: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            db: PathBuf::from("flotilla-reporter.db"),
+            listen: "127.0.0.1:8080".parse().expect("address"),
+            admin_token: None,
+            manifest: None,
+            manifest_refresh: Duration::from_secs(60),
+            retain_days: 90,
+            retain_per_agent: 10_000,
+            retention_interval: Duration::from_secs(600),
+            durability: Durability::PowerLoss,
+            rate_limit: RateLimit {
+                per_second: 5.0,
+                burst: 50.0,
+            },
+            stale_after: Duration::from_secs(3600),
+            read_connections: 4,
+            rollout_cache: Duration::from_secs(2),
+            session_ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: false,
+        }
+    }
+}
+
+/// The `--config` file: every key optional, unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// See [`Settings::db`].
+    pub db: Option<PathBuf>,
+    /// See [`Settings::listen`].
+    pub listen: Option<SocketAddr>,
+    /// A file holding the admin token.
+    pub admin_token_file: Option<PathBuf>,
+    /// See [`Settings::manifest`].
+    pub manifest: Option<String>,
+    /// See [`Settings::manifest_refresh`].
+    pub manifest_refresh: Option<HumanDuration>,
+    /// See [`Settings::retain_days`].
+    pub retain_days: Option<u32>,
+    /// See [`Settings::retain_per_agent`].
+    pub retain_per_agent: Option<u64>,
+    /// See [`Settings::retention_interval`].
+    pub retention_interval: Option<HumanDuration>,
+    /// See [`Settings::durability`].
+    pub durability: Option<Durability>,
+    /// See [`RateLimit::per_second`].
+    pub rate_limit_per_second: Option<f64>,
+    /// See [`RateLimit::burst`].
+    pub rate_limit_burst: Option<f64>,
+    /// See [`Settings::stale_after`].
+    pub stale_after: Option<HumanDuration>,
+    /// See [`Settings::read_connections`].
+    pub read_connections: Option<usize>,
+    /// See [`Settings::session_ttl`].
+    pub session_ttl: Option<HumanDuration>,
+    /// See [`Settings::cookie_secure`].
+    pub cookie_secure: Option<bool>,
+}
+
+impl FileSettings {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<FileSettings, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Applies the file over `s`.
+    pub fn apply(self, s: &mut Settings) -> Result<(), Error> {
+        let d = |h: HumanDuration| h.0;
+        if let Some(v) = self.db {
+            s.db = v;
+        }
+        if let Some(v) = self.listen {
+            s.listen = v;
+        }
+        if let Some(p) = self.admin_token_file {
+            s.admin_token = Some(read_admin_token(&p)?);
+        }
+        if let Some(v) = self.manifest {
+            s.manifest = Some(v);
+        }
+        if let Some(v) = self.manifest_refresh {
+            s.manifest_refresh = d(v);
+        }
+        if let Some(v) = self.retain_days {
+            s.retain_days = v;
+        }
+        if let Some(v) = self.retain_per_agent {
+            s.retain_per_agent = v;
+        }
+        if let Some(v) = self.retention_interval {
+            s.retention_interval = d(v);
+        }
+        if let Some(v) = self.durability {
+            s.durability = v;
+        }
+        if let Some(v) = self.rate_limit_per_second {
+            s.rate_limit.per_second = v;
+        }
+        if let Some(v) = self.rate_limit_burst {
+            s.rate_limit.burst = v;
+        }
+        if let Some(v) = self.stale_after {
+            s.stale_after = d(v);
+        }
+        if let Some(v) = self.read_connections {
+            s.read_connections = v.max(1);
+        }
+        if let Some(v) = self.session_ttl {
+            s.session_ttl = d(v);
+        }
+        if let Some(v) = self.cookie_secure {
+            s.cookie_secure = v;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the admin token from a file; it must not be empty and should be
+/// long (at least 16 characters).
+pub fn read_admin_token(path: &Path) -> Result<Secret, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let secret = Secret::new(text);
+    if secret.expose().len() < 16 {
+        return Err(Error::Config {
+            path: path.to_owned(),
+            reason: "the admin token must be at least 16 characters".into(),
+        });
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_admin_token() {
+        let s = Settings {
+            admin_token: Some(Secret::new("very-secret-admin-token")),
+            ..Settings::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let f: FileSettings =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nretain_days = 7\ndurability = \"process_crash\"\nstale_after = \"2h\"\n")
+                .unwrap();
+        let mut s = Settings::default();
+        f.apply(&mut s).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.retain_days, 7);
+        assert_eq!(s.durability, Durability::ProcessCrash);
+        assert_eq!(s.stale_after, Duration::from_secs(7200));
+        assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! `GET /agents`: the agents table.
+
+use axum::extract::{Query, State};
+use maud::html;
+
+use super::layout::{self, when};
+use super::overview::urlenc;
+use super::session::WebSession;
+use super::{html, PageResult};
+use crate::db::queries;
+use crate::handlers::agents::AgentQuery;
+use crate::state::AppState;
+
+/// The page.
+pub async fn page(
+    s: WebSession,
+    State(st): State<AppState>,
+    Query(q): Query<AgentQuery>,
+) -> PageResult {
+    let mut f = q.filter()?;
+    f.limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let f2 = f.clone();
+    let (agents, total) = st.reader.read(move |c| queries::agents(c, &f2)).await?;
+    let stale = chrono::Duration::from_std(st.settings.stale_after).unwrap_or_default();
+    let now = chrono::Utc::now();
+    let qv = q.q.clone().unwrap_or_default();
+    let nsf = q.not_seen_for.clone().unwrap_or_default();
+    let sort = q.sort.clone().unwrap_or_else(|| "last_seen".into());
+    let link = |offset: u32| {
+        format!(
+            "/agents?q={}&not_seen_for={}&sort={}&offset={offset}",
+            urlenc(&qv),
+            urlenc(&nsf),
+            urlenc(&sort)
+        )
+    };
+    let body = html! {
+        h1 { "Agents" }
+        form.filters.auto #agent-filters method="get" action="/agents" {
+            input #q type="search" name="q" value=(qv) placeholder="id, label or version";
+            select name="not_seen_for" {
+                @for (v, l) in [("", "any time"), ("15m", "silent 15m+"), ("1h", "silent 1h+"), ("1d", "silent 1d+"), ("7d", "silent 7d+")] {
+                    option value=(v) selected[nsf == v] { (l) }
+                }
+            }
+            select name="sort" {
+                @for (v, l) in [("last_seen", "last seen, newest"), ("-last_seen", "last seen, oldest"), ("agent_id", "id"), ("version", "version")] {
+                    option value=(v) selected[sort == v] { (l) }
+                }
+            }
+            button type="submit" { "Search" }
+        }
+        p.muted { (total) " agents" @if total > agents.len() as u64 { ", showing " (f.offset + 1) "–" (f.offset as usize + agents.len()) } }
+        table.agents #agents-table {
+            thead { tr { th { "agent" } th { "version" } th { "channel" } th { "wave" } th { "labels" } th { "last seen" } th { "last error" } } }
+            tbody {
+                @for a in &agents {
+                    @let silent = a.last_seen.is_none_or(|t| now - t > stale);
+                    tr.silent[silent] {
+                        td { a href=(format!("/agents/{}", urlenc(&a.agent_id))) { (a.agent_id) } }
+                        td { (a.version.as_deref().unwrap_or("?")) }
+                        td { (a.channel.as_deref().unwrap_or("")) }
+                        td { (a.wave.as_deref().unwrap_or("")) }
+                        td { @for (k, v) in &a.labels { span.chip { (k) "=" (v) } " " } }
+                        td { (when(a.last_seen)) @if silent { " " span.badge.warn { "silent" } } }
+                        td.msg { (a.last_error.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+        nav.pager {
+            @if f.offset > 0 { a href=(link(f.offset.saturating_sub(f.limit))) { "← previous" } }
+            @if (f.offset as u64 + agents.len() as u64) < total { a href=(link(f.offset + f.limit)) { "next →" } }
+        }
+    };
+    html(layout::page("Agents", "agents", &s, false, body))
+}

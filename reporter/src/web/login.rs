@@ -1,0 +1,106 @@
+//! `GET /login`, `POST /login`, `POST /logout`.
+
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::html;
+use serde::Deserialize;
+
+use super::layout;
+use super::session::{self, clear_cookie};
+use crate::auth::is_admin;
+use crate::state::AppState;
+
+fn login_page(st: &AppState, error: Option<&str>) -> Html<String> {
+    let configured = st.settings.admin_token.is_some();
+    Html(
+        layout::bare(
+            "Log in",
+            html! {
+                main.narrow.login {
+                    h1 { "⚓ Flotilla reporter" }
+                    @if !configured {
+                        p.error { "No admin token is configured: start the reporter with --admin-token-file." }
+                    }
+                    @if let Some(e) = error { p.error #login-error { (e) } }
+                    form method="post" action="/login" {
+                        label for="token" { "Admin token" }
+                        input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                        button #login type="submit" { "Log in" }
+                    }
+                }
+            },
+        )
+        .into_string(),
+    )
+}
+
+/// The login form.
+pub async fn form(State(st): State<AppState>) -> Html<String> {
+    login_page(&st, None)
+}
+
+/// The login form's fields.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// Checks the admin token and starts a session.
+pub async fn submit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if !session::same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            login_page(&st, Some("Cross-site login refused.")),
+        )
+            .into_response();
+    }
+    if st.limiter.check("\0web-login").is_err() {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(&st, Some("Too many attempts; wait a moment.")),
+        )
+            .into_response();
+    }
+    if !is_admin(&st, f.token.trim()) {
+        tracing::warn!("failed web login");
+        return (
+            StatusCode::UNAUTHORIZED,
+            login_page(&st, Some("Wrong admin token.")),
+        )
+            .into_response();
+    }
+    let id = st.sessions.create();
+    let cookie = st.sessions.cookie(&id, st.settings.cookie_secure);
+    ([(SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+/// The logout form's fields.
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    csrf: String,
+}
+
+/// Ends the session (CSRF-checked).
+pub async fn logout(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Response {
+    let Some(s) = session::cookie_value(&headers).and_then(|c| st.sessions.get(&c)) else {
+        return Redirect::to("/login").into_response();
+    };
+    if !session::same_origin(&headers)
+        || !crate::tokens::constant_time_eq(s.csrf.as_bytes(), f.csrf.as_bytes())
+    {
+        return (StatusCode::FORBIDDEN, "CSRF check failed").into_response();
+    }
+    st.sessions.remove(&s.id);
+    ([(SET_COOKIE, clear_cookie())], Redirect::to("/login")).into_response()
+}

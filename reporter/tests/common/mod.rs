@@ -1,0 +1,196 @@
+//! Test helpers: a reporter on 127.0.0.1:0 with its database in a temp dir.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
+use flotilla_protocol::{Event, EventKind, EventStatus};
+use flotilla_reporter::settings::{RateLimit, Secret, Settings};
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+pub struct Server {
+    pub url: String,
+    pub db: PathBuf,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings {
+            db: dir.path().join("reporter.db"),
+            admin_token: Some(Secret::new(ADMIN)),
+            rate_limit: RateLimit {
+                per_second: 1000.0,
+                burst: 1000.0,
+            },
+            rollout_cache: Duration::ZERO,
+            ..Settings::default()
+        };
+        tweak(&mut s);
+        let db = s.db.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            flotilla_reporter::launch_with_tcp_listener(s, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let server = Server {
+            url,
+            db,
+            http: reqwest::Client::new(),
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        // The listener is bound, so requests queue until the server accepts;
+        // wait for the database to be ready.
+        wait_until("healthz answers", || async {
+            server
+                .http
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    /// A direct connection to the database (as the admin subcommands use).
+    pub fn conn(&self) -> rusqlite::Connection {
+        flotilla_reporter::db::open_writer(&self.db, Default::default()).unwrap()
+    }
+
+    /// A new enrollment token.
+    pub fn enrollment_token(&self, uses: Option<u64>) -> (String, String) {
+        let (info, secret) =
+            flotilla_reporter::db::tokens::create(&self.conn(), None, uses, "test").unwrap();
+        (info.id, secret)
+    }
+
+    pub async fn enroll_raw(&self, req: &EnrollRequest) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/enroll"))
+            .json(req)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Enrolls `agent_id` with a fresh enrollment token; returns its agent token.
+    pub async fn enroll(&self, agent_id: &str) -> String {
+        let (_, token) = self.enrollment_token(None);
+        let r = self.enroll_raw(&enroll_request(&token, agent_id)).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        r.json::<EnrollResponse>().await.unwrap().agent_token
+    }
+
+    pub async fn post_events(&self, token: &str, events: &[Event]) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/events"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.admin_get(path).await;
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+}
+
+pub fn enroll_request(token: &str, agent_id: &str) -> EnrollRequest {
+    EnrollRequest {
+        enrollment_token: token.to_owned(),
+        agent_id: agent_id.to_owned(),
+        labels: [("role".to_owned(), "web".to_owned())].into(),
+        version: Some("1.0.0".into()),
+        channel: Some("stable".into()),
+        agent_token: None,
+    }
+}
+
+pub fn event(agent: &str, kind: EventKind, status: EventStatus) -> Event {
+    let mut e = Event::new(agent, kind, status, "test", format!("{kind} {status}"));
+    e.channel = Some("stable".into());
+    e
+}
+
+/// An update event about `release` in `wave`.
+pub fn update(
+    agent: &str,
+    kind: EventKind,
+    status: EventStatus,
+    release: &str,
+    wave: &str,
+) -> Event {
+    let mut e = event(agent, kind, status);
+    e.from_version = Some("1.0.0".into());
+    e.to_version = Some(release.into());
+    e.wave = Some(wave.into());
+    if kind == EventKind::UpdateRollback {
+        e.from_version = Some(release.into());
+        e.to_version = Some("1.0.0".into());
+    }
+    e
+}
+
+/// Polls `cond` until it holds (at most 30 s).
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

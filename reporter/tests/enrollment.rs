@@ -1,0 +1,176 @@
+//! Enrollment rules: token states, idempotent retries, no take-over.
+
+mod common;
+
+use common::{enroll_request, Server};
+use flotilla_protocol::api::{ApiError, EnrollResponse};
+use flotilla_protocol::{EventKind, EventStatus};
+
+#[tokio::test]
+async fn enrolls_with_an_active_token_and_counts_its_uses() {
+    let s = Server::start().await;
+    let (id, token) = s.enrollment_token(Some(2));
+    for agent in ["web-01", "web-02"] {
+        let r = s.enroll_raw(&enroll_request(&token, agent)).await;
+        assert_eq!(r.status(), 201);
+        let body: EnrollResponse = r.json().await.unwrap();
+        assert!(flotilla_protocol::api::is_agent_token_shaped(
+            &body.agent_token
+        ));
+        assert!(!body.already_enrolled);
+    }
+    let r = s.enroll_raw(&enroll_request(&token, "web-03")).await;
+    assert_eq!(r.status(), 401);
+    assert!(r
+        .json::<ApiError>()
+        .await
+        .unwrap()
+        .error
+        .contains("used up"));
+    let list = flotilla_reporter::db::tokens::list(&s.conn()).unwrap();
+    let t = list.iter().find(|t| t.id == id).unwrap();
+    assert_eq!(t.uses, 2);
+    assert_eq!(
+        t.state(chrono::Utc::now()),
+        flotilla_reporter::db::tokens::TokenState::UsedUp
+    );
+    // agent tokens are stored only as hashes
+    let stored: Vec<String> = s
+        .conn()
+        .prepare("SELECT token_hash FROM agents")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_unknown_expired_used_up_and_revoked_tokens() {
+    let s = Server::start().await;
+    let expect = |r: reqwest::Response, word: &'static str| async move {
+        assert_eq!(r.status(), 401);
+        let e: ApiError = r.json().await.unwrap();
+        assert!(e.error.contains(word), "{} lacks {word}", e.error);
+    };
+    expect(
+        s.enroll_raw(&enroll_request("flotilla-enroll-nope", "a1"))
+            .await,
+        "unknown",
+    )
+    .await;
+
+    let (id, token) = s.enrollment_token(None);
+    s.conn()
+        .execute(
+            "UPDATE enrollment_tokens SET expires_at = 1 WHERE id = ?1",
+            [&id],
+        )
+        .unwrap();
+    expect(s.enroll_raw(&enroll_request(&token, "a1")).await, "expired").await;
+
+    let (_, once) = s.enrollment_token(Some(1));
+    assert_eq!(
+        s.enroll_raw(&enroll_request(&once, "a2")).await.status(),
+        201
+    );
+    expect(s.enroll_raw(&enroll_request(&once, "a3")).await, "used up").await;
+
+    let (id, token) = s.enrollment_token(None);
+    assert!(flotilla_reporter::db::tokens::revoke(&s.conn(), &id).unwrap());
+    expect(s.enroll_raw(&enroll_request(&token, "a4")).await, "revoked").await;
+
+    // `token list` shows the real state of each
+    let now = chrono::Utc::now();
+    let states: Vec<String> = flotilla_reporter::db::tokens::list(&s.conn())
+        .unwrap()
+        .iter()
+        .map(|t| t.state(now).to_string())
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["expired", "revoked", "used up"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_to_let_another_enrollment_take_over_an_agent_id() {
+    let s = Server::start().await;
+    let first = s.enroll("web-01").await;
+    let (_, other) = s.enrollment_token(None);
+    let r = s.enroll_raw(&enroll_request(&other, "web-01")).await;
+    assert_eq!(r.status(), 409);
+    let e: ApiError = r.json().await.unwrap();
+    assert_eq!(e.field.as_deref(), Some("agent_id"));
+    assert!(e.error.contains("agent revoke"));
+    // a wrong proof is no better
+    let mut req = enroll_request(&other, "web-01");
+    req.agent_token = Some("ab".repeat(32));
+    assert_eq!(s.enroll_raw(&req).await.status(), 409);
+    // the original token still works
+    let ok = s
+        .post_events(
+            &first,
+            &[common::event(
+                "web-01",
+                EventKind::AgentStartup,
+                EventStatus::Success,
+            )],
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn retried_enrollment_with_the_agents_own_token_is_idempotent() {
+    let s = Server::start().await;
+    let (id, once) = s.enrollment_token(Some(1));
+    let mine = "c0".repeat(32);
+    let mut req = enroll_request(&once, "db-01");
+    req.agent_token = Some(mine.clone());
+    let r = s.enroll_raw(&req).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<EnrollResponse>().await.unwrap().agent_token, mine);
+    // the answer was "lost": the same request again, with the token now used up
+    let r = s.enroll_raw(&req).await;
+    assert_eq!(r.status(), 200);
+    let body: EnrollResponse = r.json().await.unwrap();
+    assert_eq!(body.agent_token, mine);
+    assert!(body.already_enrolled);
+    let t = flotilla_reporter::db::tokens::list(&s.conn()).unwrap();
+    assert_eq!(t.iter().find(|t| t.id == id).unwrap().uses, 1);
+    // malformed proposals are refused
+    req.agent_token = Some("short".into());
+    let r = s.enroll_raw(&req).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<ApiError>().await.unwrap().field.as_deref(),
+        Some("agent_token")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_agent_gets_401_and_may_enroll_again_with_a_new_token() {
+    let s = Server::start().await;
+    let old = s.enroll("web-07").await;
+    assert!(flotilla_reporter::db::tokens::revoke_agent(&s.conn(), "web-07").unwrap());
+    let e = common::event("web-07", EventKind::AgentStartup, EventStatus::Success);
+    assert_eq!(s.post_events(&old, &[e.clone()]).await.status(), 401);
+    // the revoked token can never come back
+    let (_, token) = s.enrollment_token(None);
+    let mut req = enroll_request(&token, "web-07");
+    req.agent_token = Some(old.clone());
+    assert_eq!(s.enroll_raw(&req).await.status(), 409);
+    req.agent_token = None;
+    let r = s.enroll_raw(&req).await;
+    assert_eq!(r.status(), 201);
+    let new = r.json::<EnrollResponse>().await.unwrap().agent_token;
+    assert_ne!(new, old);
+    assert_eq!(s.post_events(&new, &[e]).await.status(), 200);
+    assert_eq!(s.post_events(&old, &[]).await.status(), 401);
+    s.stop().await;
+}
