@@ -159,7 +159,10 @@ async fn revoked_agent_gets_401_and_may_enroll_again_with_a_new_token() {
     let old = s.enroll("web-07").await;
     assert!(flotilla_reporter::db::tokens::revoke_agent(&s.conn(), "web-07").unwrap());
     let e = common::event("web-07", EventKind::AgentStartup, EventStatus::Success);
-    assert_eq!(s.post_events(&old, std::slice::from_ref(&e)).await.status(), 401);
+    assert_eq!(
+        s.post_events(&old, std::slice::from_ref(&e)).await.status(),
+        401
+    );
     // the revoked token can never come back
     let (_, token) = s.enrollment_token(None);
     let mut req = enroll_request(&token, "web-07");

@@ -1,0 +1,229 @@
+//! Rollout progress and the halt gate: opening, closing, and where the
+//! channel's thresholds come from.
+
+mod common;
+
+use base64::Engine;
+use common::{update, Server};
+use flotilla_protocol::api::{Gate, GateState, RolloutList, RolloutProgress, SettingsSource};
+use flotilla_protocol::{Event, EventKind, EventStatus};
+
+fn with_thresholds(mut e: Event, max: f64, min: u32) -> Event {
+    e.details.insert("max_failure_rate".into(), max.into());
+    e.details.insert("min_reports".into(), min.into());
+    e.details
+        .insert("waves".into(), serde_json::json!(["canary", "all"]));
+    e.details.insert("agent_version".into(), "1.0.0".into());
+    e
+}
+
+async fn gate(s: &Server, token: &str) -> Gate {
+    let r = s
+        .http
+        .get(s.url("/api/v1/gate/stable/2.0.0"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn gate_closes_above_the_failure_rate_and_opens_again_when_agents_recover() {
+    let s = Server::start().await;
+    let mut tokens = Vec::new();
+    for i in 1..=5 {
+        tokens.push(s.enroll(&format!("a{i}")).await);
+    }
+    let send = |i: usize, e: Event| {
+        let s = &s;
+        let t = tokens[i - 1].clone();
+        async move {
+            let r = s.post_events(&t, &[e]).await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+    // nothing known: open
+    let g = gate(&s, common::ADMIN).await;
+    assert_eq!(
+        (g.state, g.settings_source),
+        (GateState::Open, SettingsSource::Unknown)
+    );
+
+    use EventKind::*;
+    use EventStatus::*;
+    send(
+        1,
+        with_thresholds(
+            update("a1", UpdateHealthcheck, Success, "2.0.0", "canary"),
+            0.3,
+            3,
+        ),
+    )
+    .await;
+    send(
+        2,
+        with_thresholds(
+            update("a2", UpdateHealthcheck, Failed, "2.0.0", "canary"),
+            0.3,
+            3,
+        ),
+    )
+    .await;
+    let g = gate(&s, &tokens[4]).await; // agents may read the gate
+    assert_eq!(g.settings_source, SettingsSource::Agents);
+    assert_eq!(
+        (g.state, g.reports, g.failed),
+        (GateState::Open, 2, 1),
+        "{}",
+        g.reason
+    );
+    assert!(g.reason.contains("of 3 reports"), "{}", g.reason);
+
+    send(
+        3,
+        with_thresholds(
+            update("a3", UpdateRollback, Success, "2.0.0", "all"),
+            0.3,
+            3,
+        ),
+    )
+    .await;
+    let g = gate(&s, &tokens[0]).await;
+    assert_eq!(
+        (g.state, g.reports, g.failed),
+        (GateState::Closed, 3, 2),
+        "{}",
+        g.reason
+    );
+    assert_eq!(g.max_failure_rate, Some(0.3));
+
+    // a deferral after the failure does not hide it
+    send(3, update("a3", UpdateDeferred, Info, "2.0.0", "all")).await;
+    assert_eq!(gate(&s, common::ADMIN).await.state, GateState::Closed);
+
+    // a4 waits for its wave; a5 never reported
+    let mut deferred = update("a4", UpdateDeferred, Info, "2.0.0", "all");
+    deferred.wave = None;
+    send(4, deferred).await;
+
+    // progress per wave
+    let p: RolloutProgress = s.admin_json("/api/v1/rollouts/stable/2.0.0").await;
+    let names: Vec<&str> = p.waves.iter().map(|w| w.wave.as_str()).collect();
+    assert_eq!(names, ["canary", "all", "unknown"]);
+    assert_eq!((p.waves[0].on_release, p.waves[0].failed), (1, 1));
+    assert_eq!(p.waves[1].rolled_back, 1);
+    assert_eq!(p.agents, 5);
+    assert_eq!(p.waves[2].agents, 2, "a4, a5 have not reported a wave");
+    assert_eq!((p.waves[2].waiting, p.waves[2].not_reporting), (1, 1));
+    assert!(p.active);
+    let list: RolloutList = s.admin_json("/api/v1/rollouts").await;
+    assert_eq!(list.rollouts.len(), 1);
+    assert_eq!(list.rollouts[0].release, "2.0.0");
+
+    // the failed agents retry and get healthy: the gate opens again
+    send(
+        2,
+        update("a2", UpdateHealthcheck, Success, "2.0.0", "canary"),
+    )
+    .await;
+    send(3, update("a3", UpdateInstall, Success, "2.0.0", "all")).await;
+    send(3, update("a3", UpdateHealthcheck, Success, "2.0.0", "all")).await;
+    let g = gate(&s, common::ADMIN).await;
+    assert_eq!(
+        (g.state, g.reports, g.failed),
+        (GateState::Open, 3, 0),
+        "{}",
+        g.reason
+    );
+
+    // no token, wrong token: 401; the rollout itself is admin-only
+    let r = s
+        .http
+        .get(s.url("/api/v1/gate/stable/2.0.0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .http
+        .get(s.url("/api/v1/rollouts/stable/2.0.0"))
+        .bearer_auth(&tokens[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    s.stop().await;
+}
+
+fn manifest_envelope(path: &std::path::Path) {
+    let payload = serde_json::json!({
+        "fleet": "test",
+        "serial": 7,
+        "issued": "2026-01-01T00:00:00Z",
+        "expires": "2099-01-01T00:00:00Z",
+        "releases": {},
+        "channels": {
+            "stable": {
+                "release": "2.0.0",
+                "start": "2026-01-01T00:00:00Z",
+                "max_failure_rate": 0.5,
+                "min_reports": 2,
+                "waves": [
+                    {"name": "canary", "percent": 50.0, "after": "0s", "spread": "0s"},
+                    {"name": "all", "percent": 100.0, "after": "1d", "spread": "0s"}
+                ]
+            }
+        }
+    });
+    let env = serde_json::json!({
+        "payloadType": flotilla_protocol::MANIFEST_PAYLOAD_TYPE,
+        "payload": base64::engine::general_purpose::STANDARD.encode(payload.to_string()),
+        "signatures": []
+    });
+    std::fs::write(path, env.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn gate_takes_thresholds_and_waves_from_the_manifest_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.json");
+    manifest_envelope(&manifest);
+    let m = manifest.display().to_string();
+    let s = Server::start_with(|st| st.manifest = Some(m)).await;
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        tokens.push(s.enroll(&format!("h{i:02}")).await);
+    }
+    // agents report thresholds that disagree: the manifest wins
+    use EventKind::*;
+    use EventStatus::*;
+    let mut e = with_thresholds(
+        update("h00", UpdateHealthcheck, Failed, "2.0.0", "canary"),
+        0.9,
+        100,
+    );
+    e.wave = None;
+    s.post_events(&tokens[0], &[e]).await;
+    let g = gate(&s, common::ADMIN).await;
+    assert_eq!(g.settings_source, SettingsSource::Manifest);
+    assert_eq!((g.max_failure_rate, g.min_reports), (Some(0.5), Some(2)));
+    assert_eq!(g.state, GateState::Open, "1 of 2 reports");
+    let mut e = update("h01", UpdateHealthcheck, Failed, "2.0.0", "canary");
+    e.wave = None;
+    s.post_events(&tokens[1], &[e]).await;
+    assert_eq!(gate(&s, common::ADMIN).await.state, GateState::Closed);
+
+    // waves come from the manifest, each agent placed by the wave function
+    let p: RolloutProgress = s.admin_json("/api/v1/rollouts/stable/2.0.0").await;
+    let names: Vec<&str> = p.waves.iter().map(|w| w.wave.as_str()).collect();
+    assert_eq!(names, ["canary", "all"]);
+    assert_eq!(p.agents, 20);
+    assert_eq!(p.waves[0].agents + p.waves[1].agents, 20);
+    let canary_expected = (0..20)
+        .filter(|i| flotilla_protocol::wave::bucket("stable", "2.0.0", &format!("h{i:02}")) < 5000)
+        .count() as u64;
+    assert_eq!(p.waves[0].agents, canary_expected);
+    s.stop().await;
+}
