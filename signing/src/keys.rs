@@ -73,8 +73,10 @@ impl PrivateKey {
     }
 
     /// Parses a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
+    /// Blank lines and spaces around the PEM block are ignored (keys pasted
+    /// into CI secrets often gain a trailing newline).
     pub fn from_pkcs8_pem(pem: &str) -> std::result::Result<Self, String> {
-        SigningKey::from_pkcs8_pem(pem)
+        SigningKey::from_pkcs8_pem(&trim_pem(pem))
             .map(|inner| PrivateKey { inner })
             .map_err(|e| e.to_string())
     }
@@ -135,6 +137,14 @@ impl PrivateKey {
     }
 }
 
+/// The PEM block with surrounding whitespace removed and one final newline;
+/// CRLF line ends become LF.
+fn trim_pem(pem: &str) -> String {
+    let mut s = pem.trim().replace("\r\n", "\n");
+    s.push('\n');
+    s
+}
+
 /// An Ed25519 public key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -149,8 +159,9 @@ impl fmt::Debug for PublicKey {
 
 impl PublicKey {
     /// Parses an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`).
+    /// Surrounding whitespace is ignored, as for private keys.
     pub fn from_spki_pem(pem: &str) -> std::result::Result<Self, String> {
-        VerifyingKey::from_public_key_pem(pem)
+        VerifyingKey::from_public_key_pem(&trim_pem(pem))
             .map(|inner| PublicKey { inner })
             .map_err(|e| e.to_string())
     }
@@ -227,6 +238,23 @@ mod tests {
         assert!(p.verify(b"msg", &sig));
         assert!(!p.verify(b"msh", &sig));
         assert!(!p.verify(b"msg", &sig[..63]));
+    }
+
+    #[test]
+    fn pem_with_surrounding_whitespace_loads() {
+        let k = PrivateKey::generate();
+        let padded = format!("\n{}\n\n", k.to_pkcs8_pem());
+        assert_eq!(
+            PrivateKey::from_pkcs8_pem(&padded).unwrap().key_id(),
+            k.key_id()
+        );
+        let crlf = k.to_pkcs8_pem().replace('\n', "\r\n");
+        assert_eq!(
+            PrivateKey::from_pkcs8_pem(&crlf).unwrap().key_id(),
+            k.key_id()
+        );
+        let p = format!("{}\n\n", k.public_key().to_spki_pem());
+        assert_eq!(PublicKey::from_spki_pem(&p).unwrap(), k.public_key());
     }
 
     #[test]
