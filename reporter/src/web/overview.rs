@@ -1,7 +1,7 @@
 //! `GET /`: the fleet overview.
 
 use axum::extract::State;
-use flotilla_protocol::api::{GateState, RolloutProgress, WaveProgress};
+use flotilla_protocol::api::{GateState, RolloutProgress, SettingsSource, WaveProgress};
 use maud::{html, Markup};
 
 use super::layout::{self, pct, when};
@@ -118,9 +118,8 @@ fn rollout_card(r: &RolloutProgress) -> Markup {
                 @if r.active { span.badge.live { "rolling out" } }
             }
             p.muted.gate-reason {
-                (r.gate.reason)
-                @if let Some(rate) = r.failure_rate { " · failure rate " (format!("{:.1}%", rate * 100.0)) }
-                " · " (r.agents) " agents"
+                "Gate: " (r.gate.reason) " · " (r.agents) " agents"
+                @if r.gate.settings_source == SettingsSource::Unknown { " · no thresholds known" }
             }
             table.waves {
                 thead { tr { th { "wave" } th { "progress" } th.n { "on release" } th.n { "installing" } th.n { "failed" } th.n { "rolled back" } th.n { "waiting" } th.n { "silent" } } }
@@ -138,6 +137,10 @@ fn rollout_card(r: &RolloutProgress) -> Markup {
                         }
                     }
                 }
+            }
+            p.legend {
+                span.key.ok { "on release" } span.key.installing { "installing" } span.key.failed { "failed" }
+                span.key.rolledback { "rolled back" } span.key.waiting { "waiting" } span.key.silent { "not reporting" }
             }
         }
     }

@@ -1,0 +1,383 @@
+//! The web page in headless Chromium, driven over WebDriver (chromedriver):
+//! log in, see the fleet overview, open an agent with a failed migration,
+//! filter to migration events, expand the error and read its text.
+//! Screenshots go to `$CARGO_TARGET_TMPDIR/screenshots/`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::Utc;
+use common::{update, wait_until, Server};
+use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
+use serde_json::{json, Value};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A minimal WebDriver client.
+struct Driver {
+    http: reqwest::Client,
+    base: String,
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    async fn start() -> Option<Driver> {
+        let Ok(path) = which("chromedriver") else {
+            assert!(
+                std::env::var_os("FLOTILLA_SKIP_BROWSER_TESTS").is_some(),
+                "chromedriver is not installed (apt-get install chromium chromium-driver), \
+                 or set FLOTILLA_SKIP_BROWSER_TESTS=1"
+            );
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_until("chromedriver is ready", || async {
+            match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            }
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        let mut d = Driver {
+            http,
+            base,
+            child,
+            _profile: profile,
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": which("chromium").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--no-first-run", "--window-size=1280,1000",
+                         format!("--user-data-dir={}", d._profile.path().display())]
+            }
+        }}});
+        let v = d.call("POST", "/session", caps).await;
+        let id = v["sessionId"].as_str().expect("a session id").to_owned();
+        d.base = format!("{}/session/{id}", d.base);
+        Some(d)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        if v["value"].get("error").is_some() {
+            panic!("webdriver {method} {path}: {}", v["value"]);
+        }
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({ "url": url })).await;
+    }
+
+    async fn url(&self) -> String {
+        self.call("GET", "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn find_all(&self, css: &str) -> Vec<String> {
+        let v = self
+            .call(
+                "POST",
+                "/elements",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[ELEMENT].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits for an element to appear and returns it.
+    async fn find(&self, css: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(el) = self.find_all(css).await.into_iter().next() {
+                return el;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {css} on {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text(&self, el: &str) -> String {
+        self.call("GET", &format!("/element/{el}/text"), Value::Null)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    async fn click(&self, el: &str) {
+        self.call("POST", &format!("/element/{el}/click"), json!({}))
+            .await;
+    }
+
+    async fn type_into(&self, el: &str, text: &str) {
+        self.call(
+            "POST",
+            &format!("/element/{el}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn property(&self, el: &str, name: &str) -> Value {
+        self.call(
+            "GET",
+            &format!("/element/{el}/property/{name}"),
+            Value::Null,
+        )
+        .await
+    }
+
+    async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let b64 = self.call("GET", "/screenshot", Value::Null).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    async fn quit(mut self) {
+        let _ = self.http.delete(&self.base).send().await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(bin: &str) -> Result<String, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or(())
+}
+
+/// A small fleet mid-rollout; `db-01` failed a migration.
+async fn seed(s: &Server) {
+    use EventKind::*;
+    use EventStatus::*;
+    let now = Utc::now();
+    let with = |mut e: Event, mins: i64| {
+        e.ts = now - chrono::Duration::minutes(mins);
+        e.details.insert("max_failure_rate".into(), 0.2.into());
+        e.details.insert("min_reports".into(), 3.into());
+        e.details
+            .insert("waves".into(), json!(["canary", "early", "all"]));
+        e
+    };
+    for i in 1..=8 {
+        let id = format!("web-{i:02}");
+        let t = s.enroll(&id).await;
+        let wave = match i {
+            1..=3 => "canary",
+            4..=5 => "early",
+            _ => "all",
+        };
+        let mut evs = vec![with(update(&id, UpdateDeferred, Info, "2.0.0", wave), 50)];
+        if i <= 3 {
+            evs.push(with(
+                update(&id, UpdateDownload, Success, "2.0.0", wave),
+                40,
+            ));
+            evs.push(with(update(&id, UpdateInstall, Success, "2.0.0", wave), 39));
+            let mut h = with(update(&id, UpdateHealthcheck, Success, "2.0.0", wave), 38);
+            h.details.insert("agent_version".into(), "2.0.0".into());
+            evs.push(h);
+        } else if i == 4 {
+            evs.push(with(update(&id, UpdateDownload, Success, "2.0.0", wave), 5));
+        } else {
+            let mut h = with(update(&id, AgentStartup, Success, "2.0.0", wave), 1);
+            h.details.insert("agent_version".into(), "1.0.0".into());
+            evs.push(h);
+        }
+        assert_eq!(s.post_events(&t, &evs).await.status(), 200);
+    }
+    let t = s.enroll("db-01").await;
+    let mut evs = vec![
+        with(
+            update("db-01", UpdateDownload, Success, "2.0.0", "canary"),
+            30,
+        ),
+        with(
+            update("db-01", UpdateInstall, Success, "2.0.0", "canary"),
+            29,
+        ),
+    ];
+    let mut det = with(
+        update("db-01", MigrationDetection, Success, "2.0.0", "canary"),
+        28,
+    );
+    det.message = "2 migrations needed: config-v2, state-layout-3".into();
+    det.details
+        .insert("migrations".into(), json!(["config-v2", "state-layout-3"]));
+    evs.push(det);
+    let mut failed = with(
+        update("db-01", MigrationExecution, Failed, "2.0.0", "canary"),
+        27,
+    );
+    failed.severity = Severity::Error;
+    failed.component = "migration".into();
+    failed.message = "migration config-v2 failed; backup restored".into();
+    failed.details.insert(
+        "error_chain".into(),
+        json!([
+            "migration config-v2 failed",
+            "rewriting /etc/flotilla/agent.toml",
+            "Permission denied (os error 13)"
+        ]),
+    );
+    failed.details.insert(
+        "system".into(),
+        json!({"os": "Debian GNU/Linux 12", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "free_disk_mib": 18234}),
+    );
+    failed
+        .details
+        .insert("backup".into(), "/var/lib/flotilla/backups/0007".into());
+    evs.push(failed);
+    let mut rb = with(
+        update("db-01", UpdateRollback, Success, "2.0.0", "canary"),
+        26,
+    );
+    rb.severity = Severity::Warning;
+    rb.message = "rolled back to 1.0.0".into();
+    evs.push(rb);
+    assert_eq!(s.post_events(&t, &evs).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
+    let s = Server::start().await;
+    seed(&s).await;
+    let Some(d) = Driver::start().await else {
+        eprintln!("skipped: no chromedriver");
+        return;
+    };
+
+    // Not logged in: the overview sends us to the login form.
+    d.goto(&s.url("/")).await;
+    assert!(d.url().await.ends_with("/login"));
+    let field = d.find("#token").await;
+    d.type_into(&field, "wrong-token-wrong-token").await;
+    d.click(&d.find("#login").await).await;
+    let err = d.find("#login-error").await;
+    assert!(d.text(&err).await.contains("Wrong admin token"));
+    let field = d.find("#token").await;
+    d.type_into(&field, common::ADMIN).await;
+    d.click(&d.find("#login").await).await;
+
+    // The fleet overview.
+    let total = d.find("#agents-total").await;
+    assert_eq!(d.text(&total).await, "9");
+    let rollout = d.text(&d.find("section.rollout").await).await;
+    assert!(rollout.contains("stable → 2.0.0"), "{rollout}");
+    assert!(rollout.contains("gate open") || rollout.contains("gate closed"));
+    let versions = d.text(&d.find("#versions").await).await;
+    assert!(
+        versions.contains("2.0.0") && versions.contains("1.0.0"),
+        "{versions}"
+    );
+    let errors = d.text(&d.find("#errors").await).await;
+    assert!(errors.contains("db-01"), "{errors}");
+    // a rollout is running, so the page refreshes itself
+    let body = d.find("body").await;
+    assert_eq!(d.property(&body, "dataset").await["refresh"], "1");
+    let shot = d.screenshot("overview").await;
+    eprintln!("screenshot: {}", shot.display());
+
+    // The agents table, searched, then the agent with the failed migration.
+    d.click(&d.find("header nav a[href='/agents']").await).await;
+    let q = d.find("#q").await;
+    d.type_into(&q, "db-\u{E007}").await; // Enter submits
+    wait_until("the search applied", || async {
+        d.url().await.contains("q=db-")
+    })
+    .await;
+    let rows = d.find_all("#agents-table tbody tr").await;
+    assert_eq!(rows.len(), 1);
+    d.click(&d.find("#agents-table a[href='/agents/db-01']").await)
+        .await;
+    d.find("#timeline").await;
+    assert!(d.find_all("li.event").await.len() >= 5);
+
+    // Filter to migration events: the select applies itself (plain JS).
+    d.click(&d.find("#kind option[value='migration']").await)
+        .await;
+    wait_until("the kind filter applied", || async {
+        d.url().await.contains("kind=migration")
+    })
+    .await;
+    let items = d.find_all("#timeline li.event").await;
+    assert_eq!(items.len(), 2, "detection and execution");
+    assert!(d.find_all("#timeline li.event.update").await.is_empty());
+
+    // Expand the failed migration's error details and read the error.
+    let failed = d.find("#timeline li.event.migration.sev-error").await;
+    let before = d.text(&failed).await;
+    assert!(before.contains("migration config-v2 failed; backup restored"));
+    assert!(!before.contains("Permission denied"), "collapsed at first");
+    let summary = d.find("#timeline li.event.sev-error details summary").await;
+    d.click(&summary).await;
+    let details = d.find("#timeline li.event.sev-error details").await;
+    assert_eq!(d.property(&details, "open").await, json!(true));
+    let after = d.text(&failed).await;
+    assert!(after.contains("Permission denied (os error 13)"), "{after}");
+    assert!(after.contains("rewriting /etc/flotilla/agent.toml"));
+    assert!(after.contains("Debian GNU/Linux 12"), "system info shown");
+    let shot = d.screenshot("agent-history").await;
+    eprintln!("screenshot: {}", shot.display());
+
+    // Logging out ends the session.
+    d.click(&d.find("form.logout button").await).await;
+    wait_until("logged out", || async { d.url().await.ends_with("/login") }).await;
+    d.goto(&s.url("/agents/db-01")).await;
+    assert!(d.url().await.ends_with("/login"));
+
+    d.quit().await;
+    s.stop().await;
+}
