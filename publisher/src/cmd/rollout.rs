@@ -32,8 +32,9 @@ enum Command {
 #[command(after_help = "\
 Examples:
   flotilla-publisher rollout set --channel stable --release 1.4.0
-  flotilla-publisher rollout set --channel stable --release 1.4.0 --start 2026-05-04T08:00:00Z \\
-      --waves \"canary=1%@0s/2h,half=50%@1d/12h,all=100%@2d/12h\" --max-failure-rate 0.05 --min-reports 3
+  flotilla-publisher rollout set --channel stable --release 1.4.0 \\
+      --start 2026-05-04T08:00:00Z --waves \"canary=1%@0s/2h,half=50%@1d/12h,all=100%@2d/12h\" \\
+      --max-failure-rate 0.05 --min-reports 3
   flotilla-publisher rollout set --channel stable --release 1.3.2 --allow-downgrade   # roll back")]
 struct SetArgs {
     /// The channel (channels/<name>.toml).
