@@ -1,4 +1,41 @@
 //! flotilla-agent: one pass per timer tick (see DESIGN.md, "The agent").
+//!
+//! The pass and its steps are documented in [`pass`]. Modules, by job:
+//!
+//! - [`config`]: the config file, parsed strictly; [`state`]: what is kept
+//!   between passes; [`lock`]: one pass at a time.
+//! - [`source`]: the fleet repo (git2) or a static store (conditional HTTP);
+//!   [`trust`]: root chain, thresholds, expiry, serial.
+//! - [`decide`]: pins, channel, waves, downgrade policy, stepping stones;
+//!   [`gate`]: the reporter's halt gate.
+//! - [`download`]: resumable, size-capped, hashed while streaming;
+//!   [`install`]: versions, self-test, atomic symlink swaps, pruning.
+//! - [`events`] and [`spool`]: every step as an event, kept until delivered.
+//! - [`hooks`]: where migrations and event delivery plug in.
+//! - [`fault`]: fault injection for the crash-safety tests (feature
+//!   `fault-injection`).
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod decide;
+pub mod download;
+pub mod error;
+pub mod events;
+pub mod fault;
+pub mod gate;
+pub mod hooks;
+pub mod http;
+pub mod install;
+pub mod lock;
+pub mod pass;
+pub mod selftest;
+pub mod setup;
+pub mod source;
 pub mod spool;
+pub mod state;
+pub mod status;
+pub mod trust;
+pub mod version;
+
+pub use config::Config;
+pub use error::{Error, Result};

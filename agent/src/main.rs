@@ -1,3 +1,82 @@
-fn main() {
-    println!("flotilla-agent {}", env!("CARGO_PKG_VERSION"));
+//! flotilla-agent: parses the command line and hands over to the library
+//! (`flotilla_agent`). Each subcommand lives in `cmd/<name>.rs` with its
+//! `Args` and `run`; errors are mapped to exit codes here, in one place.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flotilla_agent::config::DEFAULT_CONFIG_PATH;
+use flotilla_agent::version::VERSION;
+
+/// The Flotilla agent: pulls the signed manifest, decides whether its wave
+/// has opened, downloads and verifies the new build, swaps itself in, checks
+/// its health and rolls back on failure. A systemd timer runs `run`.
+#[derive(Parser)]
+#[command(name = "flotilla-agent", version = VERSION, max_term_width = 100)]
+#[command(after_help = "Examples:
+  flotilla-agent run                       one pass with /etc/flotilla/agent.toml
+  flotilla-agent status --json             where this host stands, as JSON
+  flotilla-agent --config ./agent.toml run one pass with another config
+
+Logging: FLOTILLA_LOG=debug (tracing filter syntax), to stderr.
+Exit codes: 0 the command did its job (a pass that refused a manifest or
+deferred an update still did), 1 an error stopped it, 2 bad usage.")]
+struct Cli {
+    /// The agent's config file.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(cmd::run::Args),
+    Status(cmd::status::Args),
+    SelfTest(cmd::self_test::Args),
+    Rollback(cmd::rollback::Args),
+    Install(cmd::install::Args),
+    Version(cmd::version::Args),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd::run::run(&cli.config, a),
+        Command::Status(a) => cmd::status::run(&cli.config, a),
+        Command::SelfTest(a) => cmd::self_test::run(&cli.config, a),
+        Command::Rollback(a) => cmd::rollback::run(&cli.config, a),
+        Command::Install(a) => cmd::install::run(&cli.config, a),
+        Command::Version(a) => cmd::version::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("flotilla-agent: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

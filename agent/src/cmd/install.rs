@@ -1,0 +1,70 @@
+//! `flotilla-agent install`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use flotilla_agent::config::Source;
+use flotilla_agent::setup;
+
+/// Install this agent on the host, idempotently: the config (only if
+/// absent), the trust root (only if absent; never replaced by another), the
+/// systemd units, this binary as the current version, and the state dir.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  flotilla-agent install --channel stable \\
+      --git https://git.example.com/ops/fleet.git \\
+      --artifacts https://updates.example.com/artifacts/ \\
+      --trust-root root/1.root.json
+  flotilla-agent install --prefix /tmp/root ...   (write under /tmp/root)
+Then: systemctl daemon-reload && systemctl enable --now flotilla-agent.timer")]
+pub struct Args {
+    /// Write everything under this directory instead of /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    prefix: PathBuf,
+    /// For a new config: the channel to follow.
+    #[arg(long)]
+    channel: Option<String>,
+    /// For a new config: the fleet repo URL (file://, git://, https://).
+    #[arg(long, value_name = "URL", conflicts_with = "url")]
+    git: Option<String>,
+    /// For a new config: the branch of the fleet repo.
+    #[arg(long, default_value = "main", requires = "git")]
+    branch: String,
+    /// For a new config: a static store URL instead of a git repo.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// For a new config: the artifact base URL.
+    #[arg(long, value_name = "URL")]
+    artifacts: Option<String>,
+    /// For a new config: the reporter URL.
+    #[arg(long, value_name = "URL")]
+    reporter: Option<String>,
+    /// The signed root to trust (root/1.root.json of the fleet repo).
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
+}
+
+/// Installs and prints what was written or kept.
+pub fn run(config: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let source = match (args.git, args.url) {
+        (Some(url), _) => Some(Source::Git {
+            url,
+            branch: args.branch,
+        }),
+        (None, Some(url)) => Some(Source::Http { url }),
+        (None, None) => None,
+    };
+    let report = setup::install(&setup::Options {
+        prefix: args.prefix,
+        config_path: config.to_owned(),
+        channel: args.channel,
+        source,
+        artifacts: args.artifacts,
+        reporter: args.reporter,
+        trust_root: args.trust_root,
+    })?;
+    for line in report {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,434 @@
+//! Downloading an artifact (DESIGN.md, pass step 6), the rustup way.
+//!
+//! 1. The URL is the artifact base URL joined with the signed relative path;
+//!    the path is checked again here ([`artifact_url`]): no `..`, no absolute
+//!    path, no percent-encoding, and the joined URL must stay under the base.
+//! 2. Bytes go to `state_dir/downloads/<sha256>.partial` (mode 0600, never
+//!    executable). A partial file left by an earlier pass is re-hashed from
+//!    disk and resumed with `Range: bytes=<len>-`; a server that answers 200
+//!    instead of 206 restarts the file.
+//! 3. The body is capped at the signed size: a `Content-Length` above it is
+//!    refused before any byte is read, and a body that goes on past it is
+//!    cut off, the partial file deleted.
+//! 4. SHA-256 is computed while the bytes arrive, on a second thread, so
+//!    hashing costs (almost) no wall time beyond the transfer.
+//! 5. Only when size and SHA-256 match is the file fsynced and renamed to
+//!    `downloads/<sha256>`. A mismatch deletes it; a transport failure (stall,
+//!    connection lost, short body) keeps it for the next pass to resume.
+//!
+//! Timeouts: connect and stall (see [`crate::http`]); `file://` URLs are
+//! read directly with the same cap and hashing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use flotilla_protocol::sources::check_relative_path;
+use flotilla_signing::StreamingHasher;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::fault;
+
+/// Size of one transfer buffer.
+const BUF: usize = 256 * 1024;
+/// Buffers in flight between the network and the hashing thread.
+const BUFFERS: usize = 8;
+
+/// The URL of an artifact: `base` joined with the signed relative `path`.
+pub fn artifact_url(base: &str, path: &str) -> Result<Url> {
+    let escapes = |reason: String| Error::PathEscapes {
+        path: path.to_owned(),
+        base: base.to_owned(),
+        reason,
+    };
+    check_relative_path(path).map_err(escapes)?;
+    if path.contains(['%', '?', '#']) {
+        return Err(escapes(
+            "percent-encoding, `?` and `#` are not allowed".into(),
+        ));
+    }
+    let mut b = base.to_owned();
+    if !b.ends_with('/') {
+        b.push('/');
+    }
+    let base_url = Url::parse(&b).map_err(|e| escapes(format!("base URL: {e}")))?;
+    let joined = base_url.join(path).map_err(|e| escapes(e.to_string()))?;
+    if !joined.as_str().starts_with(base_url.as_str()) || joined.query().is_some() {
+        return Err(escapes(format!("resolves to {joined}, outside the base")));
+    }
+    Ok(joined)
+}
+
+/// What to fetch and where.
+pub struct Request<'a> {
+    /// Artifact URL (http, https or file).
+    pub url: &'a Url,
+    /// Signed SHA-256 (lowercase hex).
+    pub sha256: &'a str,
+    /// Signed size.
+    pub size: u64,
+    /// `state_dir/downloads`.
+    pub dir: &'a Path,
+}
+
+/// Downloads and verifies; returns the verified file `dir/<sha256>`.
+pub fn fetch(http: &ureq::Agent, req: &Request<'_>) -> Result<PathBuf> {
+    fs::create_dir_all(req.dir).map_err(|e| Error::io(req.dir, e))?;
+    let done = req.dir.join(req.sha256);
+    let partial = req.dir.join(format!("{}.partial", req.sha256));
+    // A verified file from an interrupted earlier pass: check it again.
+    if done.exists() {
+        let f = File::open(&done).map_err(|e| Error::io(&done, e))?;
+        let s = flotilla_signing::hash_reader(f).map_err(|e| Error::io(&done, e))?;
+        if s.sha256 == req.sha256 && s.size == req.size {
+            return Ok(done);
+        }
+        fs::remove_file(&done).map_err(|e| Error::io(&done, e))?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| Error::io(&partial, e))?;
+    let mut have = file.metadata().map_err(|e| Error::io(&partial, e))?.len();
+    if have > req.size {
+        truncate(&mut file, &partial)?;
+        have = 0;
+    }
+    let mut hasher = StreamingHasher::new();
+    if have > 0 {
+        // Re-hash what an earlier pass left, then append after it.
+        let mut buf = vec![0u8; BUF];
+        let mut left = have;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(&partial, e))?;
+        while left > 0 {
+            let n = file
+                .read(&mut buf[..(left.min(BUF as u64) as usize)])
+                .map_err(|e| Error::io(&partial, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+    }
+    file.seek(SeekFrom::End(0))
+        .map_err(|e| Error::io(&partial, e))?;
+    let url = req.url.as_str();
+    if have < req.size {
+        let (mut reader, start) = open_body(http, req, have)?;
+        if start != have {
+            truncate(&mut file, &partial)?;
+            hasher = StreamingHasher::new();
+        }
+        let result = copy_capped(&mut *reader, &mut file, hasher, start, req.size);
+        hasher = match result {
+            Ok(h) => h,
+            Err(CopyError::TooLarge) => {
+                let _ = fs::remove_file(&partial);
+                return Err(Error::TooLarge {
+                    url: url.to_owned(),
+                    limit: req.size,
+                });
+            }
+            Err(CopyError::Read(e)) => {
+                let _ = file.sync_data();
+                let reason = if crate::http::is_timeout(&e) {
+                    format!("stalled: no data for the stall timeout ({e}); the partial file is kept and resumed on the next pass")
+                } else {
+                    format!("{e}; the partial file is kept and resumed on the next pass")
+                };
+                return Err(Error::Download {
+                    url: url.to_owned(),
+                    reason,
+                });
+            }
+            Err(CopyError::Write(e)) => return Err(Error::io(&partial, e)),
+        };
+    }
+    fault::point("after-download");
+    let summary = hasher.finish();
+    if summary.size != req.size {
+        let _ = file.sync_data();
+        return Err(Error::Download {
+            url: url.to_owned(),
+            reason: format!(
+                "body ended after {} of {} bytes; the partial file is kept and resumed on the next pass",
+                summary.size, req.size
+            ),
+        });
+    }
+    if summary.sha256 != req.sha256 {
+        drop(file);
+        let _ = fs::remove_file(&partial);
+        return Err(Error::HashMismatch {
+            url: url.to_owned(),
+            expected: req.sha256.to_owned(),
+            calculated: summary.sha256,
+        });
+    }
+    file.sync_all().map_err(|e| Error::io(&partial, e))?;
+    drop(file);
+    fs::rename(&partial, &done).map_err(|e| Error::io(&done, e))?;
+    flotilla_signing::fs::sync_dir(req.dir).map_err(|e| Error::io(req.dir, e))?;
+    fault::point("after-verify");
+    Ok(done)
+}
+
+fn truncate(file: &mut File, path: &Path) -> Result<()> {
+    file.set_len(0).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
+/// Opens the body from offset `have` (or from 0 if the server will not
+/// resume); returns the reader and the offset it starts at.
+fn open_body(
+    http: &ureq::Agent,
+    req: &Request<'_>,
+    have: u64,
+) -> Result<(Box<dyn Read + Send>, u64)> {
+    let url = req.url.as_str();
+    let dl = |reason: String| Error::Download {
+        url: url.to_owned(),
+        reason,
+    };
+    if req.url.scheme() == "file" {
+        let path = req
+            .url
+            .to_file_path()
+            .map_err(|_| dl("not a local file path".into()))?;
+        let mut f = File::open(&path).map_err(|e| dl(format!("{}: {e}", path.display())))?;
+        let len = f.metadata().map_err(|e| dl(e.to_string()))?.len();
+        if len > req.size {
+            return Err(Error::TooLarge {
+                url: url.to_owned(),
+                limit: req.size,
+            });
+        }
+        f.seek(SeekFrom::Start(have))
+            .map_err(|e| dl(e.to_string()))?;
+        return Ok((Box::new(f), have));
+    }
+    let mut r = http.get(url).set("Accept-Encoding", "identity");
+    if have > 0 {
+        r = r.set("Range", &format!("bytes={have}-"));
+    }
+    let resp = match r.call() {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(416, _)) if have > 0 => {
+            // The server cannot resume from there: start over.
+            return open_body(http, req, 0).map(|(r, _)| (r, 0));
+        }
+        Err(e) => return Err(dl(crate::http::describe(&e))),
+    };
+    let start = match resp.status() {
+        206 => {
+            let ok = resp
+                .header("Content-Range")
+                .and_then(|cr| cr.strip_prefix("bytes "))
+                .and_then(|cr| cr.split('-').next())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                == Some(have);
+            if !ok {
+                return open_body_plain(http, req);
+            }
+            have
+        }
+        200 => 0,
+        s => return Err(dl(format!("unexpected HTTP {s}"))),
+    };
+    if let Some(len) = resp
+        .header("Content-Length")
+        .and_then(|l| l.trim().parse::<u64>().ok())
+    {
+        if start + len > req.size {
+            return Err(Error::TooLarge {
+                url: url.to_owned(),
+                limit: req.size,
+            });
+        }
+    }
+    Ok((Box::new(resp.into_reader()), start))
+}
+
+fn open_body_plain(http: &ureq::Agent, req: &Request<'_>) -> Result<(Box<dyn Read + Send>, u64)> {
+    open_body(http, req, 0)
+}
+
+enum CopyError {
+    TooLarge,
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies `reader` to `file` (which already holds `start` bytes fed to
+/// `hasher`), stopping with `TooLarge` as soon as more than `size` bytes in
+/// total arrive. Hashing runs on a second thread.
+fn copy_capped(
+    reader: &mut dyn Read,
+    file: &mut File,
+    hasher: StreamingHasher,
+    start: u64,
+    size: u64,
+) -> std::result::Result<StreamingHasher, CopyError> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let worker = std::thread::spawn(move || {
+        let mut hasher = hasher;
+        for (buf, n) in full_rx {
+            hasher.update(&buf[..n]);
+            let _ = empty_tx.send(buf);
+        }
+        hasher
+    });
+    let mut spare: Vec<Vec<u8>> = (0..BUFFERS).map(|_| vec![0u8; BUF]).collect();
+    let mut total = start;
+    let half = size / 2;
+    let mut result = Ok(());
+    loop {
+        let mut buf = match empty_rx.try_recv() {
+            Ok(b) => b,
+            Err(_) => match spare.pop() {
+                Some(b) => b,
+                None => empty_rx.recv().expect("hashing thread alive"),
+            },
+        };
+        let n = match fill(reader, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                result = Err(CopyError::Read(e));
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let allowed = size - total;
+        let take = (n as u64).min(allowed) as usize;
+        if let Err(e) = file.write_all(&buf[..take]) {
+            result = Err(CopyError::Write(e));
+            break;
+        }
+        let before = total;
+        total += take as u64;
+        let _ = full_tx.send((buf, take));
+        if take < n {
+            result = Err(CopyError::TooLarge);
+            break;
+        }
+        if before < half && total >= half {
+            let _ = file.sync_data();
+            fault::point("mid-download");
+        }
+        if total == size {
+            // Anything beyond the signed size is an error; probe for one byte.
+            let mut probe = [0u8; 1];
+            match reader.read(&mut probe) {
+                Ok(0) => {}
+                Ok(_) => result = Err(CopyError::TooLarge),
+                Err(e) => result = Err(CopyError::Read(e)),
+            }
+            break;
+        }
+    }
+    drop(full_tx);
+    let hasher = worker.join().expect("hashing thread does not panic");
+    result.map(|()| hasher)
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if n > 0 && !crate::http::is_timeout(&e) {
+                    return Ok(n);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_urls_stay_under_the_base() {
+        let u = artifact_url("http://h/a/", "agent/1.0/flotilla-agent").unwrap();
+        assert_eq!(u.as_str(), "http://h/a/agent/1.0/flotilla-agent");
+        let u = artifact_url("http://h/a", "x").unwrap();
+        assert_eq!(u.as_str(), "http://h/a/x");
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../x",
+            "%2e%2e/x",
+            "a/%2e%2e/%2e%2e/x",
+            "x?y",
+            "http://evil/x",
+            "//evil/x",
+        ] {
+            assert!(artifact_url("http://h/a/", bad).is_err(), "{bad}");
+        }
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        flotilla_signing::hash_reader(bytes).unwrap().sha256
+    }
+
+    #[test]
+    fn file_urls_download_resume_and_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("art");
+        let body: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&src, &body).unwrap();
+        let url = Url::from_file_path(&src).unwrap();
+        let dl = dir.path().join("dl");
+        let http = ureq::agent();
+        let digest = sha(&body);
+        // a partial file from an earlier pass is resumed
+        fs::create_dir_all(&dl).unwrap();
+        fs::write(dl.join(format!("{digest}.partial")), &body[..1000]).unwrap();
+        let req = Request {
+            url: &url,
+            sha256: &digest,
+            size: body.len() as u64,
+            dir: &dl,
+        };
+        let out = fetch(&http, &req).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), body);
+        // wrong hash: deleted, error names both digests
+        fs::remove_file(&out).unwrap();
+        let wrong = "0".repeat(64);
+        let err = fetch(
+            &http,
+            &Request {
+                sha256: &wrong,
+                ..req
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&digest));
+        assert_eq!(fs::read_dir(&dl).unwrap().count(), 0);
+        // larger than signed
+        let err = fetch(&http, &Request { size: 10, ..req }).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    }
+}

@@ -1,0 +1,188 @@
+//! `flotilla-agent install`: lays down what a host needs, idempotently.
+//!
+//! 1. The config, if absent (from the given channel, source and artifact
+//!    URL); an existing config is kept as it is.
+//! 2. The trust root, if absent (it must verify as an anchor first); an
+//!    existing one is never replaced by a different one: rotating trust is
+//!    what root rotations are for.
+//! 3. The systemd units (`agent/dist/`, with the config's paths), rewritten
+//!    only when they differ.
+//! 4. This binary as `install_dir/versions/<v>/flotilla-agent`, and the
+//!    `current` (and `previous`) symlinks if absent; the state dir.
+//!
+//! Every path is written under `prefix` (default `/`), so tests install into
+//! a temporary root; the contents name the real paths.
+
+use std::path::{Path, PathBuf};
+
+use flotilla_signing::{Envelope, TrustedRoot};
+
+use crate::config::{self, Config, Source};
+use crate::error::{Error, Result};
+use crate::install;
+use crate::state::StateDir;
+use crate::version::VERSION;
+
+/// The units, as shipped in `agent/dist/`.
+pub const UNITS: [(&str, &str); 3] = [
+    (
+        "flotilla-agent.service",
+        include_str!("../dist/flotilla-agent.service"),
+    ),
+    (
+        "flotilla-agent.timer",
+        include_str!("../dist/flotilla-agent.timer"),
+    ),
+    (
+        "flotilla-agent-rollback.service",
+        include_str!("../dist/flotilla-agent-rollback.service"),
+    ),
+];
+
+/// What to install.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Root under which everything is written.
+    pub prefix: PathBuf,
+    /// The config path as the host sees it.
+    pub config_path: PathBuf,
+    /// For a new config: the channel.
+    pub channel: Option<String>,
+    /// For a new config: the source.
+    pub source: Option<Source>,
+    /// For a new config: the artifact base URL.
+    pub artifacts: Option<String>,
+    /// For a new config: the reporter URL.
+    pub reporter: Option<String>,
+    /// A signed root to install as the trust anchor.
+    pub trust_root: Option<PathBuf>,
+}
+
+/// Joins a host path under `prefix`.
+pub fn under(prefix: &Path, path: &Path) -> PathBuf {
+    prefix.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    flotilla_signing::fs::write_atomic(path, bytes, mode).map_err(|e| Error::io(path, e))?;
+    Ok(true)
+}
+
+/// The units with the config's paths.
+pub fn render_units(config: &Config) -> Vec<(&'static str, String)> {
+    UNITS
+        .iter()
+        .map(|(name, text)| {
+            let t = text
+                .replace("/etc/flotilla/agent.toml", &config.path.to_string_lossy())
+                .replace("/opt/flotilla", &config.install_dir.to_string_lossy())
+                .replace("/var/lib/flotilla", &config.state_dir.to_string_lossy());
+            (*name, t)
+        })
+        .collect()
+}
+
+/// Installs; returns one line per thing done or kept.
+pub fn install(opts: &Options) -> Result<Vec<String>> {
+    let mut report = Vec::new();
+    let cfg_file = under(&opts.prefix, &opts.config_path);
+    if cfg_file.exists() {
+        report.push(format!("kept config {}", cfg_file.display()));
+    } else {
+        let missing: Vec<&str> = [
+            ("--channel", opts.channel.is_none()),
+            ("--git or --url", opts.source.is_none()),
+            ("--artifacts", opts.artifacts.is_none()),
+        ]
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(f, _)| *f)
+        .collect();
+        if !missing.is_empty() {
+            return Err(Error::Config {
+                path: cfg_file,
+                field: None,
+                reason: format!("no config yet; to write one, give {}", missing.join(", ")),
+            });
+        }
+        let text = config::template(
+            opts.channel.as_deref().unwrap_or_default(),
+            opts.source.as_ref().expect("checked"),
+            opts.artifacts.as_deref().unwrap_or_default(),
+            opts.reporter.as_deref(),
+        );
+        Config::parse(&opts.config_path, &text)?;
+        write_if_changed(&cfg_file, text.as_bytes(), 0o644)?;
+        report.push(format!("wrote config {}", cfg_file.display()));
+    }
+    let mut config = Config::load(&cfg_file)?;
+    config.path = opts.config_path.clone();
+
+    let root_file = under(&opts.prefix, &config.trust_root);
+    match &opts.trust_root {
+        Some(src) => {
+            let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
+            Envelope::from_json(&bytes)
+                .and_then(|env| TrustedRoot::from_anchor(&env))
+                .map_err(|source| Error::TrustRoot {
+                    path: src.clone(),
+                    source,
+                })?;
+            match std::fs::read(&root_file) {
+                Ok(existing) if existing == bytes => {
+                    report.push(format!("kept trust root {}", root_file.display()))
+                }
+                Ok(_) => {
+                    return Err(Error::Install {
+                        path: root_file,
+                        reason: "a different trust root is installed; refusing to replace it (rotate roots in the fleet repo instead, or remove the file by hand)".into(),
+                    })
+                }
+                Err(_) => {
+                    write_if_changed(&root_file, &bytes, 0o644)?;
+                    report.push(format!("wrote trust root {}", root_file.display()));
+                }
+            }
+        }
+        None if root_file.exists() => {
+            report.push(format!("kept trust root {}", root_file.display()))
+        }
+        None => {
+            return Err(Error::Install {
+                path: root_file,
+                reason: "no trust root installed; give --trust-root FILE (root/1.root.json of the fleet repo)".into(),
+            })
+        }
+    }
+
+    for (name, text) in render_units(&config) {
+        let path = under(&opts.prefix, Path::new("/etc/systemd/system")).join(name);
+        let verb = if write_if_changed(&path, text.as_bytes(), 0o644)? {
+            "wrote"
+        } else {
+            "kept"
+        };
+        report.push(format!("{verb} unit {}", path.display()));
+    }
+
+    let install_dir = under(&opts.prefix, &config.install_dir);
+    let bin = install::install_self(&install_dir, VERSION)?;
+    report.push(format!("installed {}", bin.display()));
+    for link in ["current", "previous"] {
+        if install::pointed(&install_dir, link).is_none() {
+            install::point(&install_dir, link, VERSION)?;
+            report.push(format!(
+                "pointed {}/{link} at {VERSION}",
+                install_dir.display()
+            ));
+        }
+    }
+    StateDir::new(&under(&opts.prefix, &config.state_dir)).create()?;
+    Ok(report)
+}

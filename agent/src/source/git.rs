@@ -1,0 +1,163 @@
+//! The fleet repo as a source, through git2 (libgit2, built into the binary).
+//!
+//! 1. Open (or create) the bare mirror `state_dir/fleet.git`. Nothing is ever
+//!    checked out: the agent only reads blobs.
+//! 2. Fetch `refs/heads/<branch>` into `refs/remotes/origin/<branch>`, with
+//!    depth 1 (shallow) where the transport supports it; libgit2's local
+//!    transport (`file://`) does not, and is fetched whole (it is local).
+//! 3. If the branch tip is the commit of the last accepted manifest, report
+//!    [`Fetched::Unchanged`]. Otherwise read the blob `signed/manifest.json`
+//!    from the tip commit's tree; [`GitSource::root`] reads
+//!    `root/<n>.root.json` from the same tree.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use git2::{AutotagOption, ErrorClass, FetchOptions, Oid, Repository};
+
+use super::{Fetched, ManifestSource};
+use crate::error::{Error, Result};
+
+/// A fleet repo reached with git2.
+pub struct GitSource {
+    url: String,
+    branch: String,
+    dir: PathBuf,
+    last_commit: Option<String>,
+    connect_timeout: Duration,
+    repo: Option<Repository>,
+    tip: Option<Oid>,
+}
+
+impl GitSource {
+    /// A source for `url`'s `branch`, mirrored in `dir`. `last_commit` is the
+    /// commit of the last accepted manifest (if its cached copy exists).
+    pub fn new(
+        url: &str,
+        branch: &str,
+        dir: &Path,
+        last_commit: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Self {
+        GitSource {
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            dir: dir.to_owned(),
+            last_commit: last_commit.map(str::to_owned),
+            connect_timeout,
+            repo: None,
+            tip: None,
+        }
+    }
+
+    fn err(&self, e: git2::Error) -> Error {
+        let transient = matches!(
+            e.class(),
+            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Os | ErrorClass::Ssh
+        ) || e.message().contains("failed to connect")
+            || e.message().contains("timed out")
+            || e.message().contains("could not find repository");
+        Error::Git {
+            url: self.url.clone(),
+            message: e.message().to_owned(),
+            transient,
+        }
+    }
+
+    fn open_repo(&self) -> Result<Repository> {
+        match Repository::open_bare(&self.dir) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                // Missing or half-created mirror: start it again.
+                let _ = std::fs::remove_dir_all(&self.dir);
+                Repository::init_bare(&self.dir).map_err(|e| self.err(e))
+            }
+        }
+    }
+
+    fn blob(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let (Some(repo), Some(tip)) = (&self.repo, self.tip) else {
+            return Ok(None);
+        };
+        let tree = repo
+            .find_commit(tip)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.err(e))?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let obj = entry.to_object(repo).map_err(|e| self.err(e))?;
+        match obj.as_blob() {
+            Some(b) => Ok(Some(b.content().to_vec())),
+            None => Ok(None),
+        }
+    }
+}
+
+fn set_timeouts(connect: Duration) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let ms = connect.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: libgit2 global options, set once before any fetch.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(ms.saturating_mul(3));
+        }
+    });
+}
+
+impl ManifestSource for GitSource {
+    fn fetch(&mut self) -> Result<Fetched> {
+        set_timeouts(self.connect_timeout);
+        let repo = self.open_repo()?;
+        let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
+        let local = self.url.starts_with("file://");
+        {
+            let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.err(e))?;
+            let mut opts = FetchOptions::new();
+            opts.download_tags(AutotagOption::None);
+            if !local {
+                opts.depth(1);
+            }
+            remote
+                .fetch(&[&refspec], Some(&mut opts), None)
+                .map_err(|e| self.err(e))?;
+        }
+        let tip = repo
+            .refname_to_id(&format!("refs/remotes/origin/{}", self.branch))
+            .map_err(|e| self.err(e))?;
+        self.tip = Some(tip);
+        self.repo = Some(repo);
+        if self.last_commit.as_deref() == Some(tip.to_string().as_str()) {
+            return Ok(Fetched::Unchanged);
+        }
+        match self.blob("signed/manifest.json")? {
+            Some(envelope) => Ok(Fetched::New {
+                envelope,
+                origin: tip.to_string(),
+            }),
+            None => Err(Error::Fetch {
+                url: self.url.clone(),
+                reason: format!(
+                    "commit {tip} of branch {} has no signed/manifest.json (run `flotilla-publisher sign`)",
+                    self.branch
+                ),
+            }),
+        }
+    }
+
+    fn root(&mut self, n: u64) -> Result<Option<Vec<u8>>> {
+        self.blob(&format!("root/{n}.root.json"))
+    }
+
+    fn accepted(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn commit(&self) -> Option<String> {
+        self.tip.map(|t| t.to_string())
+    }
+}

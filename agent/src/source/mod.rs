@@ -1,0 +1,63 @@
+//! Where the signed manifest and the root chain come from.
+//!
+//! Two kinds of source, one interface: [`ManifestSource::fetch`] says whether
+//! anything changed since the last accepted manifest and, if so, hands over
+//! the envelope bytes of `signed/manifest.json`; [`ManifestSource::root`]
+//! reads `root/<n>.root.json` from the same snapshot (the same git commit, or
+//! the same HTTP base URL). Nothing here is trusted: [`crate::trust`] checks it.
+
+pub mod git;
+pub mod http;
+
+use crate::config::{Config, Source};
+use crate::error::Result;
+use crate::state::StateDir;
+
+/// What a fetch found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Nothing new since the last accepted manifest (HTTP 304, or the same
+    /// git commit): verify the cached `manifest.json` again.
+    Unchanged,
+    /// A manifest envelope to verify.
+    New {
+        /// The DSSE envelope bytes, exactly as fetched.
+        envelope: Vec<u8>,
+        /// Where it came from (a git commit id, or the URL).
+        origin: String,
+    },
+}
+
+/// A manifest source.
+pub trait ManifestSource {
+    /// Fetches the manifest (conditionally where the source allows).
+    fn fetch(&mut self) -> Result<Fetched>;
+    /// Reads `root/<n>.root.json` of the fetched snapshot; `None` if absent.
+    fn root(&mut self, n: u64) -> Result<Option<Vec<u8>>>;
+    /// Records that the fetched manifest was accepted (so the next fetch can
+    /// be conditional).
+    fn accepted(&mut self) -> Result<()>;
+    /// The commit id of the snapshot, for git sources.
+    fn commit(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The source a config names.
+pub fn open(
+    config: &Config,
+    state: &StateDir,
+    http: &ureq::Agent,
+    last_commit: Option<&str>,
+) -> Result<Box<dyn ManifestSource>> {
+    Ok(match &config.source {
+        Source::Git { url, branch } => Box::new(git::GitSource::new(
+            url,
+            branch,
+            &state.git_dir(),
+            last_commit,
+            config.update.connect_timeout,
+        )),
+        Source::Http { url } => Box::new(http::HttpSource::new(url, state, http.clone())),
+    })
+}
