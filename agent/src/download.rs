@@ -302,14 +302,11 @@ fn copy_capped(
                 None => empty_rx.recv().expect("hashing thread alive"),
             },
         };
-        let n = match fill(reader, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                result = Err(CopyError::Read(e));
-                break;
-            }
-        };
+        let (n, read_err) = fill(reader, &mut buf);
         if n == 0 {
+            if let Some(e) = read_err {
+                result = Err(CopyError::Read(e));
+            }
             break;
         }
         let allowed = size - total;
@@ -323,6 +320,11 @@ fn copy_capped(
         let _ = full_tx.send((buf, take));
         if take < n {
             result = Err(CopyError::TooLarge);
+            break;
+        }
+        if let Some(e) = read_err {
+            // What arrived before the error is on disk, for the next pass to resume.
+            result = Err(CopyError::Read(e));
             break;
         }
         if before < half && total >= half {
@@ -345,23 +347,19 @@ fn copy_capped(
     result.map(|()| hasher)
 }
 
-/// Reads until `buf` is full or the stream ends.
-fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full, the stream ends, or an error; returns what
+/// was read and the error, if any (the bytes before it still count).
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<std::io::Error>) {
     let mut n = 0;
     while n < buf.len() {
         match reader.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                if n > 0 && !crate::http::is_timeout(&e) {
-                    return Ok(n);
-                }
-                return Err(e);
-            }
+            Err(e) => return (n, Some(e)),
         }
     }
-    Ok(n)
+    (n, None)
 }
 
 #[cfg(test)]

@@ -220,8 +220,14 @@ fn cmp_versions(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Keeps `keep` versions: those in `protect` (current, previous) first, then
-/// the newest others; removes the rest. Returns the removed versions.
-pub fn prune(install_dir: &Path, protect: &[&str], keep: usize) -> Result<Vec<String>> {
+/// the newest others except `unwanted` (a release rolled back from); removes
+/// the rest. Returns the removed versions.
+pub fn prune(
+    install_dir: &Path,
+    protect: &[&str],
+    unwanted: Option<&str>,
+    keep: usize,
+) -> Result<Vec<String>> {
     let versions_dir = install_dir.join("versions");
     // Leftovers of an interrupted prune.
     if let Ok(entries) = fs::read_dir(&versions_dir) {
@@ -241,7 +247,7 @@ pub fn prune(install_dir: &Path, protect: &[&str], keep: usize) -> Result<Vec<St
         if kept.len() >= keep.max(protect.len()) {
             break;
         }
-        if !kept.contains(&v.as_str()) {
+        if !kept.contains(&v.as_str()) && unwanted != Some(v.as_str()) {
             kept.push(v);
         }
     }
@@ -313,7 +319,7 @@ mod tests {
         assert_eq!(pointed(i, "current").as_deref(), Some("2.0.0"));
         assert_eq!(installed(i), ["10.0.0", "3.0.0", "2.0.0", "1.0.0"]);
         fs::create_dir_all(i.join("versions/.trash-0.1.0")).unwrap();
-        let removed = prune(i, &["2.0.0", "1.0.0"], 2).unwrap();
+        let removed = prune(i, &["2.0.0", "1.0.0"], None, 2).unwrap();
         assert_eq!(removed, ["10.0.0", "3.0.0"]);
         assert_eq!(installed(i), ["2.0.0", "1.0.0"]);
         assert!(!i.join("versions/.trash-0.1.0").exists());

@@ -281,6 +281,21 @@ impl<'a> Pass<'a> {
         if self.state.committed.is_none() && self.state.pending.is_none() {
             self.state.committed = Some(VERSION.into());
         }
+        if self.state.pending.is_none() {
+            // Finishes a prune a killed pass left half-done; cheap otherwise.
+            let protect: Vec<String> = [
+                self.state.committed.clone(),
+                install::pointed(&self.config.install_dir, "current"),
+                install::pointed(&self.config.install_dir, "previous"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            if let Err(e) = self.prune(&protect) {
+                tracing::warn!("pruning old versions: {e}");
+            }
+        }
         let verified = match checked {
             Some(v) => v,
             None => match self.check_manifest() {
@@ -400,8 +415,7 @@ impl<'a> Pass<'a> {
         self.state.pending = None;
         self.sd.save(&self.state)?;
         fault::point("after-commit");
-        let keep = self.config.update.keep_versions as usize;
-        let removed = install::prune(&self.config.install_dir, &[&p.to, &p.from], keep);
+        let removed = self.prune(&[&p.to, &p.from]);
         let mut e = self.ev.event(
             EventKind::UpdateHealthcheck,
             EventStatus::Success,
@@ -421,6 +435,21 @@ impl<'a> Pass<'a> {
         }
         self.ev.emit(e);
         Ok(())
+    }
+
+    fn prune(&self, protect: &[&str]) -> Result<Vec<String>> {
+        let blocked = self.state.blocked.as_ref().map(|b| b.version.as_str());
+        let protect: Vec<&str> = protect
+            .iter()
+            .copied()
+            .filter(|v| Some(*v) != blocked)
+            .collect();
+        install::prune(
+            &self.config.install_dir,
+            &protect,
+            blocked,
+            self.config.update.keep_versions as usize,
+        )
     }
 
     fn roll_back(&mut self, p: Pending, reason: String) -> Result<Outcome> {
