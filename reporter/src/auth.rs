@@ -43,7 +43,7 @@ async fn agent_of(state: &AppState, token: &str) -> Result<Option<String>, AppEr
     let t = token.to_owned();
     Ok(state
         .reader
-        .read(move |c| enroll::agent_for_token(c, &t))
+        .read_quick(move |c| enroll::agent_for_token(c, &t))
         .await?)
 }
 

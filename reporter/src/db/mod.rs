@@ -4,10 +4,12 @@
 //! - [`writer`]: the one writer thread; every write goes through it, many
 //!   requests share a transaction, and each is answered after the commit.
 //! - [`pool`]: a few read-only connections for queries.
+//! - [`checkpoint`]: WAL checkpoints on their own thread.
 //! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
+pub mod checkpoint;
 pub mod enroll;
 pub mod ingest;
 pub mod pool;
@@ -60,6 +62,7 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Er
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA cache_size = -32768;
          PRAGMA foreign_keys = OFF;"
     ))
@@ -67,6 +70,12 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Er
     schema::migrate(&mut conn, path)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Stops the connection from checkpointing by itself: the server's writer
+/// leaves that to the [`checkpoint`] thread.
+pub fn disable_autocheckpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
 }
 
 /// Opens a read-only connection (the database must exist).

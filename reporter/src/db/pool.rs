@@ -36,6 +36,26 @@ impl ReadPool {
         })
     }
 
+    /// Runs a quick query (an indexed lookup) right here on the calling
+    /// thread when a connection is free, else like [`ReadPool::read`]. Saves
+    /// the hop to a blocking thread on hot paths such as authentication.
+    pub async fn read_quick<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        if let Ok(permit) = self.inner.permits.try_acquire() {
+            let conn = self.inner.conns.lock().expect("pool lock").pop();
+            if let Some(conn) = conn {
+                let r = f(&conn);
+                self.inner.conns.lock().expect("pool lock").push(conn);
+                drop(permit);
+                return r;
+            }
+        }
+        self.read(f).await
+    }
+
     /// Runs `f` on a free connection.
     pub async fn read<R, F>(&self, f: F) -> Result<R, DbError>
     where

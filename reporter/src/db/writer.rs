@@ -5,17 +5,20 @@
 //! 2. `BEGIN IMMEDIATE`; run each job in its own savepoint, so a failing
 //!    job is rolled back alone;
 //! 3. `COMMIT` (with `synchronous = FULL` this fsyncs the WAL);
-//! 4. only then answer each job, with its result, or with the commit error.
+//! 4. only then answer each job, with its result, or with the commit error;
+//! 5. if the checkpoint thread asks, finish a WAL checkpoint.
 //!
 //! So an acknowledgement always means "committed", and many concurrent
 //! requests share one commit (group commit). The thread ends when every
 //! [`Writer`] handle is dropped and the queue is drained.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::WalState;
 use super::DbError;
 
 /// Jobs in one transaction, at most.
@@ -33,12 +36,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> (Writer, JoinHandle<()>) {
+    /// Starts the writer thread on `conn`; `wal`: the checkpoint thread's
+    /// shared state, if one runs (see [`super::checkpoint`]).
+    pub fn start(conn: Connection, wal: Option<Arc<WalState>>) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let handle = std::thread::Builder::new()
             .name("flotilla-db-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, wal))
             .expect("spawn writer thread");
         (Writer { tx }, handle)
     }
@@ -63,6 +67,15 @@ impl Writer {
     }
 }
 
+fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_JOBS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
+}
+
 fn in_savepoint<R>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<R, DbError>,
@@ -80,17 +93,12 @@ fn in_savepoint<R>(
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, wal: Option<Arc<WalState>>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     let mut dones: Vec<Done> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
-        while jobs.len() < MAX_JOBS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+        drain(&mut rx, &mut jobs);
         let n = jobs.len();
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
@@ -122,6 +130,9 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         tracing::trace!(jobs = n, "committed");
+        if let Some(w) = &wal {
+            w.after_commit(&conn);
+        }
     }
     tracing::debug!("writer stopped");
 }
@@ -135,7 +146,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY)")
             .unwrap();
-        let (w, h) = Writer::start(conn);
+        let (w, h) = Writer::start(conn, None);
         let mut tasks = Vec::new();
         for i in 0..50i64 {
             let w = w.clone();

@@ -1,0 +1,112 @@
+//! WAL checkpoints on their own thread, so the writer never copies pages
+//! back into the database file while requests wait for it.
+//!
+//! The writer runs with `wal_autocheckpoint = 0`; this thread, on its own
+//! connection, runs a `PASSIVE` checkpoint every [`EVERY`] (it never blocks
+//! the writer or readers): it copies pages into the database file and
+//! fsyncs it. While the writer keeps appending, such a checkpoint never
+//! quite catches up, so the WAL would never start over; once it holds more
+//! than [`RESTART_FRAMES`], this thread raises [`WalState::finish_wanted`]
+//! and the writer, between two transactions, runs a `PASSIVE` checkpoint
+//! itself: only the few frames appended since remain, and with no writer
+//! racing it completes, so the next transaction writes the WAL from its
+//! start again. The WAL file stays around [`RESTART_FRAMES`] pages (and is
+//! truncated to `journal_size_limit`). On shutdown a final `TRUNCATE`
+//! checkpoint leaves an empty WAL behind.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How often to checkpoint.
+pub const EVERY: Duration = Duration::from_millis(250);
+/// WAL frames (pages) beyond which the writer is asked to finish a checkpoint.
+pub const RESTART_FRAMES: i64 = 4096;
+
+/// Shared between the checkpoint thread and the writer.
+#[derive(Default)]
+pub struct WalState {
+    /// Set when the writer should finish a checkpoint between transactions.
+    pub finish_wanted: AtomicBool,
+}
+
+impl WalState {
+    /// Called by the writer after a commit: finishes a checkpoint if asked.
+    pub fn after_commit(&self, conn: &Connection) {
+        if self.finish_wanted.swap(false, Ordering::Relaxed) {
+            match checkpoint(conn, "PASSIVE") {
+                Ok(r) => tracing::trace!(?r, "writer finished a checkpoint"),
+                Err(e) => tracing::warn!(error = %e, "writer checkpoint failed"),
+            }
+        }
+    }
+}
+
+/// The checkpointer; dropping [`Checkpointer::stop`]'s sender ends it.
+pub struct Checkpointer {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<()>,
+    /// Hand this to the writer.
+    pub state: Arc<WalState>,
+}
+
+impl Checkpointer {
+    /// Starts the thread on `path`.
+    pub fn start(path: &Path) -> Result<Checkpointer, crate::Error> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.busy_timeout(Duration::from_secs(10))?;
+            Ok(c)
+        })
+        .map_err(|source| crate::Error::Db {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (stop, rx) = mpsc::channel::<()>();
+        let state = Arc::new(WalState::default());
+        let shared = state.clone();
+        let handle = std::thread::Builder::new()
+            .name("flotilla-db-checkpoint".into())
+            .spawn(move || run(conn, rx, &shared))
+            .expect("spawn checkpoint thread");
+        Ok(Checkpointer {
+            stop,
+            handle,
+            state,
+        })
+    }
+
+    /// Stops after a final checkpoint.
+    pub fn stop(self) {
+        drop(self.stop);
+        let _ = self.handle.join();
+    }
+}
+
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<()>, state: &WalState) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EVERY) {
+        match checkpoint(&conn, "PASSIVE") {
+            Ok((_, log, _)) if log > RESTART_FRAMES => {
+                state.finish_wanted.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+        }
+    }
+    if let Err(e) = checkpoint(&conn, "TRUNCATE") {
+        tracing::debug!(error = %e, "final checkpoint incomplete");
+    }
+}

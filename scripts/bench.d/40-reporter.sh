@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Reporter benchmarks (see ../shared/BENCHMARKS.md):
+#   BENCH reporter_ingest events_per_s= ratio_vs_raw_sqlite= ...
+#       HTTP batches of 100 events from a second process, against a plain
+#       rusqlite insert of the same rows in transactions of 100 rows (the same
+#       batches) into the same schema with the same pragmas; the figure against
+#       1000-row transactions is printed too.
+#   BENCH reporter_ingest_fsync events_per_s=
+#       the same HTTP load with durability = "power_loss" (fsync per commit).
+#   BENCH reporter_latency p50_ms= p99_ms= rate=1100
+#       batches of 20 events at 1,100/s (open loop, from a second process,
+#       1,000 agents) for 20 s, latency from each request's scheduled time.
+#   BENCH reporter_soak rss_mib_start= rss_mib_end= secs=
+#       the server's RSS over the latency run (secs=20), or over a longer run
+#       of the same load when FLOTILLA_BENCH_SOAK_SECS is set (600 for the
+#       10-minute soak).
+set -euo pipefail
+root=${FLOTILLA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+target=${CARGO_TARGET_DIR:-$root/target}
+bin=$target/release/flotilla-reporter
+gen=$target/release/examples/reporter_bench
+if [ ! -x "$bin" ] || [ ! -x "$gen" ]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p flotilla-reporter --bins --examples >&2
+fi
+tmp=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/reporter.XXXXXX")
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+printf 'bench-admin-token-0123456789abcdef\n' > "$tmp/admin"
+
+# start_server NAME [CONFIG-LINES]: sets $pid, $url and $token.
+start_server() {
+  local dir=$tmp/$1
+  mkdir -p "$dir"
+  printf '%s\n' "${2:-}" > "$dir/config.toml"
+  token=$("$bin" token create --db "$dir/r.db" 2>/dev/null)
+  FLOTILLA_LOG=warn "$bin" serve --db "$dir/r.db" --listen 127.0.0.1:0 \
+    --admin-token-file "$tmp/admin" --config "$dir/config.toml" > "$dir/out" 2> "$dir/err" &
+  pid=$!
+  for _ in $(seq 1 500); do
+    grep -q '^listening on ' "$dir/out" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/err" >&2; exit 1; }
+    sleep 0.01
+  done
+  url=http://$(sed -n 's/^listening on //p' "$dir/out")
+}
+stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+unlimited='rate_limit_per_second = 1000000.0
+rate_limit_burst = 1000000.0'
+
+start_server ingest "$unlimited"
+out=$("$gen" ingest --url "$url" --enroll-token "$token" --batch 100 --concurrency 16 --secs 10)
+stop_server
+http=$(field "$out" events_per_s)
+
+start_server fsync "$unlimited
+durability = \"power_loss\""
+out=$("$gen" ingest --url "$url" --enroll-token "$token" --batch 100 --concurrency 16 --secs 10)
+stop_server
+fsync=$(field "$out" events_per_s)
+
+raw100=$(field "$("$gen" raw --db "$tmp/raw100.db" --batch 100 --rows 300000)" rows_per_s)
+raw1000=$(field "$("$gen" raw --db "$tmp/raw1000.db" --batch 1000 --rows 300000)" rows_per_s)
+ratio=$(awk -v a="$http" -v b="$raw100" 'BEGIN { printf "%.2f", a / b }')
+ratio1000=$(awk -v a="$http" -v b="$raw1000" 'BEGIN { printf "%.2f", a / b }')
+echo "BENCH reporter_ingest events_per_s=$http ratio_vs_raw_sqlite=$ratio raw_sqlite_events_per_s=$raw100 raw_sqlite_1000_events_per_s=$raw1000 ratio_vs_raw_sqlite_1000=$ratio1000"
+echo "BENCH reporter_ingest_fsync events_per_s=$fsync"
+
+start_server latency ""
+out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs 20 --server-pid "$pid")
+echo "BENCH reporter_latency p50_ms=$(field "$out" p50_ms) p99_ms=$(field "$out" p99_ms) rate=1100 achieved_rate=$(field "$out" achieved_rate) max_ms=$(field "$out" max_ms)"
+soak=${FLOTILLA_BENCH_SOAK_SECS:-}
+if [ -n "$soak" ]; then
+  out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs "$soak" --server-pid "$pid")
+else
+  soak=20
+fi
+echo "BENCH reporter_soak rss_mib_start=$(field "$out" rss_mib_start) rss_mib_end=$(field "$out" rss_mib_end) secs=$soak"
+stop_server
