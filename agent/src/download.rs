@@ -328,7 +328,6 @@ fn copy_capped(
             break;
         }
         if before < half && total >= half {
-            let _ = file.sync_data();
             fault::point("mid-download");
         }
         if total == size {

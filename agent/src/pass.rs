@@ -332,7 +332,10 @@ impl<'a> Pass<'a> {
             self.sd.save(&self.state)?;
             return Ok(Step::Continue(None));
         }
-        if VERSION != p.to {
+        if VERSION != p.to || current.as_deref() != Some(p.to.as_str()) {
+            // Either the old binary runs while `current` already points at
+            // the new one, or the new binary was started by hand: the health
+            // check belongs to the new version started through `current`.
             return Ok(Step::Done(Outcome::Waiting {
                 reason: format!(
                     "update {} -> {} pending; the next pass of {} (through {}/current) checks its health",

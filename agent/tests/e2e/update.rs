@@ -63,6 +63,14 @@ fn full_cycle(source: impl FnOnce(&Fleet, &Server) -> String) {
     }
     // Nothing new: an idle pass stays on v2.
     assert!(host.pass().contains("up to date"));
+    let out = host.agent(&["status", "--json"], &[]);
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["version"], "2.0.0");
+    assert_eq!(status["current"], "2.0.0");
+    assert_eq!(status["decision"]["target"], "2.0.0");
+    assert!(status["manifest_serial"].as_u64().unwrap() >= 1);
+    assert!(status["last_error"].is_null());
 
     // v2 -> broken v3: installed, fails its health check twice, rolled back.
     fleet.release("3.0.0", &bins::agent("v3-broken"), None);

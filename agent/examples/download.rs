@@ -1,0 +1,29 @@
+//! Benchmark helper for `download_verify_512mib`: downloads one artifact with
+//! the agent's download code (Range resume, size cap, SHA-256 on a second
+//! thread, fsync + rename) into a directory, as a pass would.
+//!
+//! Usage: `download URL SHA256 SIZE DIR`; prints the verified file's path.
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, url, sha, size, dir] = &args[..] else {
+        anyhow::bail!("usage: download URL SHA256 SIZE DIR");
+    };
+    let url = url::Url::parse(url)?;
+    let http = flotilla_agent::http::client(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
+    )?;
+    let dir = std::path::PathBuf::from(dir);
+    let path = flotilla_agent::download::fetch(
+        &http,
+        &flotilla_agent::download::Request {
+            url: &url,
+            sha256: sha,
+            size: size.parse()?,
+            dir: &dir,
+        },
+    )?;
+    println!("{}", path.display());
+    Ok(())
+}

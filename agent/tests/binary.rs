@@ -1,0 +1,23 @@
+//! The binary carries its own TLS: no libssl/libcrypto needed on the host.
+
+#[test]
+fn binary_needs_no_tls_library_on_the_host() {
+    let out = std::process::Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_flotilla-agent"))
+        .output()
+        .expect("ldd runs");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(!libs.is_empty());
+    for tls in ["libssl", "libcrypto", "libgnutls", "libnss3"] {
+        assert!(!libs.contains(tls), "links {tls}:\n{libs}");
+    }
+}
+
+#[test]
+fn https_client_initialises_with_the_builtin_openssl() {
+    flotilla_agent::http::client(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(1),
+    )
+    .expect("TLS connector");
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Agent benchmarks (goals in ../shared/BENCHMARKS.md), all on loopback:
+#   BENCH idle_pass_http wall_ms= peak_rss_mib=
+#       `flotilla-agent run` with nothing to do: static HTTP store
+#       (python3 -m http.server), manifest answered 304; median of 20 passes,
+#       peak RSS the largest of them (/usr/bin/time -f %M).
+#   BENCH idle_pass_git ratio_vs_git_fetch= agent_ms= git_fetch_ms=
+#       the same pass with the fleet repo served by `git daemon`, against
+#       `git fetch` of the same repo into a bare clone by the git CLI;
+#       median of 10 each, interleaved.
+#   BENCH download_verify_512mib ratio_vs_curl= peak_rss_mib= agent_s= curl_s=
+#       the agent's download code (examples/download: Range-capable, size
+#       cap, SHA-256 on a second thread, fsync + rename) against `curl -o` of
+#       the same 512 MiB file from the same python3 http.server; best of 3.
+#   BENCH agent_binary size_mib=
+#       the release build of flotilla-agent (stripped by the release profile).
+#   BENCH fleet_sim_100k decide_us_per_agent= wave_share_max_err_pp= spread_ks=
+#       examples/fleet_sim: the decision over 100,000 simulated agents.
+set -euo pipefail
+root=${FLOTILLA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+tmp=${BENCH_TMP:?run through scripts/bench}/agent
+target=${CARGO_TARGET_DIR:-$root/target}
+agent=$target/release/flotilla-agent
+pub=$target/release/flotilla-publisher
+ex=$target/release/examples
+if [ ! -x "$agent" ] || [ ! -x "$ex/fleet_sim" ] || [ ! -x "$ex/download" ]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p flotilla-agent --bins --examples >&2
+fi
+[ -x "$pub" ] || cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p flotilla-publisher >&2
+mkdir -p "$tmp"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.05; done; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# --- agent_binary
+size=$(stat -c %s "$agent")
+awk -v s="$size" 'BEGIN { printf "BENCH agent_binary size_mib=%.2f\n", s / 1048576 }'
+
+# --- fleet_sim_100k
+"$ex/fleet_sim"
+
+# --- a fleet whose channel names the running version (nothing to do)
+read -r _ version triple <<<"$("$agent" version)"
+triple=${triple//[()]/}
+fleet=$tmp/fleet store=$tmp/store keys=$tmp/keys
+mkdir -p "$store" "$keys"
+"$pub" init "$fleet" --fleet bench >/dev/null 2>&1
+P() { "$pub" --repo "$fleet" "$@" >/dev/null 2>&1; }
+P keygen --out "$keys/root.pem"
+P keygen --out "$keys/release.pem"
+P root init --root-key "$keys/root.pub.pem" --release-key "$keys/release.pub.pem"
+P root sign --key "$keys/root.pem"
+P release add --version "$version" --target "$triple" --file "$agent" --store "$store"
+P rollout set --channel stable --release "$version" --start 2020-01-01T00:00:00Z --waves 'all=100%@0s/0s'
+P sign --key "$keys/release.pem"
+git -C "$fleet" add -A
+git -C "$fleet" -c user.name=bench -c user.email=bench@example.invalid commit -qm sign
+P publish --store "$store"
+
+http_port=$(free_port)
+python3 -m http.server --bind 127.0.0.1 --directory "$store" "$http_port" >/dev/null 2>&1 &
+pids+=($!)
+git_port=$(free_port)
+"$(git --exec-path)/git-daemon" --reuseaddr --base-path="$tmp" --export-all --port="$git_port" --listen=127.0.0.1 "$tmp" >/dev/null 2>&1 &
+pids+=($!)
+wait_port "$http_port"
+wait_port "$git_port"
+
+# make_host DIR SOURCE-TOML: a host running this build, first pass done.
+make_host() {
+  local h=$1
+  mkdir -p "$h/etc" "$h/opt/versions/$version"
+  cp "$fleet/root/1.root.json" "$h/etc/root.json"
+  cp "$agent" "$h/opt/versions/$version/flotilla-agent"
+  ln -sfn "versions/$version" "$h/opt/current"
+  cat >"$h/etc/agent.toml" <<TOML
+agent_id = "bench"
+channel = "stable"
+trust_root = "$h/etc/root.json"
+state_dir = "$h/state"
+install_dir = "$h/opt"
+[source]
+$2
+[artifacts]
+base_url = "http://127.0.0.1:$http_port/"
+TOML
+  "$h/opt/current/flotilla-agent" --config "$h/etc/agent.toml" run >/dev/null
+}
+
+# ms_rss CMD...: "<wall ms> <peak rss KiB>"
+ms_rss() {
+  local s e
+  s=$(date +%s%N)
+  /usr/bin/time -f %M -o "$tmp/rss" "$@" >/dev/null 2>&1
+  e=$(date +%s%N)
+  echo "$(((e - s) / 1000)) $(cat "$tmp/rss")" | awk '{printf "%.3f %d\n", $1 / 1000, $2}'
+}
+
+# --- idle_pass_http
+make_host "$tmp/h-http" "url = \"http://127.0.0.1:$http_port/\""
+: >"$tmp/idle-http"
+for _ in $(seq 20); do
+  ms_rss "$tmp/h-http/opt/current/flotilla-agent" --config "$tmp/h-http/etc/agent.toml" run >>"$tmp/idle-http"
+done
+wall=$(cut -d' ' -f1 "$tmp/idle-http" | median)
+rss=$(cut -d' ' -f2 "$tmp/idle-http" | sort -n | tail -1)
+awk -v w="$wall" -v r="$rss" 'BEGIN { printf "BENCH idle_pass_http wall_ms=%.1f peak_rss_mib=%.1f\n", w, r / 1024 }'
+
+# --- idle_pass_git
+make_host "$tmp/h-git" "git = \"git://127.0.0.1:$git_port/fleet\""$'\n'"branch = \"main\""
+git clone -q --bare "git://127.0.0.1:$git_port/fleet" "$tmp/mirror.git"
+: >"$tmp/idle-git-agent"
+: >"$tmp/idle-git-cli"
+for _ in $(seq 10); do
+  ms_rss "$tmp/h-git/opt/current/flotilla-agent" --config "$tmp/h-git/etc/agent.toml" run | cut -d' ' -f1 >>"$tmp/idle-git-agent"
+  ms_rss git -C "$tmp/mirror.git" fetch -q origin '+refs/heads/main:refs/heads/main' | cut -d' ' -f1 >>"$tmp/idle-git-cli"
+done
+a=$(median <"$tmp/idle-git-agent")
+g=$(median <"$tmp/idle-git-cli")
+awk -v a="$a" -v g="$g" 'BEGIN { printf "BENCH idle_pass_git ratio_vs_git_fetch=%.2f agent_ms=%.1f git_fetch_ms=%.1f\n", a / g, a, g }'
+
+# --- download_verify_512mib
+big=$store/big.bin
+size=$((512 * 1024 * 1024))
+openssl rand -out "$big" "$size" 2>/dev/null || head -c "$size" /dev/urandom >"$big"
+sha=$(openssl dgst -sha256 -r "$big" | cut -d' ' -f1)
+url="http://127.0.0.1:$http_port/big.bin"
+cat "$big" >/dev/null
+best_agent="" best_curl="" rss_max=0
+for _ in 1 2 3; do
+  rm -rf "$tmp/dl" "$tmp/curl.out"
+  read -r t r <<<"$(ms_rss "$ex/download" "$url" "$sha" "$size" "$tmp/dl")"
+  [ -f "$tmp/dl/$sha" ] || { echo "download_verify_512mib: the agent's download failed" >&2; exit 1; }
+  [ "$r" -gt "$rss_max" ] && rss_max=$r
+  if [ -z "$best_agent" ] || awk -v a="$t" -v b="$best_agent" 'BEGIN{exit !(a<b)}'; then best_agent=$t; fi
+  rm -rf "$tmp/dl"
+  read -r t _ <<<"$(ms_rss curl -s -o "$tmp/curl.out" "$url")"
+  if [ -z "$best_curl" ] || awk -v a="$t" -v b="$best_curl" 'BEGIN{exit !(a<b)}'; then best_curl=$t; fi
+done
+rm -rf "$tmp/dl" "$tmp/curl.out" "$big"
+awk -v a="$best_agent" -v c="$best_curl" -v r="$rss_max" 'BEGIN {
+  printf "BENCH download_verify_512mib ratio_vs_curl=%.2f peak_rss_mib=%.1f agent_s=%.2f curl_s=%.2f\n", a / c, r / 1024, a / 1000, c / 1000
+}'
