@@ -110,7 +110,7 @@
 //! ([`db::writer`]) that puts all queued requests into one transaction and
 //! answers each only after `COMMIT`. "Acknowledged" means committed to the
 //! WAL. The default durability,
-//! [`Durability::ProcessCrash`](settings::Durability::ProcessCrash)
+//! [`Durability::ProcessCrash`]
 //! (`synchronous = NORMAL`), survives the reporter being killed at any
 //! moment (SIGKILL, OOM, a crash: the committed WAL frames are in the OS
 //! page cache, and the `durability` test kills the real binary mid-stream to

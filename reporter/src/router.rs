@@ -2,14 +2,14 @@
 //!
 //! | route | auth | |
 //! |---|---|---|
-//! | `POST /api/v1/enroll` | enrollment token in the body | [`handlers::enroll`] |
-//! | `POST /api/v1/events` | agent token | [`handlers::events`] |
-//! | `GET /api/v1/agents`, `/api/v1/agents/{id}`, `/api/v1/agents/{id}/events` | admin token | [`handlers::agents`] |
-//! | `GET /api/v1/rollouts`, `/api/v1/rollouts/{channel}/{release}` | admin token | [`handlers::rollouts`] |
-//! | `GET /api/v1/gate/{channel}/{release}` | admin or agent token | [`handlers::rollouts::gate`] |
-//! | `GET /metrics` | admin token | [`handlers::health::metrics`] |
-//! | `GET /healthz` | none | [`handlers::health::healthz`] |
-//! | `GET /`, `/agents`, `/agents/{id}`; `GET`/`POST /login`; `POST /logout` | session cookie | [`web`] |
+//! | `POST /api/v1/enroll` | enrollment token in the body | [`crate::handlers::enroll`] |
+//! | `POST /api/v1/events` | agent token | [`crate::handlers::events`] |
+//! | `GET /api/v1/agents`, `/api/v1/agents/{id}`, `/api/v1/agents/{id}/events` | admin token | [`crate::handlers::agents`] |
+//! | `GET /api/v1/rollouts`, `/api/v1/rollouts/{channel}/{release}` | admin token | [`crate::handlers::rollouts`] |
+//! | `GET /api/v1/gate/{channel}/{release}` | admin or agent token | [`crate::handlers::rollouts::gate`] |
+//! | `GET /metrics` | admin token | [`crate::handlers::health::metrics`] |
+//! | `GET /healthz` | none | [`crate::handlers::health::healthz`] |
+//! | `GET /`, `/agents`, `/agents/{id}`; `GET`/`POST /login`; `POST /logout` | session cookie | [`crate::web`] |
 //!
 //! Every response carries `X-Content-Type-Options`, `Referrer-Policy` and a
 //! strict `Content-Security-Policy` (scripts and styles from this origin
