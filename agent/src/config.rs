@@ -2,7 +2,7 @@
 //! says otherwise).
 //!
 //! ```toml
-//! config_schema = 1                  # the layout of this file; see CONFIG_SCHEMA
+//! config_schema = 3                  # the layout of this file; see CONFIG_SCHEMA
 //! agent_id = "web-01"                # optional; default: a UUID made once, kept in state_dir/agent_id
 //! channel = "stable"
 //! labels = { role = "web", site = "ams1" }
@@ -29,6 +29,12 @@
 //! keep_versions = 2
 //! connect_timeout = "10s"
 //! stall_timeout = "30s"
+//!
+//! [migrations]                        # optional; see crate::migrate
+//! keep_backups = 3
+//! retries = 3
+//! # legacy_config_dir = "/etc/flotilla-legacy"
+//! # legacy_state_dir = "/var/lib/flotilla-legacy"
 //! ```
 //!
 //! Parsing is strict: an unknown field is an error naming the file and the
@@ -48,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::version::TARGET;
 
 /// The config layout this build reads and writes.
-pub const CONFIG_SCHEMA: u32 = 1;
+pub const CONFIG_SCHEMA: u32 = crate::migrations::builtin::CONFIG_SCHEMA as u32;
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/flotilla/agent.toml";
@@ -165,6 +171,20 @@ struct RawConfig {
     reporter: Option<RawReporter>,
     #[serde(default)]
     update: RawUpdate,
+    #[serde(default)]
+    migrations: RawMigrations,
+}
+
+/// `[migrations]`: read leniently by [`crate::migrate::context`] before the
+/// config loads; checked here so that a typo is an error.
+#[derive(Default, Deserialize)]
+struct RawMigrations {
+    keep_backups: Option<u32>,
+    retries: Option<u32>,
+    #[allow(dead_code)]
+    legacy_config_dir: Option<PathBuf>,
+    #[allow(dead_code)]
+    legacy_state_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +260,14 @@ impl Config {
                 "config_schema",
                 format!("{config_schema} is not a layout this agent reads (1 to {CONFIG_SCHEMA}); a newer agent wrote it"),
             ));
+        }
+        for (field, v) in [
+            ("migrations.keep_backups", raw.migrations.keep_backups),
+            ("migrations.retries", raw.migrations.retries),
+        ] {
+            if v == Some(0) {
+                return Err(bad(field, "must be at least 1".into()));
+            }
         }
         if let Some(id) = &raw.agent_id {
             if id.is_empty()

@@ -169,7 +169,7 @@ pub fn deliver(http: &ureq::Agent, s: &Settings, spool: &mut Spool) -> Outcome {
                     .and_then(|b| serde_json::from_str(&b).ok());
                 let reason = api.as_ref().map(|a| a.error.clone()).unwrap_or_default();
                 match code {
-                    400 => match api
+                    400 | 403 => match api
                         .and_then(|a| a.event_index)
                         .and_then(|i| ids.get(i).copied())
                     {

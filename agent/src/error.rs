@@ -34,6 +34,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A migration this version needs failed (the backup was restored).
+    #[error("migration failed: {reason}")]
+    Migration {
+        /// What failed, with the error chain.
+        reason: String,
+    },
     /// Another pass holds the state-dir lock.
     #[error("{}: another pass is running", path.display())]
     Busy {

@@ -129,19 +129,8 @@ impl Events {
     }
 }
 
-/// Basic facts about the host for `agent_startup` events.
-pub fn system_info() -> Value {
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
-    let os = read("/etc/os-release").and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-            .map(|v| v.trim_matches('"').to_owned())
-    });
-    json!({
-        "hostname": read("/proc/sys/kernel/hostname"),
-        "os": os,
-        "kernel": read("/proc/sys/kernel/osrelease"),
-        "arch": std::env::consts::ARCH,
-        "target": crate::version::TARGET,
-    })
+/// Facts about the host for `agent_startup` and failure events (see
+/// [`crate::sysinfo`]).
+pub fn system_info(state_dir: &std::path::Path) -> Value {
+    Value::Object(crate::sysinfo::collect(state_dir))
 }

@@ -11,25 +11,43 @@
 //! abandoned after that long without limiting how long a healthy transfer
 //! may take.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::version::VERSION;
 
-/// Builds the client.
+/// Builds the client. TLS is set up on the first `https://` connection
+/// (loading the CA bundle costs tens of milliseconds, which a pass over
+/// plain HTTP or git never pays).
 pub fn client(connect_timeout: Duration, stall_timeout: Duration) -> Result<ureq::Agent> {
-    let tls = native_tls::TlsConnector::new().map_err(|e| Error::Fetch {
-        url: "(TLS setup)".into(),
-        reason: e.to_string(),
-    })?;
     Ok(ureq::AgentBuilder::new()
         .timeout_connect(connect_timeout)
         .timeout_read(stall_timeout)
         .timeout_write(stall_timeout)
         .user_agent(&format!("flotilla-agent/{VERSION}"))
-        .tls_connector(Arc::new(tls))
+        .tls_connector(Arc::new(LazyTls::default()))
         .build())
+}
+
+/// The OpenSSL connector, made on first use.
+#[derive(Default)]
+struct LazyTls(OnceLock<std::result::Result<native_tls::TlsConnector, String>>);
+
+impl ureq::TlsConnector for LazyTls {
+    fn connect(
+        &self,
+        dns_name: &str,
+        io: Box<dyn ureq::ReadWrite>,
+    ) -> std::result::Result<Box<dyn ureq::ReadWrite>, ureq::Error> {
+        match self
+            .0
+            .get_or_init(|| native_tls::TlsConnector::new().map_err(|e| e.to_string()))
+        {
+            Ok(tls) => ureq::TlsConnector::connect(tls, dns_name, io),
+            Err(e) => Err(std::io::Error::other(format!("TLS setup: {e}")).into()),
+        }
+    }
 }
 
 /// A transport-level description of a ureq error.

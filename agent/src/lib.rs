@@ -11,13 +11,18 @@
 //! - [`download`]: resumable, size-capped, hashed while streaming;
 //!   [`install`]: versions, self-test, atomic symlink swaps, pruning.
 //! - [`events`] and [`spool`]: every step as an event, kept until delivered.
-//! - [`hooks`]: where migrations and event delivery plug in.
+//! - [`migrate`] and [`migrations`]: config and state migrations, run before
+//!   the config is loaded, with one bounded backup per run.
+//! - [`delivery`]: enrollment and event delivery to the reporter, within a
+//!   time budget; [`sysinfo`]: host facts for events.
+//! - [`hooks`]: where the pass calls rollback restores and delivery.
 //! - [`fault`]: fault injection for the crash-safety tests (feature
 //!   `fault-injection`).
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod decide;
+pub mod delivery;
 pub mod download;
 pub mod error;
 pub mod events;
@@ -27,6 +32,8 @@ pub mod hooks;
 pub mod http;
 pub mod install;
 pub mod lock;
+pub mod migrate;
+pub mod migrations;
 pub mod pass;
 pub mod selftest;
 pub mod setup;
@@ -34,6 +41,7 @@ pub mod source;
 pub mod spool;
 pub mod state;
 pub mod status;
+pub mod sysinfo;
 pub mod trust;
 pub mod version;
 

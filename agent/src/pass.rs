@@ -3,7 +3,10 @@
 //! 1. Lock the state dir (`flock`); if another pass holds it, exit 0.
 //!    Load `state.json`, the agent id, the spool; emit `agent_startup` on
 //!    the first pass of a version.
-//! 2. [`hooks::migrations_hook`] (filled in by the migration issue).
+//! 2. Migrations ([`crate::migrations`], via [`run_file`]): before the config
+//!    is loaded strictly, since they may move or rewrite it. A failure is
+//!    reported; a pending version whose migration failed is rolled back and
+//!    the backup restored, a committed one keeps running.
 //! 3. Finish or undo a pending update:
 //!    - an interrupted rollback (`phase = rolling_back`) is completed;
 //!    - run by the *old* binary while `current` still points at it (a pass
@@ -28,13 +31,16 @@
 //!    the pending update (`phase = swapping`, attempts left), point
 //!    `previous` at the running version and swap `current` atomically, and
 //!    end the pass: the next start runs the new version, which does step 3.
-//! 8. [`hooks::deliver_events_hook`] (event delivery, migration issue), and
+//! 8. [`hooks::deliver_events_hook`] (enrollment and event delivery within a
+//!    time budget, [`crate::delivery`]), and
 //!    `state.json` saved with the pass's last error.
 //!
 //! Events are emitted at every step; repeated identical failures of the
 //! manifest check and unchanged deferrals are reported once (when they
 //! start) rather than on every 15-minute tick, so a long outage does not
 //! flood the spool.
+
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use flotilla_protocol::api::details;
@@ -55,6 +61,7 @@ use crate::state::{Blocked, DecisionRecord, Pending, Phase, State, StateDir};
 use crate::trust::{self, Verified};
 use crate::version::{self, VERSION};
 use crate::{download, fault};
+use crate::{migrate, migrations};
 
 /// How a pass ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,19 +150,143 @@ pub fn run(config: &Config) -> Result<Outcome> {
     run_at(config, Utc::now())
 }
 
+/// `flotilla-agent run`: the whole pass from the config file's path. The
+/// migrations run before the config is loaded strictly, since they may have
+/// to move or rewrite it (legacy paths, an older `config_schema`). A config
+/// that still does not load is reported in the spool and returned as the
+/// error.
+pub fn run_file(config_path: &Path) -> Result<Outcome> {
+    let now = Utc::now();
+    let early = migrate::context(config_path, None, VERSION);
+    let sd = StateDir::new(&early.state_dir);
+    sd.create()?;
+    let lock = match StateLock::acquire(&sd.lock_file()) {
+        Err(Error::Busy { .. }) => return Ok(Outcome::Busy),
+        other => other?,
+    };
+    let migrated = run_migrations(config_path, &sd);
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            record_without_config(&sd, &migrated, &e);
+            return Err(e);
+        }
+    };
+    run_locked(&config, sd, lock, now, migrated)
+}
+
 /// Runs one pass as if it were `now` (tests inject the clock).
 pub fn run_at(config: &Config, now: DateTime<Utc>) -> Result<Outcome> {
     let sd = StateDir::new(&config.state_dir);
     sd.create()?;
-    let _lock = match StateLock::acquire(&sd.lock_file()) {
+    let lock = match StateLock::acquire(&sd.lock_file()) {
         Err(Error::Busy { .. }) => return Ok(Outcome::Busy),
         other => other?,
     };
+    let migrated = run_migrations(&config.path, &sd);
+    run_locked(config, sd, lock, now, migrated)
+}
+
+/// The migration run of a pass: its context and report.
+struct Migrated {
+    ctx: migrations::Context,
+    report: std::result::Result<migrations::Report, String>,
+}
+
+/// Step 2: detect and run the migrations this version needs.
+fn run_migrations(config_path: &Path, sd: &StateDir) -> Migrated {
+    let from = sd.load().ok().and_then(|s| {
+        s.pending
+            .filter(|p| p.to == VERSION)
+            .map(|p| p.from)
+            .or(s.committed)
+    });
+    let mut ctx = migrate::context(config_path, from, VERSION);
+    ctx.state_dir = sd.root().to_owned();
+    let report =
+        migrations::run(&ctx, &migrations::builtin::registry()).map_err(|e| format!("{e:#}"));
+    Migrated { ctx, report }
+}
+
+/// The migration events, and a failure the pass must act on.
+fn migration_events(
+    m: &Migrated,
+    agent_id: &str,
+    sd: &StateDir,
+) -> (Vec<flotilla_protocol::Event>, Option<Error>) {
+    let system = crate::sysinfo::collect(sd.root());
+    match &m.report {
+        Ok(r) => {
+            let failure = r.failed().then(|| Error::Migration {
+                reason: r
+                    .events(agent_id, &m.ctx, &system)
+                    .iter()
+                    .find(|e| e.kind == EventKind::MigrationExecution)
+                    .map(|e| e.message.clone())
+                    .unwrap_or_else(|| "migration failed".into()),
+            });
+            (r.events(agent_id, &m.ctx, &system), failure)
+        }
+        Err(reason) => {
+            let mut e = flotilla_protocol::Event::new(
+                agent_id,
+                EventKind::MigrationDetection,
+                EventStatus::Failed,
+                "migration",
+                format!("cannot read or write the migration state: {reason}"),
+            );
+            e.to_version = Some(VERSION.into());
+            e.details.insert(details::SYSTEM.into(), json!(system));
+            (
+                vec![e],
+                Some(Error::Migration {
+                    reason: reason.clone(),
+                }),
+            )
+        }
+    }
+}
+
+/// A config that does not load: the migration events and the error go to
+/// the spool all the same, so the failure is visible once a config works.
+fn record_without_config(sd: &StateDir, m: &Migrated, err: &Error) {
+    let agent_id = sd
+        .agent_id(None, true)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unknown".into());
+    let mut ev = Events::new(Spool::open(sd.root()).ok(), &agent_id, None);
+    for e in migration_events(m, &agent_id, sd).0 {
+        ev.emit(e);
+    }
+    ev.failure(
+        EventKind::AgentStartup,
+        EventStatus::Failed,
+        "config",
+        err,
+        None,
+    );
+}
+
+fn run_locked(
+    config: &Config,
+    sd: StateDir,
+    _lock: StateLock,
+    now: DateTime<Utc>,
+    migrated: Migrated,
+) -> Result<Outcome> {
     let mut pass = Pass::open(config, sd, now)?;
     pass.startup();
-    let outcome = match hooks::migrations_hook(config, &pass.sd, &mut pass.state, &mut pass.ev) {
-        Ok(()) => pass.work(),
-        Err(e) => pass.migration_failed(e),
+    let (events, failure) = migration_events(&migrated, pass.ev.agent_id(), &pass.sd);
+    for mut e in events {
+        e.channel = pass.ev.channel.clone();
+        e.details
+            .insert(details::AGENT_VERSION.into(), json!(VERSION));
+        pass.ev.emit(e);
+    }
+    let outcome = match failure {
+        Some(e) => pass.migration_failed(e),
+        None => pass.work(),
     };
     let outcome = match outcome {
         Ok(o) => o,
@@ -252,7 +383,8 @@ impl<'a> Pass<'a> {
             "agent",
             format!("flotilla-agent {VERSION} started"),
         );
-        e.details.insert(details::SYSTEM.into(), system_info());
+        e.details
+            .insert(details::SYSTEM.into(), system_info(self.sd.root()));
         e.details
             .insert(details::LABELS.into(), json!(self.config.labels));
         e.details
@@ -261,12 +393,23 @@ impl<'a> Pass<'a> {
         self.state.started_version = Some(VERSION.into());
     }
 
+    /// A version whose migration failed is rolled back if it is the pending
+    /// update; a committed version keeps running and updating (the failure
+    /// is reported, and retried up to `migrations.retries` times).
     fn migration_failed(&mut self, e: Error) -> Result<Outcome> {
         match self.state.pending.clone() {
-            Some(p) if p.to == VERSION => self.roll_back(p, format!("migration failed: {e}")),
-            _ => Ok(Outcome::Failed {
-                reason: format!("migration failed: {e}"),
-            }),
+            Some(p) if p.to == VERSION => self.roll_back(p, e.to_string()),
+            _ => {
+                let outcome = self.work()?;
+                Ok(match outcome {
+                    Outcome::UpToDate { .. }
+                    | Outcome::Deferred { .. }
+                    | Outcome::Waiting { .. } => Outcome::Failed {
+                        reason: e.to_string(),
+                    },
+                    other => other,
+                })
+            }
         }
     }
 
@@ -479,17 +622,14 @@ impl<'a> Pass<'a> {
             ..p.clone()
         });
         self.sd.save(&self.state)?;
-        if let Err(e) =
-            hooks::restore_migration_backup_hook(self.config, &self.sd, &p, &mut self.ev)
-        {
-            tracing::warn!("restoring the migration backup failed: {e}");
-        }
         install::point(install_dir, "current", &p.from)?;
         fault::point("after-rollback-swap");
         self.finish_rollback(p, reason)
     }
 
     fn finish_rollback(&mut self, p: Pending, reason: String) -> Result<Outcome> {
+        // Idempotent: finishes a restore that an interrupted rollback began.
+        hooks::restore_migration_backup_hook(self.config, &self.sd, &p, &mut self.ev)?;
         install::point(&self.config.install_dir, "current", &p.from)?;
         self.state.blocked = Some(Blocked {
             version: p.to.clone(),
@@ -573,7 +713,11 @@ impl<'a> Pass<'a> {
                 .insert("expires".into(), json!(v.manifest.expires));
             self.ev.emit(e);
         }
-        self.sd.save(&self.state)?;
+        if new || first_time {
+            // The accepted serial must be durable before anything acts on
+            // it; an unchanged manifest is saved with the pass's end.
+            self.sd.save(&self.state)?;
+        }
         Ok(Box::new(v))
     }
 

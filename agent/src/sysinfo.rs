@@ -2,12 +2,11 @@
 //! release, kernel, free space on the state dir, host and agent uptime.
 
 use std::path::Path;
-use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
 /// Collects what can be read; a field that cannot be read is left out.
-pub fn collect(state_dir: &Path, started: Instant) -> Map<String, Value> {
+pub fn collect(state_dir: &Path) -> Map<String, Value> {
     let mut m = Map::new();
     let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
     if let Some(h) = read("/proc/sys/kernel/hostname") {
@@ -19,7 +18,7 @@ pub fn collect(state_dir: &Path, started: Instant) -> Map<String, Value> {
                 .map(|v| v.trim_matches('"').to_owned())
         })
     }) {
-        m.insert("os_release".into(), json!(os));
+        m.insert("os".into(), json!(os));
     }
     if let Some(k) = read("/proc/sys/kernel/osrelease") {
         m.insert("kernel".into(), json!(k));
@@ -27,16 +26,29 @@ pub fn collect(state_dir: &Path, started: Instant) -> Map<String, Value> {
     if let Some(free) = free_bytes(state_dir) {
         m.insert("state_dir_free_bytes".into(), json!(free));
     }
-    if let Some(up) =
-        read("/proc/uptime").and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-    {
+    let host_up =
+        read("/proc/uptime").and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok());
+    if let Some(up) = host_up {
         m.insert("host_uptime_s".into(), json!(up as u64));
     }
-    m.insert(
-        "agent_uptime_ms".into(),
-        json!(started.elapsed().as_millis() as u64),
-    );
+    // The agent process's age: /proc/self/stat field 22 is its start, in
+    // clock ticks after boot.
+    let started = read("/proc/self/stat").and_then(|t| {
+        let after_comm = &t[t.rfind(')')? + 2..];
+        after_comm.split_whitespace().nth(19)?.parse::<f64>().ok()
+    });
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    if let (Some(up), Some(start)) = (host_up, started) {
+        if ticks > 0.0 {
+            m.insert(
+                "agent_uptime_ms".into(),
+                json!(((up - start / ticks) * 1000.0).max(0.0) as u64),
+            );
+        }
+    }
     m.insert("arch".into(), json!(std::env::consts::ARCH));
+    m.insert("target".into(), json!(crate::version::TARGET));
     m
 }
 
@@ -60,9 +72,10 @@ mod tests {
     #[test]
     fn collects_the_basics() {
         let dir = tempfile::tempdir().unwrap();
-        let m = super::collect(&dir.path().join("not/yet"), std::time::Instant::now());
+        let m = super::collect(&dir.path().join("not/yet"));
         assert!(m["state_dir_free_bytes"].as_u64().unwrap() > 0);
         assert!(m.contains_key("kernel"));
         assert!(m.contains_key("hostname"));
+        assert!(m["agent_uptime_ms"].as_u64().is_some());
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flotilla_agent::{pass, Config};
+use flotilla_agent::pass;
 
 /// Do one pass: check the manifest, update if this host's turn has come,
 /// health-check a new version, roll back a failing one. Then exit.
@@ -16,8 +16,7 @@ pub struct Args {}
 
 /// Runs the pass and prints its outcome.
 pub fn run(config: &Path, _args: Args) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config)?;
-    let outcome = pass::run(&config).context("the pass stopped")?;
+    let outcome = pass::run_file(config).context("the pass stopped")?;
     println!("{}", outcome.describe());
     Ok(ExitCode::SUCCESS)
 }

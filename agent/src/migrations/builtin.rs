@@ -24,11 +24,74 @@ pub const CONFIG_SCHEMA: i64 = 3;
 
 /// The migrations of this agent, in the order they run.
 pub fn registry() -> Vec<Box<dyn Migration>> {
-    vec![
+    let mut r: Vec<Box<dyn Migration>> = vec![
         Box::new(LegacyLayout),
         Box::new(ConfigSchema { to: 2 }),
         Box::new(ConfigSchema { to: 3 }),
-    ]
+    ];
+    if let Some(label) = DEMO_FAILING_MIGRATION {
+        r.push(Box::new(DemoFailing { label }));
+    }
+    r
+}
+
+/// Build-time knob for the demo and tests (`FLOTILLA_DEMO_FAILING_MIGRATION=key=value`
+/// when building): adds a config migration that fails on hosts carrying that
+/// label, so a real build shows a failed migration, its restored backup and
+/// the rollback. Never set for real releases.
+pub const DEMO_FAILING_MIGRATION: Option<&str> = option_env!("FLOTILLA_DEMO_FAILING_MIGRATION");
+
+/// A config migration that fails on hosts with a given label (see
+/// [`DEMO_FAILING_MIGRATION`]). It touches the config before failing, so the
+/// restore is real.
+pub struct DemoFailing {
+    /// `key=value`.
+    pub label: &'static str,
+}
+
+impl DemoFailing {
+    fn matches(&self, ctx: &Context) -> anyhow::Result<bool> {
+        let Some(doc) = ConfigSchema::read(ctx)? else {
+            return Ok(false);
+        };
+        let (k, v) = self.label.split_once('=').unwrap_or((self.label, ""));
+        Ok(doc
+            .get("labels")
+            .and_then(|l| l.get(k))
+            .and_then(|x| x.as_str())
+            .is_some_and(|x| x == v))
+    }
+}
+
+impl Migration for DemoFailing {
+    fn id(&self) -> &'static str {
+        "demo-config-tuning"
+    }
+
+    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+        if !self.matches(ctx)? {
+            return Ok(Detection::NotNeeded);
+        }
+        Ok(Detection::Needed {
+            reason: format!("hosts labelled {} get the new [tuning] table", self.label),
+            paths: vec![ctx.config_path.clone()],
+        })
+    }
+
+    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+        let Some(mut doc) = ConfigSchema::read(ctx)? else {
+            bail!("{}: config file is missing", ctx.config_path.display());
+        };
+        doc["tuning"] = toml_edit::table();
+        doc["tuning"]["io_depth"] = toml_edit::value(64);
+        flotilla_signing::fs::write_atomic(&ctx.config_path, doc.to_string().as_bytes(), 0o600)
+            .with_context(|| format!("writing {}", ctx.config_path.display()))?;
+        Err(anyhow::anyhow!(
+            "the database's io scheduler refuses io_depth = 64 (demo: this migration fails on hosts labelled {})",
+            self.label
+        ))
+        .with_context(|| format!("applying [tuning] to {}", ctx.config_path.display()))
+    }
 }
 
 /// The `config_schema` of a config file, leniently: a missing key is 1; an

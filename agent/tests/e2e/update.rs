@@ -224,7 +224,7 @@ fn install_is_idempotent_under_a_prefix() {
         std::path::Path::new("versions/1.0.0")
     );
     let cfg = std::fs::read_to_string(prefix.join("etc/flotilla/agent.toml")).unwrap();
-    assert!(cfg.contains("config_schema = 1"));
+    assert!(cfg.contains("config_schema = 3"));
     assert!(prefix
         .join("etc/systemd/system/flotilla-agent.timer")
         .exists());

@@ -43,7 +43,7 @@ impl Host {
         fs::create_dir_all(dir.join("etc")).unwrap();
         fs::copy(trust_root, dir.join("etc/root.json")).unwrap();
         let cfg = format!(
-            "agent_id = \"host-{}\"\nchannel = \"stable\"\ntrust_root = \"{}\"\nstate_dir = \"{}\"\ninstall_dir = \"{}\"\n\n[source]\n{source}\n\n[artifacts]\nbase_url = \"{base_url}\"\n\n[update]\nhealth_attempts = 2\nstall_timeout = \"2s\"\nconnect_timeout = \"2s\"\n{extra}",
+            "config_schema = 3\nagent_id = \"host-{}\"\nchannel = \"stable\"\ntrust_root = \"{}\"\nstate_dir = \"{}\"\ninstall_dir = \"{}\"\n\n[source]\n{source}\n\n[artifacts]\nbase_url = \"{base_url}\"\n\n[update]\nhealth_attempts = 2\nstall_timeout = \"2s\"\nconnect_timeout = \"2s\"\n{extra}",
             dir.file_name().unwrap().to_string_lossy(),
             dir.join("etc/root.json").display(),
             h.state_dir.display(),
