@@ -45,15 +45,21 @@ start_server() {
   url=http://$(sed -n 's/^listening on //p' "$dir/out")
 }
 stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
+# CPU seconds the server has used so far (user + system).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$pid/stat"; }
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
 unlimited='rate_limit_per_second = 1000000.0
 rate_limit_burst = 1000000.0'
 
 start_server ingest "$unlimited"
+before=$(cpu_s)
 out=$("$gen" ingest --url "$url" --enroll-token "$token" --batch 100 --concurrency 16 --secs 10)
+after=$(cpu_s)
 stop_server
 http=$(field "$out" events_per_s)
+# server CPU per event (includes enrolling 64 agents): stable across noisy runs
+cpu_us=$(awk -v a="$before" -v b="$after" -v n="$(field "$out" events)" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')
 
 start_server fsync "$unlimited
 durability = \"power_loss\""
@@ -65,12 +71,12 @@ raw100=$(field "$("$gen" raw --db "$tmp/raw100.db" --batch 100 --rows 300000)" r
 raw1000=$(field "$("$gen" raw --db "$tmp/raw1000.db" --batch 1000 --rows 300000)" rows_per_s)
 ratio=$(awk -v a="$http" -v b="$raw100" 'BEGIN { printf "%.2f", a / b }')
 ratio1000=$(awk -v a="$http" -v b="$raw1000" 'BEGIN { printf "%.2f", a / b }')
-echo "BENCH reporter_ingest events_per_s=$http ratio_vs_raw_sqlite=$ratio raw_sqlite_events_per_s=$raw100 raw_sqlite_1000_events_per_s=$raw1000 ratio_vs_raw_sqlite_1000=$ratio1000"
+echo "BENCH reporter_ingest events_per_s=$http ratio_vs_raw_sqlite=$ratio raw_sqlite_events_per_s=$raw100 raw_sqlite_1000_events_per_s=$raw1000 ratio_vs_raw_sqlite_1000=$ratio1000 server_cpu_us_per_event=$cpu_us load_avg=$(cut -d' ' -f1 /proc/loadavg)"
 echo "BENCH reporter_ingest_fsync events_per_s=$fsync"
 
 start_server latency ""
 out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs 20 --server-pid "$pid")
-echo "BENCH reporter_latency p50_ms=$(field "$out" p50_ms) p99_ms=$(field "$out" p99_ms) rate=1100 achieved_rate=$(field "$out" achieved_rate) max_ms=$(field "$out" max_ms)"
+echo "BENCH reporter_latency p50_ms=$(field "$out" p50_ms) p99_ms=$(field "$out" p99_ms) rate=1100 achieved_rate=$(field "$out" achieved_rate) max_ms=$(field "$out" max_ms) load_avg=$(cut -d" " -f1 /proc/loadavg)"
 soak=${FLOTILLA_BENCH_SOAK_SECS:-}
 if [ -n "$soak" ]; then
   out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs "$soak" --server-pid "$pid")
