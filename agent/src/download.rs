@@ -283,19 +283,29 @@ fn copy_capped(
     start: u64,
     size: u64,
 ) -> std::result::Result<StreamingHasher, CopyError> {
+    // The network is read on this thread; writing, hashing and writeback
+    // happen on a second one, so the socket is drained at full speed.
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-    let worker = std::thread::spawn(move || {
+    let mut out = file.try_clone().map_err(CopyError::Write)?;
+    let worker = std::thread::spawn(move || -> std::io::Result<StreamingHasher> {
         let mut hasher = hasher;
+        let mut written = start;
+        let mut flushed = start;
         for (buf, n) in full_rx {
+            out.write_all(&buf[..n])?;
             hasher.update(&buf[..n]);
+            written += n as u64;
+            if written - flushed >= WRITEBACK {
+                start_writeback(&out, flushed, written - flushed);
+                flushed = written;
+            }
             let _ = empty_tx.send(buf);
         }
-        hasher
+        Ok(hasher)
     });
     let mut spare: Vec<Vec<u8>> = (0..BUFFERS).map(|_| vec![0u8; BUF]).collect();
     let mut total = start;
-    let mut flushed = start;
     let half = size / 2;
     let mut result = Ok(());
     loop {
@@ -303,7 +313,12 @@ fn copy_capped(
             Ok(b) => b,
             Err(_) => match spare.pop() {
                 Some(b) => b,
-                None => empty_rx.recv().expect("hashing thread alive"),
+                None => match empty_rx.recv() {
+                    Ok(b) => b,
+                    // The writer stopped (a write failed): its error is
+                    // returned by join below.
+                    Err(_) => break,
+                },
             },
         };
         let (n, read_err) = fill(reader, &mut buf);
@@ -315,25 +330,19 @@ fn copy_capped(
         }
         let allowed = size - total;
         let take = (n as u64).min(allowed) as usize;
-        if let Err(e) = file.write_all(&buf[..take]) {
-            result = Err(CopyError::Write(e));
-            break;
-        }
         let before = total;
         total += take as u64;
-        let _ = full_tx.send((buf, take));
+        if full_tx.send((buf, take)).is_err() {
+            break;
+        }
         if take < n {
             result = Err(CopyError::TooLarge);
             break;
         }
         if let Some(e) = read_err {
-            // What arrived before the error is on disk, for the next pass to resume.
+            // What arrived before the error goes to disk, for the next pass to resume.
             result = Err(CopyError::Read(e));
             break;
-        }
-        if total - flushed >= WRITEBACK {
-            start_writeback(file, flushed, total - flushed);
-            flushed = total;
         }
         if before < half && total >= half {
             fault::point("mid-download");
@@ -350,7 +359,10 @@ fn copy_capped(
         }
     }
     drop(full_tx);
-    let hasher = worker.join().expect("hashing thread does not panic");
+    let hasher = worker
+        .join()
+        .expect("writer thread does not panic")
+        .map_err(CopyError::Write)?;
     result.map(|()| hasher)
 }
 
