@@ -15,7 +15,8 @@
 //! 3. Failures: a transport error or 5xx is retried with exponential backoff;
 //!    429 waits `Retry-After`; 413 halves the batch; 400 naming one event
 //!    drops that event (the reporter will never take it; it is counted); 401
-//!    forgets the agent token so the next pass enrolls again. All of it stops
+//!    forgets the agent token so the next pass enrolls again; a reporter that
+//!    refuses connections is left for the next pass at once. All of it stops
 //!    when the budget (default 5 s) is spent: a dead reporter costs a pass at
 //!    most the budget, and the events wait for the next pass.
 //!
@@ -213,7 +214,15 @@ pub fn deliver(http: &ureq::Agent, s: &Settings, spool: &mut Spool) -> Outcome {
                 }
             }
             Err(e) => {
-                if !sleep_within(backoff, deadline) {
+                // Nobody listening (or no such host): the reporter is down;
+                // the events wait for the next pass rather than this one
+                // spending its budget on it. Other transport errors (a reset,
+                // a timeout) are retried with backoff within the budget.
+                let down = matches!(
+                    e.kind(),
+                    ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                );
+                if down || !sleep_within(backoff, deadline) {
                     out.error = Some(format!("reporter unreachable: {e}"));
                     break;
                 }
@@ -487,8 +496,10 @@ mod tests {
         let mut spool = Spool::open(dir.path()).unwrap();
         fill(&mut spool, 10);
         let mut s = settings(&format!("http://127.0.0.1:{port}"), dir.path(), None);
-        s.budget = Duration::from_millis(300);
+        s.budget = Duration::from_secs(60);
         let out = deliver(&ureq::AgentBuilder::new().build(), &s, &mut spool);
+        // A refused connection is not retried within the pass.
+        assert_eq!(out.batches, 1);
         assert!(out.error.unwrap().contains("unreachable"));
         assert_eq!(out.remaining, 10);
     }
