@@ -39,7 +39,10 @@ pub const POINTS: &[&str] = &[
 pub fn point(name: &'static str) {
     #[cfg(feature = "fault-injection")]
     {
-        debug_assert!(POINTS.contains(&name), "unknown fault point {name}");
+        debug_assert!(
+            POINTS.contains(&name) || crate::migrations::FAULT_POINTS.contains(&name),
+            "unknown fault point {name}"
+        );
         if std::env::var("FLOTILLA_FAULT").is_ok_and(|v| v == name) {
             eprintln!("flotilla-agent: fault injected at {name}");
             std::process::abort();

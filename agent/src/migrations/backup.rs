@@ -102,6 +102,11 @@ pub fn restore(dir: &Path) -> io::Result<()> {
         )
     })?;
     for e in index.entries.iter().rev() {
+        if unchanged(dir, e) {
+            // Nothing to put back (and nothing to write: this also works
+            // where the run failed for want of space or permission).
+            continue;
+        }
         remove_any(&e.original).map_err(|err| with_path(err, &e.original))?;
         if let Saved::Copied { stored } = &e.saved {
             if let Some(parent) = e.original.parent() {
@@ -115,6 +120,30 @@ pub fn restore(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `e.original` is still exactly what the backup holds (a file with
+/// the same bytes and mode, or still absent).
+fn unchanged(dir: &Path, e: &Entry) -> bool {
+    match &e.saved {
+        Saved::Absent => {
+            matches!(fs::symlink_metadata(&e.original), Err(err) if err.kind() == io::ErrorKind::NotFound)
+        }
+        Saved::Copied { stored } => {
+            let stored = dir.join(stored);
+            let (Ok(a), Ok(b)) = (
+                fs::symlink_metadata(&e.original),
+                fs::symlink_metadata(&stored),
+            ) else {
+                return false;
+            };
+            a.is_file()
+                && b.is_file()
+                && a.len() == b.len()
+                && a.permissions().mode() == b.permissions().mode()
+                && fs::read(&e.original).ok() == fs::read(&stored).ok()
+        }
+    }
 }
 
 /// Keeps the newest `keep` complete backups under `backups_dir` (names sort

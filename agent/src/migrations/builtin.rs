@@ -173,7 +173,7 @@ impl Migration for LegacyLayout {
                 let entry = entry?;
                 let from = entry.path();
                 let to = current.join(entry.file_name());
-                super::fault_point("legacy-layout:move");
+                crate::fault::point("legacy-layout-move");
                 if !exists(&to)? {
                     move_path(&from, &to)?;
                 } else if same_file_contents(&from, &to)? {
@@ -219,8 +219,12 @@ fn move_path(from: &Path, to: &Path) -> anyhow::Result<()> {
             // EXDEV: another file system.
             let tmp = to.with_extension("migrating");
             super::remove_any(&tmp)?;
-            super::copy_tree(from, &tmp)
-                .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+            if let Err(e) = super::copy_tree(from, &tmp) {
+                // Leave nothing half-copied behind.
+                let _ = super::remove_any(&tmp);
+                return Err(e)
+                    .with_context(|| format!("copying {} to {}", from.display(), tmp.display()));
+            }
             fs::rename(&tmp, to)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))?;
             super::remove_any(from).with_context(|| format!("removing {}", from.display()))
@@ -336,7 +340,7 @@ impl Migration for ConfigSchema {
             n => bail!("no config migration to schema {n}"),
         }
         doc["config_schema"] = toml_edit::value(self.to);
-        super::fault_point("config-schema:before-write");
+        crate::fault::point("config-schema-before-write");
         let mode = fs::metadata(&ctx.config_path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .unwrap_or(0o600);

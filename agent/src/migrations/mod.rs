@@ -411,6 +411,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                 completed: Vec::new(),
             });
             st.save(&ctx.state_dir)?;
+            crate::fault::point("migration-after-backup");
             dir
         }
     };
@@ -447,6 +448,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
             ip.completed.push(m.id().to_owned());
         }
         st.save(&ctx.state_dir)?;
+        crate::fault::point("migration-after-step");
         ids.push(m.id().to_owned());
     }
     let ip = st.in_progress.take().expect("in progress");
@@ -485,16 +487,14 @@ pub fn restore_last_run(state_dir: &Path, version: &str) -> anyhow::Result<bool>
     Ok(true)
 }
 
-/// A named point where a test build can kill the process (`FLOTILLA_FAULT=<point>`
-/// with the `fault-injection` feature); a no-op otherwise.
-pub fn fault_point(point: &str) {
-    #[cfg(feature = "fault-injection")]
-    if std::env::var("FLOTILLA_FAULT").is_ok_and(|f| f == point) {
-        eprintln!("fault injected at {point}");
-        std::process::abort();
-    }
-    let _ = point;
-}
+/// Fault points inside a migration run (see [`crate::fault`]); the
+/// crash tests kill a pass at each and check that the next passes recover.
+pub const FAULT_POINTS: &[&str] = &[
+    "migration-after-backup",
+    "legacy-layout-move",
+    "config-schema-before-write",
+    "migration-after-step",
+];
 
 /// The error chain as strings, outermost first.
 pub fn chain(e: &anyhow::Error) -> Vec<String> {
