@@ -119,14 +119,19 @@ pub fn channel_info(
     channel: &str,
     release: &str,
 ) -> ChannelInfo {
-    if let Some(c) = manifest.and_then(|m| m.channels.get(channel)) {
+    // A manifest copy speaks for the rollout it names; for any other release
+    // (a stale copy, or the gate of an older rollout) agents' reports decide.
+    if let Some(c) = manifest
+        .and_then(|m| m.channels.get(channel))
+        .filter(|c| c.release.to_string() == release)
+    {
         let names = c.waves.iter().map(|w| w.name.clone()).collect();
         return ChannelInfo {
             source: SettingsSource::Manifest,
             max_failure_rate: c.max_failure_rate,
             min_reports: c.min_reports,
             waves: names,
-            wave_function: (c.release.to_string() == release).then(|| (c.waves.clone(), c.start)),
+            wave_function: Some((c.waves.clone(), c.start)),
         };
     }
     match reported {
