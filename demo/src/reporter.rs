@@ -62,9 +62,14 @@ impl Reporter {
             listen.to_owned()
         };
         let db = dir.join("reporter.db");
+        // The demo changes the manifest every few seconds; re-read it often.
+        let config = dir.join("reporter.toml");
+        std::fs::write(&config, "manifest_refresh = \"1s\"\n")?;
         let log = std::fs::File::create(dir.join("reporter.log"))?;
         let child = Command::new(&bins.reporter)
             .arg("serve")
+            .arg("--config")
+            .arg(&config)
             .arg("--db")
             .arg(&db)
             .arg("--listen")
