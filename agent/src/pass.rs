@@ -214,18 +214,22 @@ fn migration_events(
     agent_id: &str,
     sd: &StateDir,
 ) -> (Vec<flotilla_protocol::Event>, Option<Error>) {
+    if matches!(&m.report, Ok(r) if r.is_quiet()) {
+        // The common pass: nothing to say, so no system facts to gather.
+        return (Vec::new(), None);
+    }
     let system = crate::sysinfo::collect(sd.root());
     match &m.report {
         Ok(r) => {
+            let events = r.events(agent_id, &m.ctx, &system);
             let failure = r.failed().then(|| Error::Migration {
-                reason: r
-                    .events(agent_id, &m.ctx, &system)
+                reason: events
                     .iter()
                     .find(|e| e.kind == EventKind::MigrationExecution)
                     .map(|e| e.message.clone())
                     .unwrap_or_else(|| "migration failed".into()),
             });
-            (r.events(agent_id, &m.ctx, &system), failure)
+            (events, failure)
         }
         Err(reason) => {
             let mut e = flotilla_protocol::Event::new(

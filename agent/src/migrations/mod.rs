@@ -169,10 +169,23 @@ impl Report {
         )
     }
 
+    /// True when the run has nothing to report: every migration was
+    /// completed earlier and nothing ran (the common pass).
+    pub fn is_quiet(&self) -> bool {
+        self.outcome == Outcome::NothingToDo
+            && self
+                .detections
+                .iter()
+                .all(|(_, d)| *d == Detected::Completed)
+    }
+
     /// The events this run reports (`migration_detection`, and
     /// `migration_execution` when anything was executed or refused).
     pub fn events(&self, agent_id: &str, ctx: &Context, system: &Map<String, Value>) -> Vec<Event> {
         let mut out = Vec::new();
+        if self.is_quiet() {
+            return out;
+        }
         let needed: Vec<&str> = self
             .detections
             .iter()
@@ -235,12 +248,7 @@ impl Report {
                 EventStatus::Success,
                 format!("migration needed: {}", needed.join(", ")),
             ))
-        } else if matches!(self.outcome, Outcome::NothingToDo)
-            && !self
-                .detections
-                .iter()
-                .all(|(_, d)| *d == Detected::Completed)
-        {
+        } else if matches!(self.outcome, Outcome::NothingToDo) && !self.is_quiet() {
             Some(base(
                 EventKind::MigrationDetection,
                 EventStatus::NotNeeded,
