@@ -119,7 +119,7 @@ attempts = 2
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        output_retrying_busy(&mut cmd)
     }
 
     fn pass(&self) -> String {
@@ -198,6 +198,19 @@ attempts = 2
             self.agent_token
         );
     }
+}
+
+/// Runs `cmd`, retrying while exec says "Text file busy": the binary was
+/// just copied, and a child forked meanwhile by another test thread may still
+/// hold the writing descriptor for an instant.
+fn output_retrying_busy(cmd: &mut Command) -> Output {
+    for _ in 0..50 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::yield_now(),
+            other => return other.unwrap(),
+        }
+    }
+    cmd.output().unwrap()
 }
 
 fn du(dir: &Path) -> u64 {
@@ -308,6 +321,12 @@ fn permission_denied_on_the_config_dir_restores_and_reports() {
     let etc = host.root.join("etc/flotilla");
     fs::create_dir_all(&etc).unwrap();
     fs::set_permissions(&etc, fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary was just copied: make sure it can be executed before setpriv
+    // does (see output_retrying_busy).
+    let version = output_retrying_busy(
+        Command::new(host.root.join("opt/flotilla/current/flotilla-agent")).arg("version"),
+    );
+    assert!(version.status.success());
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(host.root.join("opt/flotilla/current/flotilla-agent"))
