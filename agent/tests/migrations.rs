@@ -15,6 +15,9 @@ use flotilla_protocol::{Event, EventKind, EventStatus};
 use support::bins;
 use support::fleet::Fleet;
 
+/// An event the legacy agent spooled and never delivered.
+const LEGACY_EVENT: &str = "{\"id\":\"0190a1b2-0000-7000-8000-00000000beef\",\"agent_id\":\"legacy-01\",\"ts\":\"2025-06-01T00:00:00Z\",\"kind\":\"agent_startup\",\"status\":\"success\",\"severity\":\"info\",\"component\":\"agent\",\"message\":\"legacy agent started\"}\n";
+
 /// A host under a prefix, installed over a legacy layout.
 struct Legacy {
     root: PathBuf,
@@ -85,12 +88,11 @@ attempts = 2
         .unwrap();
         let agent_token =
             b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_vec();
-        fs::write(legacy_var.join("agent.token"), &agent_token).unwrap();
-        fs::set_permissions(
-            legacy_var.join("agent.token"),
-            fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        // The legacy state dir has state layout 1: the agent token as
+        // `token`, undelivered events in `events.jsonl`.
+        fs::write(legacy_var.join("token"), &agent_token).unwrap();
+        fs::set_permissions(legacy_var.join("token"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(legacy_var.join("events.jsonl"), LEGACY_EVENT).unwrap();
         let vdir = root.join("opt/flotilla/versions/1.0.0");
         fs::create_dir_all(&vdir).unwrap();
         fs::copy(bins::agent("v1"), vdir.join("flotilla-agent")).unwrap();
@@ -180,6 +182,15 @@ attempts = 2
         assert_eq!(mode & 0o777, 0o600);
         assert!(!self.root.join("etc/flotilla-legacy").exists());
         assert!(!self.root.join("var/lib/flotilla-legacy").exists());
+        // State layout 2: the old spool's event is in the current spool, once.
+        assert!(!self.state().join("token").exists());
+        assert!(!self.state().join("events.jsonl").exists());
+        let legacy_events = self
+            .events()
+            .into_iter()
+            .filter(|e| e.message == "legacy agent started")
+            .count();
+        assert_eq!(legacy_events, 1, "the legacy spool's event, once");
     }
 
     /// The host is exactly as it was installed (legacy layout, nothing moved).
@@ -194,7 +205,7 @@ attempts = 2
             .unwrap()
             .contains("fail_open = true"));
         assert_eq!(
-            fs::read(self.root.join("var/lib/flotilla-legacy/agent.token")).unwrap(),
+            fs::read(self.root.join("var/lib/flotilla-legacy/token")).unwrap(),
             self.agent_token
         );
     }
@@ -239,7 +250,12 @@ fn legacy_install_migrates_once_and_a_thousand_passes_stay_flat() {
     assert_eq!(executed.len(), 1);
     assert_eq!(
         executed[0].details["migration_ids"],
-        serde_json::json!(["legacy-layout", "config-schema-2", "config-schema-3"])
+        serde_json::json!([
+            "legacy-layout",
+            "config-schema-2",
+            "config-schema-3",
+            "state-layout-2"
+        ])
     );
     for key in [
         "hostname",
@@ -439,7 +455,12 @@ fn crash_in_every_migration_step_recovers() {
             serde_json::from_slice(&fs::read(host.state().join("migrations.json")).unwrap())
                 .unwrap();
         assert!(state["in_progress"].is_null(), "{point}: {state}");
-        for id in ["legacy-layout", "config-schema-2", "config-schema-3"] {
+        for id in [
+            "legacy-layout",
+            "config-schema-2",
+            "config-schema-3",
+            "state-layout-2",
+        ] {
             assert!(
                 state["completed"].get(id).is_some(),
                 "{point}: {id} not recorded: {state}"

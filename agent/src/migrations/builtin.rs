@@ -5,6 +5,7 @@
 //! | `legacy-layout` | a previous install under the legacy paths (`/etc/flotilla-legacy`, `/var/lib/flotilla-legacy`, under the install prefix) moves to the current config dir and state dir; secrets (enrollment and agent tokens) move byte for byte, with their modes |
 //! | `config-schema-2` | config schema 1 → 2: `[reporter] token_file` → `enrollment_token_file`; `[reporter] fail_open = bool` → `gate_unreachable = "proceed" \| "wait"` |
 //! | `config-schema-3` | config schema 2 → 3: `[update] attempts` → `health_attempts`; `config_schema = 3` |
+//! | `state-layout-2` | state dir layout 1 → 2: `events.jsonl` → `spool/events.jsonl` (merged by event id with a spool already there), `agent-id` → `agent_id`, `token` → `agent.token` (byte for byte, mode kept) |
 //!
 //! The config schema version is its own number ([`CONFIG_SCHEMA`]), written
 //! in the file as `config_schema`, never derived from the agent version; a
@@ -28,6 +29,7 @@ pub fn registry() -> Vec<Box<dyn Migration>> {
         Box::new(LegacyLayout),
         Box::new(ConfigSchema { to: 2 }),
         Box::new(ConfigSchema { to: 3 }),
+        Box::new(StateLayout),
     ];
     if let Some(label) = DEMO_FAILING_MIGRATION {
         r.push(Box::new(DemoFailing { label }));
@@ -347,4 +349,124 @@ impl Migration for ConfigSchema {
         flotilla_signing::fs::write_atomic(&ctx.config_path, doc.to_string().as_bytes(), mode)
             .with_context(|| format!("writing {}", ctx.config_path.display()))
     }
+}
+
+/// The state dir's layout 1 (agents before 1.0 kept everything flat) moves
+/// to layout 2. Runs after `legacy-layout`, which brings an old state dir
+/// over unchanged.
+pub struct StateLayout;
+
+/// (layout-1 name, layout-2 name) under the state dir.
+pub const STATE_LAYOUT_1: &[(&str, &str)] = &[
+    ("events.jsonl", "spool/events.jsonl"),
+    ("agent-id", "agent_id"),
+    ("token", "agent.token"),
+];
+
+impl StateLayout {
+    /// Layout-1 files in `dir`, as (old, new) paths under the state dir.
+    fn present_in(dir: &Path, state_dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+        let mut out = Vec::new();
+        for (old, new) in STATE_LAYOUT_1 {
+            if exists(&dir.join(old))? {
+                out.push((state_dir.join(old), state_dir.join(new)));
+            }
+        }
+        Ok(out)
+    }
+
+    fn present(ctx: &Context) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+        Self::present_in(&ctx.state_dir, &ctx.state_dir)
+    }
+}
+
+impl Migration for StateLayout {
+    fn id(&self) -> &'static str {
+        "state-layout-2"
+    }
+
+    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+        // A legacy state dir not yet moved is converted after the move.
+        let mut present = Self::present(ctx)?;
+        if present.is_empty() && ctx.legacy_state_dir.is_dir() {
+            present = Self::present_in(&ctx.legacy_state_dir, &ctx.state_dir)?;
+        }
+        if present.is_empty() {
+            return Ok(Detection::NotNeeded);
+        }
+        let mut paths = Vec::new();
+        for (old, new) in &present {
+            paths.push(old.clone());
+            paths.push(new.clone());
+            paths.push(new.with_file_name(legacy_name(new.file_name().unwrap_or_default())));
+        }
+        Ok(Detection::Needed {
+            reason: format!(
+                "state dir {} has layout 1 ({})",
+                ctx.state_dir.display(),
+                present
+                    .iter()
+                    .map(|(o, _)| o.file_name().unwrap_or_default().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            paths,
+        })
+    }
+
+    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+        for (old, new) in Self::present(ctx)? {
+            crate::fault::point("state-layout-move");
+            let dir = new.parent().unwrap_or(&ctx.state_dir).to_owned();
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            if !exists(&new)? {
+                move_path(&old, &new)?;
+            } else if new.ends_with("spool/events.jsonl") {
+                merge_spool(&old, &new)?;
+                fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+            } else if same_file_contents(&old, &new)? {
+                fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+            } else {
+                // Both exist and differ: the current one wins, the old one is kept beside it.
+                move_path(
+                    &old,
+                    &new.with_file_name(legacy_name(new.file_name().unwrap_or_default())),
+                )?;
+            }
+            flotilla_signing::fs::sync_dir(&dir)?;
+        }
+        flotilla_signing::fs::sync_dir(&ctx.state_dir)?;
+        Ok(())
+    }
+}
+
+/// Appends to the spool `into` the whole records of `from` whose event id it
+/// does not hold yet (so a run repeated after a crash adds nothing twice); a
+/// torn or unparsable line in `from` is skipped.
+fn merge_spool(from: &Path, into: &Path) -> anyhow::Result<()> {
+    fn id_of(line: &str) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        Some(v.get("id")?.as_str()?.to_owned())
+    }
+    let current =
+        fs::read_to_string(into).with_context(|| format!("reading {}", into.display()))?;
+    let old = fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+    let known: std::collections::HashSet<String> = current.lines().filter_map(id_of).collect();
+    let mut merged = String::with_capacity(current.len() + old.len());
+    // A torn last record of the current spool is cut, as the spool itself would.
+    for line in current.lines().filter(|l| id_of(l).is_some()) {
+        merged.push_str(line);
+        merged.push('\n');
+    }
+    for line in old.lines() {
+        if id_of(line).is_some_and(|id| !known.contains(&id)) {
+            merged.push_str(line);
+            merged.push('\n');
+        }
+    }
+    let mode = fs::metadata(into)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o600);
+    flotilla_signing::fs::write_atomic(into, merged.as_bytes(), mode)
+        .with_context(|| format!("writing {}", into.display()))
 }

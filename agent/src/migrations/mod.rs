@@ -500,6 +500,7 @@ pub fn restore_last_run(state_dir: &Path, version: &str) -> anyhow::Result<bool>
 pub const FAULT_POINTS: &[&str] = &[
     "migration-after-backup",
     "legacy-layout-move",
+    "state-layout-move",
     "config-schema-before-write",
     "migration-after-step",
 ];

@@ -383,3 +383,88 @@ fn legacy_layout_moves_secrets_byte_for_byte() {
     );
     assert!(!c.config_path.exists());
 }
+
+fn spool_line(id: &str) -> String {
+    format!(
+        "{{\"id\":\"{id}\",\"agent_id\":\"a\",\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"agent_startup\",\"status\":\"success\",\"severity\":\"info\",\"component\":\"agent\",\"message\":\"m\"}}\n"
+    )
+}
+
+#[test]
+fn state_layout_1_moves_to_layout_2_keeping_secrets_and_events() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ctx(root.path());
+    fs::create_dir_all(&c.state_dir).unwrap();
+    let token: Vec<u8> = (0..=255u8).rev().collect();
+    fs::write(c.state_dir.join("token"), &token).unwrap();
+    fs::set_permissions(c.state_dir.join("token"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(c.state_dir.join("agent-id"), "old-id\n").unwrap();
+    let a = "0190a1b2-0000-7000-8000-000000000001";
+    let b = "0190a1b2-0000-7000-8000-000000000002";
+    // A layout-1 spool with two events and a torn tail; the current spool
+    // already holds one of them (as after a crash mid-merge).
+    fs::write(
+        c.state_dir.join("events.jsonl"),
+        format!("{}{}{{\"id\":\"torn", spool_line(a), spool_line(b)),
+    )
+    .unwrap();
+    fs::create_dir_all(c.state_dir.join("spool")).unwrap();
+    fs::write(c.state_dir.join("spool/events.jsonl"), spool_line(a)).unwrap();
+
+    let r = run(&c, &builtin::registry()).unwrap();
+    let Outcome::Completed { ids, .. } = &r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(ids, &["state-layout-2"]);
+    assert_eq!(fs::read(c.state_dir.join("agent.token")).unwrap(), token);
+    let mode = fs::metadata(c.state_dir.join("agent.token"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        fs::read_to_string(c.state_dir.join("agent_id")).unwrap(),
+        "old-id\n"
+    );
+    assert_eq!(
+        fs::read_to_string(c.state_dir.join("spool/events.jsonl")).unwrap(),
+        format!("{}{}", spool_line(a), spool_line(b))
+    );
+    for old in ["token", "agent-id", "events.jsonl"] {
+        assert!(!c.state_dir.join(old).exists(), "{old} left behind");
+    }
+    // The merged spool opens with both events pending.
+    let spool = crate::spool::Spool::open(&c.state_dir).unwrap();
+    assert_eq!(spool.pending(10).unwrap().len(), 2);
+    // Done once: the next run has nothing to do.
+    assert_eq!(
+        run(&c, &builtin::registry()).unwrap().outcome,
+        Outcome::NothingToDo
+    );
+}
+
+#[test]
+fn state_layout_keeps_a_differing_current_file_and_the_old_one_beside_it() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ctx(root.path());
+    fs::create_dir_all(&c.state_dir).unwrap();
+    fs::write(c.state_dir.join("agent-id"), "old-id").unwrap();
+    fs::write(c.state_dir.join("agent_id"), "new-id").unwrap();
+    run(&c, &builtin::registry()).unwrap();
+    assert_eq!(
+        fs::read_to_string(c.state_dir.join("agent_id")).unwrap(),
+        "new-id"
+    );
+    assert_eq!(
+        fs::read_to_string(c.state_dir.join("agent_id.legacy")).unwrap(),
+        "old-id"
+    );
+    // A rollback restores layout 1 exactly.
+    assert!(restore_last_run(&c.state_dir, "1.1.0").unwrap());
+    assert_eq!(
+        fs::read_to_string(c.state_dir.join("agent-id")).unwrap(),
+        "old-id"
+    );
+    assert!(!c.state_dir.join("agent_id.legacy").exists());
+}
