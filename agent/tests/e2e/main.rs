@@ -9,5 +9,7 @@ mod support;
 
 mod attacks;
 mod crash;
+mod delivery;
+mod migration_rollback;
 mod reporter;
 mod update;

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The variants: (name, version, broken health check).
-pub const VARIANTS: &[(&str, &str, bool)] = &[
-    ("v1", "1.0.0", false),
-    ("v2", "2.0.0", false),
-    ("v3-broken", "3.0.0", true),
-    ("v4", "4.0.0", false),
+/// The variants: (name, version, broken health check, the label on which a
+/// config migration of this build fails — `FLOTILLA_DEMO_FAILING_MIGRATION`).
+pub const VARIANTS: &[(&str, &str, bool, Option<&str>)] = &[
+    ("v1", "1.0.0", false, None),
+    ("v2", "2.0.0", false, None),
+    ("v3-broken", "3.0.0", true, None),
+    ("v4", "4.0.0", false, None),
+    ("v5-db-migration-fails", "5.0.0", false, Some("role=db")),
 ];
 
 /// The workspace root.
@@ -107,10 +109,10 @@ fn build_all() -> BTreeMap<String, PathBuf> {
     let out_root = target_dir().join("agent-test-bins");
     let _lock = FileLock::take(&out_root.join(".lock"));
     let mut out = BTreeMap::new();
-    for (name, version, broken) in VARIANTS {
+    for (name, version, broken, failing) in VARIANTS {
         let dir = out_root.join(name);
         let bin = dir.join("flotilla-agent");
-        let want = stamp(&format!("{name}/{version}/{broken}"));
+        let want = stamp(&format!("{name}/{version}/{broken}/{failing:?}"));
         let stamp_file = dir.join("stamp");
         if bin.exists() && fs::read_to_string(&stamp_file).ok().as_deref() == Some(want.as_str()) {
             out.insert(name.to_string(), bin);
@@ -134,6 +136,10 @@ fn build_all() -> BTreeMap<String, PathBuf> {
         } else {
             cmd.env_remove("FLOTILLA_TEST_BREAK_HEALTH");
         }
+        match failing {
+            Some(label) => cmd.env("FLOTILLA_DEMO_FAILING_MIGRATION", label),
+            None => cmd.env_remove("FLOTILLA_DEMO_FAILING_MIGRATION"),
+        };
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building agent {name} failed");
         fs::create_dir_all(&dir).unwrap();
@@ -152,7 +158,7 @@ fn build_all() -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// The agent binary of a variant ("v1", "v2", "v3-broken", "v4").
+/// The agent binary of a variant (a name in [`VARIANTS`]).
 pub fn agent(name: &str) -> PathBuf {
     static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(build_all)[name].clone()
@@ -162,23 +168,27 @@ pub fn agent(name: &str) -> PathBuf {
 pub fn publisher() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let _lock = FileLock::take(&target_dir().join("agent-test-bins/.lock"));
-            let status = Command::new(cargo())
-                .current_dir(workspace())
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "flotilla-publisher",
-                    "--bin",
-                    "flotilla-publisher",
-                ])
-                .env("CARGO_TARGET_DIR", target_dir())
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building flotilla-publisher failed");
-            target_dir().join("debug/flotilla-publisher")
-        })
+        .get_or_init(|| workspace_bin("flotilla-publisher"))
         .clone()
+}
+
+/// The flotilla-reporter binary (built on first use).
+pub fn reporter() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_bin("flotilla-reporter"))
+        .clone()
+}
+
+/// Builds the binary of the workspace package of the same name.
+fn workspace_bin(name: &str) -> PathBuf {
+    let _lock = FileLock::take(&target_dir().join("agent-test-bins/.lock"));
+    let status = Command::new(cargo())
+        .current_dir(workspace())
+        .args(["build", "--quiet", "-p", name, "--bin", name])
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {name} failed");
+    target_dir().join("debug").join(name)
 }
