@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use flotilla_protocol::{Event, EventKind, EventStatus};
 use support::bins;
 use support::fleet::Fleet;
+use support::host::output_retrying_busy;
 
 /// An event the legacy agent spooled and never delivered.
 const LEGACY_EVENT: &str = "{\"id\":\"0190a1b2-0000-7000-8000-00000000beef\",\"agent_id\":\"legacy-01\",\"ts\":\"2025-06-01T00:00:00Z\",\"kind\":\"agent_startup\",\"status\":\"success\",\"severity\":\"info\",\"component\":\"agent\",\"message\":\"legacy agent started\"}\n";
@@ -209,19 +210,6 @@ attempts = 2
             self.agent_token
         );
     }
-}
-
-/// Runs `cmd`, retrying while exec says "Text file busy": the binary was
-/// just copied, and a child forked meanwhile by another test thread may still
-/// hold the writing descriptor for an instant.
-fn output_retrying_busy(cmd: &mut Command) -> Output {
-    for _ in 0..50 {
-        match cmd.output() {
-            Err(e) if e.raw_os_error() == Some(26) => std::thread::yield_now(),
-            other => return other.unwrap(),
-        }
-    }
-    cmd.output().unwrap()
 }
 
 fn du(dir: &Path) -> u64 {

@@ -71,7 +71,7 @@ impl Host {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        output_retrying_busy(&mut cmd)
     }
 
     /// One pass; panics unless it exits 0. Returns stdout.
@@ -140,4 +140,17 @@ impl Host {
         v.sort();
         v
     }
+}
+
+/// Runs `cmd`, retrying while exec says "Text file busy": the binary was
+/// just copied, and a child forked meanwhile by another test thread may still
+/// hold the writing descriptor for an instant.
+pub fn output_retrying_busy(cmd: &mut Command) -> Output {
+    for _ in 0..50 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::yield_now(),
+            other => return other.unwrap(),
+        }
+    }
+    cmd.output().unwrap()
 }
