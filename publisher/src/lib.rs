@@ -12,18 +12,23 @@
 //! - [`verify`]: every check CI runs, one problem per line.
 //! - [`publish`]: upload roots and the signed manifest for HTTP-pulling agents.
 //! - [`spec`]: parsing of command-line values (`--waves`, `--expires`, `--start`).
+//! - [`reporter_client`] (TLS in [`tls`]): the reporter's admin API, for
+//!   `status` ([`progress`]: the table).
 
 pub mod error;
 pub mod pins;
+pub mod progress;
 pub mod publish;
 pub mod release;
 pub mod repo;
+pub mod reporter_client;
 pub mod rollout;
 pub mod roots;
 pub mod sign;
 pub mod spec;
 pub mod store;
 pub mod template;
+pub mod tls;
 pub mod verify;
 
 pub use error::{Error, Result};

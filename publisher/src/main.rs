@@ -23,7 +23,8 @@ Examples:
   flotilla-publisher --repo fleet release add --version 1.4.0 \\
       --target x86_64-unknown-linux-gnu --file ./flotilla-agent --store s3://bucket/fleet
   flotilla-publisher rollout set --channel stable --release 1.4.0 --repo fleet
-  flotilla-publisher verify --sources --repo fleet")]
+  flotilla-publisher verify --sources --repo fleet
+  flotilla-publisher status --reporter https://reporter.example.com --token-file admin.token")]
 struct Cli {
     #[command(flatten)]
     global: cmd::Global,
@@ -42,6 +43,7 @@ enum Command {
     Sign(cmd::sign::Args),
     Verify(cmd::verify::Args),
     Publish(cmd::publish::Args),
+    Status(cmd::status::Args),
     #[command(hide = true)]
     Hash(cmd::hash::Args),
 }
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Sign(a) => cmd::sign::run(g, a),
         Command::Verify(a) => cmd::verify::run(g, a),
         Command::Publish(a) => cmd::publish::run(g, a),
+        Command::Status(a) => cmd::status::run(g, a),
         Command::Hash(a) => cmd::hash::run(g, a),
     })
 }

@@ -18,6 +18,7 @@ pub mod release;
 pub mod rollout;
 pub mod root;
 pub mod sign;
+pub mod status;
 pub mod verify;
 
 /// Flags every subcommand accepts.
