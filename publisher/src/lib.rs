@@ -13,10 +13,15 @@
 //! - [`publish`]: upload roots and the signed manifest for HTTP-pulling agents.
 //! - [`spec`]: parsing of command-line values (`--waves`, `--expires`, `--start`).
 //! - [`reporter_client`] (TLS in [`tls`]): the reporter's admin API, for
-//!   `status` ([`progress`]: the table).
+//!   `status` ([`progress`]: the table) and `plan`.
+//! - [`plan`]: which agents a change moves, wave by wave, and when, from the
+//!   base's sources ([`git_sources`]) and the head's; [`plan_text`] renders it.
 
 pub mod error;
+pub mod git_sources;
 pub mod pins;
+pub mod plan;
+pub mod plan_text;
 pub mod progress;
 pub mod publish;
 pub mod release;

@@ -24,7 +24,8 @@ Examples:
       --target x86_64-unknown-linux-gnu --file ./flotilla-agent --store s3://bucket/fleet
   flotilla-publisher rollout set --channel stable --release 1.4.0 --repo fleet
   flotilla-publisher verify --sources --repo fleet
-  flotilla-publisher status --reporter https://reporter.example.com --token-file admin.token")]
+  flotilla-publisher status --reporter https://reporter.example.com --token-file admin.token
+  flotilla-publisher plan --token-file admin.token      # on a pull request: who moves, when")]
 struct Cli {
     #[command(flatten)]
     global: cmd::Global,
@@ -44,6 +45,7 @@ enum Command {
     Verify(cmd::verify::Args),
     Publish(cmd::publish::Args),
     Status(cmd::status::Args),
+    Plan(cmd::plan::Args),
     #[command(hide = true)]
     Hash(cmd::hash::Args),
 }
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(a) => cmd::verify::run(g, a),
         Command::Publish(a) => cmd::publish::run(g, a),
         Command::Status(a) => cmd::status::run(g, a),
+        Command::Plan(a) => cmd::plan::run(g, a),
         Command::Hash(a) => cmd::hash::run(g, a),
     })
 }

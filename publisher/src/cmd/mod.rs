@@ -13,6 +13,7 @@ pub mod hash;
 pub mod init;
 pub mod keygen;
 pub mod pin;
+pub mod plan;
 pub mod publish;
 pub mod release;
 pub mod rollout;

@@ -1,0 +1,242 @@
+//! The fleet repo's sources as of a git revision, for `plan`: which base a
+//! pull request is compared with, and what its `fleet.toml`, `releases/`,
+//! `channels/` and `pins.toml` said there.
+//!
+//! Read with the `git` command-line tool (as `init` makes its first commit),
+//! which CI runners and operators' machines have: `git ls-tree` lists the
+//! source files of the revision and `git cat-file --batch` reads them, with
+//! no checkout and no change to the work tree. The fleet repo may be a
+//! subdirectory of the git repository; paths are taken relative to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use flotilla_protocol::Sources;
+
+use crate::{Error, Result};
+
+/// A resolved git revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// The full commit id.
+    pub commit: String,
+    /// How it was chosen, for the reader: `origin/main`, `merge-base of
+    /// HEAD and origin/main`.
+    pub how: String,
+}
+
+impl Revision {
+    /// `3f2a1c09e1 (merge-base of HEAD and origin/main)`.
+    pub fn describe(&self) -> String {
+        let short = &self.commit[..self.commit.len().min(10)];
+        format!("{short} ({})", self.how)
+    }
+}
+
+/// Resolves `rev` (a branch, tag, commit id, `HEAD~1`, …) to a commit.
+pub fn resolve(dir: &Path, rev: &str) -> Result<Revision> {
+    let commit = git_text(
+        dir,
+        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
+    )
+    .map_err(|e| Error::Git(format!("--base/--head {rev:?} is not a commit here: {e}")))?;
+    Ok(Revision {
+        commit,
+        how: rev.to_owned(),
+    })
+}
+
+/// The default base of a pull request: the merge-base of `HEAD` with
+/// `origin/main`, else with `main`.
+pub fn default_base(dir: &Path) -> Result<Revision> {
+    git_text(dir, &["rev-parse", "--git-dir"]).map_err(|e| {
+        Error::Git(format!(
+            "{} is not in a git repository, and `plan` compares the sources with a git revision: {e}",
+            dir.display()
+        ))
+    })?;
+    for candidate in ["origin/main", "main"] {
+        let exists = git_text(
+            dir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{candidate}^{{commit}}"),
+            ],
+        )
+        .is_ok();
+        if !exists {
+            continue;
+        }
+        let commit = git_text(dir, &["merge-base", "HEAD", candidate]).map_err(|e| {
+            Error::Git(format!(
+                "HEAD and {candidate} have no merge-base (a shallow clone? fetch the history, \
+                 e.g. actions/checkout with fetch-depth: 0), or give --base REF: {e}"
+            ))
+        })?;
+        return Ok(Revision {
+            commit,
+            how: format!("merge-base of HEAD and {candidate}"),
+        });
+    }
+    Err(Error::Usage(
+        "neither origin/main nor main exists in this repository; give --base REF (e.g. --base origin/master)".into(),
+    ))
+}
+
+/// The sources at `rev`'s commit, or `None` if it has no `fleet.toml`
+/// there (the fleet repo did not exist yet).
+pub fn sources_at(dir: &Path, rev: &Revision) -> Result<Option<Sources>> {
+    let prefix = git_text(dir, &["rev-parse", "--show-prefix"])?;
+    let listed = git(
+        dir,
+        &[
+            "ls-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            &rev.commit,
+            "--",
+            "fleet.toml",
+            "pins.toml",
+            "releases",
+            "channels",
+        ],
+        None,
+    )?;
+    let rels: Vec<String> = listed
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| is_source(n))
+        .collect();
+    if !rels.iter().any(|r| r == "fleet.toml") {
+        return Ok(None);
+    }
+    let mut input = String::new();
+    for r in &rels {
+        input.push_str(&format!("{}:{prefix}{r}\n", rev.commit));
+    }
+    let out = git(dir, &["cat-file", "--batch"], Some(input.into_bytes()))?;
+    let texts = parse_batch(&out, rels.len())
+        .map_err(|e| Error::Git(format!("reading the sources at {}: {e}", rev.describe())))?;
+    let files: Vec<(PathBuf, String)> = rels.into_iter().map(PathBuf::from).zip(texts).collect();
+    Sources::from_files(files).map(Some).map_err(|p| {
+        Error::Git(format!(
+            "the fleet sources at {} do not validate:\n{p}",
+            rev.describe()
+        ))
+    })
+}
+
+/// The files `Sources::load_dir` reads: `fleet.toml`, `pins.toml`,
+/// `releases/*.toml`, `channels/*.toml`.
+fn is_source(rel: &str) -> bool {
+    match rel.split_once('/') {
+        None => rel == "fleet.toml" || rel == "pins.toml",
+        Some((dir, name)) => {
+            matches!(dir, "releases" | "channels") && !name.contains('/') && name.ends_with(".toml")
+        }
+    }
+}
+
+/// Splits `git cat-file --batch` output into `n` texts.
+fn parse_batch(out: &[u8], n: usize) -> std::result::Result<Vec<String>, String> {
+    let mut r = BufReader::new(out);
+    let mut texts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut header = String::new();
+        r.read_line(&mut header).map_err(|e| e.to_string())?;
+        let fields: Vec<&str> = header.split_whitespace().collect();
+        let size: usize = match fields.as_slice() {
+            [_, "blob", size] => size.parse().map_err(|_| format!("bad header {header:?}"))?,
+            _ => return Err(format!("unexpected answer {:?}", header.trim_end())),
+        };
+        let mut body = vec![0; size + 1];
+        r.read_exact(&mut body).map_err(|e| e.to_string())?;
+        body.pop(); // the newline after each object
+        texts.push(String::from_utf8(body).map_err(|_| "a source file is not UTF-8".to_owned())?);
+    }
+    Ok(texts)
+}
+
+fn git_text(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = git(dir, args, None)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Runs `git -C dir args`, feeding `stdin`; its stdout, or an error with
+/// its stderr.
+fn git(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Git(format!("cannot run git (is it installed?): {e}")))?;
+    // Write from a thread: git answers while it reads, and a full stdout
+    // pipe would otherwise stop both.
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(bytes), Some(mut pipe)) => Some(std::thread::spawn(move || pipe.write_all(&bytes))),
+        _ => None,
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Git(format!("git {}: {e}", args.join(" "))))?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    if !out.status.success() {
+        return Err(Error::Git(format!(
+            "`git {}` in {} failed: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_files_load_dir_reads_are_sources() {
+        for yes in [
+            "fleet.toml",
+            "pins.toml",
+            "releases/1.0.0.toml",
+            "channels/stable.toml",
+        ] {
+            assert!(is_source(yes), "{yes}");
+        }
+        for no in [
+            "README.md",
+            "releases/notes.md",
+            "channels/old/stable.toml",
+            "root/1.root.json",
+            "signed/manifest.json",
+        ] {
+            assert!(!is_source(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn batch_output_is_split_by_size() {
+        let out = b"aaaa blob 3\nx\ny\nbbbb blob 0\n\n";
+        assert_eq!(parse_batch(out, 2).unwrap(), ["x\ny", ""]);
+        assert!(parse_batch(b"HEAD:x missing\n", 1)
+            .unwrap_err()
+            .contains("missing"));
+    }
+}
