@@ -1,5 +1,6 @@
-//! Builds the binaries the demo runs, from this source, in release mode:
-//! the publisher and reporter once, the agent once per version.
+//! Builds the binaries the demo runs, from this source (release mode unless
+//! told otherwise): the publisher and reporter once, the agent once per
+//! version.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,15 +28,47 @@ impl Bins {
     }
 }
 
-/// Builds everything into `<workspace>/target/demo` (its own target dir, so
-/// the demo never waits for the lock of the build that started it) and
-/// copies the agent builds under `root/builds/`.
-pub fn build_all(workspace: &Path, root: &Path) -> Result<Bins> {
-    let target_dir = workspace.join("target").join("demo");
-    crate::say("building flotilla-publisher and flotilla-reporter (release)");
+/// How the demo's binaries are built.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Release builds (the default) or the dev profile (faster to build where
+    /// a dev build of the workspace exists already, e.g. in the tests).
+    pub release: bool,
+    /// The cargo target dir [default: `<workspace>/target/demo`, its own, so
+    /// the demo never waits for the lock of the build that started it].
+    pub target_dir: Option<PathBuf>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            release: true,
+            target_dir: None,
+        }
+    }
+}
+
+/// Builds everything and copies the agent builds under `root/builds/`.
+pub fn build_all(workspace: &Path, root: &Path, opts: &BuildOptions) -> Result<Bins> {
+    let target_dir = opts
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("target").join("demo"));
+    let (profile_flag, out_dir) = if opts.release {
+        (Some("--release"), target_dir.join("release"))
+    } else {
+        (None, target_dir.join("debug"))
+    };
+    let mode = if opts.release { "release" } else { "dev" };
+    crate::say(&format!(
+        "building flotilla-publisher and flotilla-reporter ({mode})"
+    ));
+    let cargo = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all: Vec<&str> = profile_flag.into_iter().collect();
+        all.extend_from_slice(args);
+        cargo(workspace, &target_dir, &all, env)
+    };
     cargo(
-        workspace,
-        &target_dir,
         &["-p", "flotilla-publisher", "-p", "flotilla-reporter"],
         &[],
     )?;
@@ -53,18 +86,23 @@ pub fn build_all(workspace: &Path, root: &Path) -> Result<Bins> {
         if failing {
             env.push(("FLOTILLA_DEMO_FAILING_MIGRATION", "role=db"));
         }
-        cargo(workspace, &target_dir, &["-p", "flotilla-agent"], &env)?;
+        cargo(&["-p", "flotilla-agent", "--bin", "flotilla-agent"], &env)?;
         let dir = agents.join(version);
         std::fs::create_dir_all(&dir)?;
-        std::fs::copy(
-            target_dir.join("release/flotilla-agent"),
-            dir.join("flotilla-agent"),
-        )
-        .with_context(|| format!("copying the {version} build"))?;
+        let bin = dir.join("flotilla-agent");
+        std::fs::copy(out_dir.join("flotilla-agent"), &bin)
+            .with_context(|| format!("copying the {version} build"))?;
+        if !opts.release {
+            // Debug info makes a dev build ~100 MiB; every host gets a copy.
+            let _ = Command::new("strip")
+                .arg("--strip-debug")
+                .arg(&bin)
+                .status();
+        }
     }
     Ok(Bins {
-        publisher: target_dir.join("release/flotilla-publisher"),
-        reporter: target_dir.join("release/flotilla-reporter"),
+        publisher: out_dir.join("flotilla-publisher"),
+        reporter: out_dir.join("flotilla-reporter"),
         agents,
         target: host_triple()?,
     })
@@ -74,7 +112,7 @@ fn cargo(workspace: &Path, target_dir: &Path, args: &[&str], env: &[(&str, &str)
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--quiet", "--target-dir"])
+        .args(["build", "--quiet", "--target-dir"])
         .arg(target_dir)
         .args(args)
         .env_remove("FLOTILLA_VERSION")

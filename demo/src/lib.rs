@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub use build::BuildOptions;
 pub use hosts::Host;
 
 /// How the demo runs.
@@ -48,6 +49,8 @@ pub struct Options {
     pub pass_interval: Duration,
     /// Where the reporter listens.
     pub listen: String,
+    /// How the binaries are built.
+    pub build: BuildOptions,
 }
 
 /// The three releases.
@@ -119,7 +122,7 @@ pub fn run(opts: Options) -> Result<Summary> {
     let root = tmp.path().to_owned();
     say(&format!("working in {}", root.display()));
 
-    let bins = build::build_all(&workspace_root(), &root)?;
+    let bins = build::build_all(&workspace_root(), &root, &opts.build)?;
     say(&format!("built in {:.0?}", started.elapsed()));
     let t0 = Instant::now();
 

@@ -31,6 +31,13 @@ struct Args {
     /// Address the reporter listens on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Build the binaries with the dev profile instead of release (quicker
+    /// where a dev build of the workspace exists; the tests use it).
+    #[arg(long)]
+    dev_builds: bool,
+    /// Cargo target dir for those builds [default: target/demo in the workspace].
+    #[arg(long, value_name = "DIR")]
+    target_dir: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -41,6 +48,10 @@ fn main() {
         keep: args.keep,
         pass_interval: std::time::Duration::from_secs_f64(args.pass_interval.max(0.05)),
         listen: args.listen,
+        build: flotilla_demo::BuildOptions {
+            release: !args.dev_builds,
+            target_dir: args.target_dir,
+        },
     };
     if let Err(e) = flotilla_demo::run(opts) {
         eprintln!("flotilla-demo: error: {e}");
