@@ -15,7 +15,8 @@
 //! - [`reporter_client`] (TLS in [`tls`]): the reporter's admin API, for
 //!   `status` ([`progress`]: the table) and `plan`.
 //! - [`plan`]: which agents a change moves, wave by wave, and when, from the
-//!   base's sources ([`git_sources`]) and the head's; [`plan_text`] renders it.
+//!   base's sources ([`git_sources`]) and the head's, each agent decided as
+//!   the agent decides (`resolve`); [`plan_text`] renders it.
 
 pub mod error;
 pub mod git_sources;
@@ -27,6 +28,7 @@ pub mod publish;
 pub mod release;
 pub mod repo;
 pub mod reporter_client;
+mod resolve;
 pub mod rollout;
 pub mod roots;
 pub mod sign;
