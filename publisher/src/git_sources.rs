@@ -231,6 +231,46 @@ mod tests {
         }
     }
 
+    fn run(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn reads_a_fleet_repo_in_a_subdirectory_at_a_revision() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path();
+        let fleet = top.join("ops/fleet");
+        std::fs::create_dir_all(fleet.join("channels")).unwrap();
+        std::fs::write(fleet.join("fleet.toml"), "name = \"first\"\n").unwrap();
+        run(top, &["init", "-q", "-b", "main"]);
+        run(top, &["add", "-A"]);
+        run(top, &["commit", "-q", "-m", "one"]);
+        std::fs::write(fleet.join("fleet.toml"), "name = \"second\"\n").unwrap();
+        run(top, &["checkout", "-q", "-b", "change"]);
+        run(top, &["commit", "-q", "-am", "two"]);
+
+        let base = default_base(&fleet).unwrap();
+        assert_eq!(base.how, "merge-base of HEAD and main");
+        let s = sources_at(&fleet, &base).unwrap().unwrap();
+        assert_eq!(s.fleet.name, "first");
+        let head = resolve(&fleet, "HEAD").unwrap();
+        assert_eq!(
+            sources_at(&fleet, &head).unwrap().unwrap().fleet.name,
+            "second"
+        );
+        // The top of the git repo has no fleet.toml.
+        assert_eq!(sources_at(top, &head).unwrap(), None);
+        assert!(resolve(&fleet, "no-such-branch").is_err());
+    }
+
     #[test]
     fn batch_output_is_split_by_size() {
         let out = b"aaaa blob 3\nx\ny\nbbbb blob 0\n\n";

@@ -313,7 +313,8 @@ fn read_body(resp: ureq::Response) -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
-/// The reporter's `ApiError` message, else the start of the body.
+/// The reporter's `ApiError` message; else the status text and the start
+/// of the body on one line (a proxy's error page, another service).
 fn error_message(resp: ureq::Response) -> String {
     let status_text = resp.status_text().to_owned();
     let body = read_body(resp).unwrap_or_default();
@@ -321,11 +322,15 @@ fn error_message(resp: ureq::Response) -> String {
         return e.error;
     }
     let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    if text.is_empty() {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() {
         return status_text;
     }
-    text.chars().take(200).collect()
+    let mut snippet: String = words.join(" ").chars().take(100).collect();
+    if snippet.len() < words.join(" ").len() {
+        snippet.push('…');
+    }
+    format!("{status_text}; not an answer of a Flotilla reporter (is the URL right?): {snippet}")
 }
 
 fn address(url: &Url) -> String {

@@ -379,6 +379,33 @@ fn reporter_errors_name_the_url_and_the_cause() {
     );
 }
 
+#[test]
+fn https_to_a_plain_http_reporter_fails_in_the_tls_handshake() {
+    let r = Reporter::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let https = r.url.replace("http://", "https://");
+    let out = publisher(
+        tmp.path(),
+        &[
+            "status",
+            "--reporter",
+            &https,
+            "--token-file",
+            &r.token_file(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!(
+            "cannot reach the reporter at {}",
+            &r.url["http://".len()..]
+        )),
+        "{e}"
+    );
+}
+
 /// The URL of a port nothing listens on.
 fn unreachable_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

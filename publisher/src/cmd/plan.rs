@@ -77,7 +77,9 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
         None => git_sources::default_base(dir)?,
     };
     let base = git_sources::sources_at(dir, &base_rev)?;
-    let client = args.reporter.client(head.fleet.reporter_url.clone())?;
+    let client = args
+        .reporter
+        .client(|| Ok(head.fleet.reporter_url.clone()))?;
     let agents = client.agents()?;
     let ctx = PlanContext {
         base: match &base {

@@ -26,9 +26,16 @@ pub struct ReporterArgs {
 }
 
 impl ReporterArgs {
-    /// The client: --reporter, else `fleet_url` (from fleet.toml).
-    pub fn client(&self, fleet_url: Option<String>) -> anyhow::Result<ReporterClient> {
-        let Some(url) = self.reporter.clone().or(fleet_url) else {
+    /// The client: --reporter, else what `fleet_url` finds (in fleet.toml).
+    pub fn client(
+        &self,
+        fleet_url: impl FnOnce() -> anyhow::Result<Option<String>>,
+    ) -> anyhow::Result<ReporterClient> {
+        let url = match &self.reporter {
+            Some(u) => Some(u.clone()),
+            None => fleet_url()?,
+        };
+        let Some(url) = url else {
             bail!("which reporter? give --reporter URL (or set reporter_url in fleet.toml)");
         };
         let token = AdminToken::find(self.token_file.as_deref(), std::env::var(TOKEN_ENV).ok())?;
@@ -86,7 +93,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
-    let client = args.reporter.client(fleet_reporter_url(g)?)?;
+    let client = args.reporter.client(|| fleet_reporter_url(g))?;
     let rollouts = match (&args.channel, &args.release) {
         (Some(c), Some(r)) => vec![client.rollout(c, r)?],
         (c, _) => client.rollouts(c.as_deref())?.rollouts,
