@@ -1,5 +1,6 @@
 //! `keygen`: a new Ed25519 key pair.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -39,6 +40,16 @@ pub fn run(_: &Global, args: Args) -> anyhow::Result<()> {
             "{}: already exists; refusing to overwrite it",
             public.display()
         );
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            // A new key directory is private to its owner.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        }
     }
     let key = PrivateKey::generate();
     key.save(&args.out)?;
