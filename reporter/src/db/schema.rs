@@ -91,25 +91,32 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
         path: path.to_owned(),
         source,
     };
-    let found: u32 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db_err)?;
-    if found > VERSION {
-        return Err(Error::SchemaTooNew {
-            path: path.to_owned(),
-            found,
-            known: VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction().map_err(db_err)?;
+    loop {
+        // The version is read inside a write transaction, so two processes
+        // opening a new database at once (`serve` and `token create`) take
+        // turns instead of both creating the tables.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let found: u32 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if found > VERSION {
+            return Err(Error::SchemaTooNew {
+                path: path.to_owned(),
+                found,
+                known: VERSION,
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(sql).map_err(db_err)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+        tx.execute_batch(&format!("PRAGMA user_version = {}", found + 1))
             .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        tracing::info!(version = i + 1, "database migrated");
+        tracing::info!(version = found + 1, "database migrated");
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -132,5 +139,24 @@ mod tests {
             migrate(&mut c, &path),
             Err(Error::SchemaTooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn two_processes_creating_the_database_at_once_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut c = Connection::open(&path).unwrap();
+                    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                    migrate(&mut c, &path)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
     }
 }
