@@ -17,10 +17,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Bytes;
 use flotilla_protocol::api::details as keys;
 use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{to_micros, DbError};
 
@@ -73,7 +74,7 @@ impl ReleaseState {
     }
 }
 
-/// The rollout state an event puts its agent in, if any.
+/// The rollout state an event of `kind` and `status` puts its agent in, if any.
 ///
 /// | event | state |
 /// |---|---|
@@ -82,10 +83,10 @@ impl ReleaseState {
 /// | `update_healthcheck` success | on release |
 /// | `update_install` failed, `update_healthcheck` failed, `migration_execution` failed | failed |
 /// | `update_rollback` (any status) | rolled back |
-pub fn release_state(e: &Event) -> Option<ReleaseState> {
+pub fn release_state(kind: EventKind, status: EventStatus) -> Option<ReleaseState> {
     use EventKind::*;
     use EventStatus::*;
-    Some(match (e.kind, e.status) {
+    Some(match (kind, status) {
         (UpdateDeferred, _) => ReleaseState::Waiting,
         (UpdateDownload | UpdateVerify, _) | (UpdateInstall, Success) => ReleaseState::Installing,
         (UpdateHealthcheck, Success) => ReleaseState::OnRelease,
@@ -95,32 +96,157 @@ pub fn release_state(e: &Event) -> Option<ReleaseState> {
     })
 }
 
+/// A text of a [`Batch`]: a span of its request body (most strings need
+/// no unescaping), or its own copy.
+#[derive(Clone, Debug)]
+pub enum Text {
+    /// `body[start..end]`.
+    Span(u32, u32),
+    /// Unescaped, or not from a body.
+    Owned(Box<str>),
+}
+
+/// One event, checked and ready to store (see [`Batch`]).
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The event id.
+    pub id: [u8; 16],
+    /// `ts`, µs.
+    pub ts: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// How it went.
+    pub status: EventStatus,
+    /// How bad.
+    pub severity: Severity,
+    /// Reporting part.
+    pub component: Text,
+    /// For humans.
+    pub message: Text,
+    /// Version before.
+    pub from_version: Option<Text>,
+    /// Version moved to.
+    pub to_version: Option<Text>,
+    /// Channel.
+    pub channel: Option<Text>,
+    /// Wave.
+    pub wave: Option<Text>,
+    /// `details`, as the JSON text to store (an object).
+    pub details: Text,
+    /// `details.release`, if a string.
+    pub release: Option<Text>,
+    /// `details.agent_version`, if a string.
+    pub agent_version: Option<Text>,
+    /// `details` holds `labels`, `waves`, `max_failure_rate` or
+    /// `min_reports`: [`ingest`] reads them from the parsed `details`.
+    pub special: bool,
+}
+
+/// The events of one request, checked, with the body their texts point into.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// The request body (or empty).
+    pub body: Bytes,
+    /// The events.
+    pub rows: Vec<Row>,
+}
+
+impl Batch {
+    /// The text `t` stands for.
+    pub fn text<'a>(&'a self, t: &'a Text) -> &'a str {
+        match t {
+            Text::Owned(s) => s,
+            // Spans are made from `&str`s borrowed from the body, so they
+            // are in bounds and on character boundaries.
+            Text::Span(a, b) => std::str::from_utf8(&self.body[*a as usize..*b as usize])
+                .expect("a span of a parsed string"),
+        }
+    }
+
+    fn opt<'a>(&'a self, t: &'a Option<Text>) -> Option<&'a str> {
+        t.as_ref().map(|t| self.text(t))
+    }
+
+    /// A batch of already parsed events (`details` serialised again).
+    pub fn from_events(events: &[Event]) -> Batch {
+        let own = |s: &str| Text::Owned(s.into());
+        let own_opt = |s: &Option<String>| s.as_deref().map(own);
+        let rows = events
+            .iter()
+            .map(|e| {
+                let str_of = |k: &str| match e.details.get(k) {
+                    Some(Value::String(s)) => Some(own(s)),
+                    _ => None,
+                };
+                Row {
+                    id: *e.id.as_bytes(),
+                    ts: to_micros(e.ts),
+                    kind: e.kind,
+                    status: e.status,
+                    severity: e.severity,
+                    component: own(&e.component),
+                    message: own(&e.message),
+                    from_version: own_opt(&e.from_version),
+                    to_version: own_opt(&e.to_version),
+                    channel: own_opt(&e.channel),
+                    wave: own_opt(&e.wave),
+                    details: Text::Owned(
+                        serde_json::to_string(&e.details)
+                            .expect("a map serialises")
+                            .into(),
+                    ),
+                    release: str_of(keys::RELEASE),
+                    agent_version: str_of(keys::AGENT_VERSION),
+                    special: is_special(&e.details),
+                }
+            })
+            .collect();
+        Batch {
+            body: Bytes::new(),
+            rows,
+        }
+    }
+}
+
+/// The `details` keys that [`ingest`] reads from the parsed object rather
+/// than from [`Row`]'s fields.
+pub const SPECIAL_KEYS: [&str; 4] = [
+    keys::LABELS,
+    keys::WAVES,
+    keys::MAX_FAILURE_RATE,
+    keys::MIN_REPORTS,
+];
+
+fn is_special(details: &Map<String, Value>) -> bool {
+    SPECIAL_KEYS.iter().any(|k| details.contains_key(*k))
+}
+
 /// The release an event is about: `details.release`, else `from_version`
 /// for a rollback, else `to_version`.
-pub fn event_release(e: &Event) -> Option<&str> {
-    if let Some(Value::String(r)) = e.details.get(keys::RELEASE) {
-        return Some(r);
+fn event_release<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
+    if let Some(rel) = b.opt(&r.release) {
+        return Some(rel);
     }
-    if e.kind == EventKind::UpdateRollback {
-        return e.from_version.as_deref();
+    if r.kind == EventKind::UpdateRollback {
+        return b.opt(&r.from_version);
     }
-    e.to_version.as_deref()
+    b.opt(&r.to_version)
 }
 
 /// The version the agent runs according to this event, if it says.
-fn running_version(e: &Event) -> Option<&str> {
-    if let Some(Value::String(v)) = e.details.get(keys::AGENT_VERSION) {
+fn running_version<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
+    if let Some(v) = b.opt(&r.agent_version) {
         return Some(v);
     }
-    match (e.kind, e.status) {
+    match (r.kind, r.status) {
         (EventKind::UpdateHealthcheck, EventStatus::Success)
-        | (EventKind::UpdateRollback, EventStatus::Success) => e.to_version.as_deref(),
+        | (EventKind::UpdateRollback, EventStatus::Success) => b.opt(&r.to_version),
         _ => None,
     }
 }
 
-fn labels_json(e: &Event) -> Option<String> {
-    match e.details.get(keys::LABELS) {
+fn labels_json(details: &Map<String, Value>) -> Option<String> {
+    match details.get(keys::LABELS) {
         Some(Value::Object(m)) if m.values().all(Value::is_string) => {
             Some(Value::Object(m.clone()).to_string())
         }
@@ -136,18 +262,16 @@ struct Settings {
     ts: i64,
 }
 
-fn settings_of(e: &Event) -> Option<Settings> {
-    let rate = e
-        .details
+fn settings_of(details: &Map<String, Value>, ts: i64) -> Option<Settings> {
+    let rate = details
         .get(keys::MAX_FAILURE_RATE)
         .and_then(Value::as_f64)
         .filter(|r| (0.0..=1.0).contains(r));
-    let min = e
-        .details
+    let min = details
         .get(keys::MIN_REPORTS)
         .and_then(Value::as_u64)
         .map(|m| m.min(i64::MAX as u64) as i64);
-    let waves = match e.details.get(keys::WAVES) {
+    let waves = match details.get(keys::WAVES) {
         Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
             Some(Value::Array(a.clone()).to_string())
         }
@@ -160,49 +284,55 @@ fn settings_of(e: &Event) -> Option<Settings> {
         max_failure_rate: rate,
         min_reports: min,
         waves,
-        ts: to_micros(e.ts),
+        ts,
     })
 }
 
-/// Stores `events` of `agent_id` (already validated and checked to be
-/// this agent's) and updates the derived state. `now`: receipt time, µs.
+/// Stores the events of `batch` (already validated and checked to be
+/// `agent_id`'s) and updates the derived state. `now`: receipt time, µs.
 pub fn ingest(
     conn: &Connection,
     agent_id: &str,
-    events: &[Event],
+    batch: &Batch,
     now: i64,
 ) -> Result<IngestOutcome, DbError> {
+    let b = batch;
     let mut insert = conn.prepare_cached(
         "INSERT OR IGNORE INTO events (id, agent_id, ts, kind, status, severity, component,
              message, from_version, to_version, channel, wave, details)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
-    let mut fresh: Vec<&Event> = Vec::with_capacity(events.len());
-    for e in events {
-        let details = serde_json::to_string(&e.details).expect("a map serialises");
+    let mut fresh: Vec<&Row> = Vec::with_capacity(b.rows.len());
+    for r in &b.rows {
         let n = insert.execute(params![
-            e.id.as_bytes().as_slice(),
+            r.id.as_slice(),
             agent_id,
-            to_micros(e.ts),
-            e.kind.as_str(),
-            e.status.as_str(),
-            e.severity.as_str(),
-            e.component,
-            e.message,
-            e.from_version,
-            e.to_version,
-            e.channel,
-            e.wave,
-            details,
+            r.ts,
+            r.kind.as_str(),
+            r.status.as_str(),
+            r.severity.as_str(),
+            b.text(&r.component),
+            b.text(&r.message),
+            b.opt(&r.from_version),
+            b.opt(&r.to_version),
+            b.opt(&r.channel),
+            b.opt(&r.wave),
+            b.text(&r.details),
         ])?;
         if n == 1 {
-            fresh.push(e);
+            fresh.push(r);
         }
     }
     let outcome = IngestOutcome {
         new: fresh.len(),
-        duplicates: events.len() - fresh.len(),
+        duplicates: b.rows.len() - fresh.len(),
     };
+    if fresh.is_empty() {
+        // Only redelivery: the agent was heard from, nothing else changed.
+        conn.prepare_cached("UPDATE agents SET last_seen = ?2 WHERE agent_id = ?1")?
+            .execute(params![agent_id, now])?;
+        return Ok(outcome);
+    }
 
     let (stored_channel, state_ts, error_ts): (Option<String>, i64, Option<i64>) = conn
         .prepare_cached("SELECT channel, state_ts, last_error_ts FROM agents WHERE agent_id = ?1")?
@@ -210,29 +340,38 @@ pub fn ingest(
         .optional()?
         .unwrap_or((None, 0, None));
 
-    fresh.sort_by_key(|e| e.ts);
+    fresh.sort_by_key(|r| r.ts);
+    // `details` of the events that carry labels or channel settings.
+    let parsed: Vec<Option<Map<String, Value>>> = fresh
+        .iter()
+        .map(|r| {
+            r.special
+                .then(|| serde_json::from_str(b.text(&r.details)).ok())
+                .flatten()
+        })
+        .collect();
     let (mut version, mut channel, mut wave, mut labels) = (None, None, None, None);
     let mut newest = state_ts;
     let (mut error, mut error_at) = (None, None);
-    for e in &fresh {
-        let ts = to_micros(e.ts);
+    for (r, details) in fresh.iter().zip(&parsed) {
+        let ts = r.ts;
         if ts >= state_ts {
             newest = newest.max(ts);
-            if let Some(v) = running_version(e) {
+            if let Some(v) = running_version(b, r) {
                 version = Some(v);
             }
-            if let Some(c) = &e.channel {
-                channel = Some(c.as_str());
+            if let Some(c) = b.opt(&r.channel) {
+                channel = Some(c);
             }
-            if let Some(w) = &e.wave {
-                wave = Some(w.as_str());
+            if let Some(w) = b.opt(&r.wave) {
+                wave = Some(w);
             }
-            if let Some(l) = labels_json(e) {
+            if let Some(l) = details.as_ref().and_then(labels_json) {
                 labels = Some(l);
             }
         }
-        if e.severity >= Severity::Error && error_ts.is_none_or(|t| ts >= t) {
-            error = Some(e.message.as_str());
+        if r.severity >= Severity::Error && error_ts.is_none_or(|t| ts >= t) {
+            error = Some(b.text(&r.message));
             error_at = Some(ts);
         }
     }
@@ -258,19 +397,19 @@ pub fn ingest(
 
     // Rollout state and channel settings, newest event per (channel, release).
     let fallback_channel = channel.map(str::to_owned).or(stored_channel);
-    let mut states: BTreeMap<(&str, &str), (&Event, ReleaseState)> = BTreeMap::new();
+    let mut states: BTreeMap<(&str, &str), (&Row, ReleaseState)> = BTreeMap::new();
     let mut settings: BTreeMap<(&str, &str), Settings> = BTreeMap::new();
-    for e in &fresh {
-        let Some(release) = event_release(e) else {
+    for (r, details) in fresh.iter().zip(&parsed) {
+        let Some(release) = event_release(b, r) else {
             continue;
         };
-        let Some(ch) = e.channel.as_deref().or(fallback_channel.as_deref()) else {
+        let Some(ch) = b.opt(&r.channel).or(fallback_channel.as_deref()) else {
             continue;
         };
-        if let Some(s) = release_state(e) {
-            states.insert((ch, release), (e, s));
+        if let Some(s) = release_state(r.kind, r.status) {
+            states.insert((ch, release), (r, s));
         }
-        if let Some(s) = settings_of(e) {
+        if let Some(s) = details.as_ref().and_then(|d| settings_of(d, r.ts)) {
             settings.insert((ch, release), s);
         }
     }
@@ -285,15 +424,15 @@ pub fn ingest(
                AND NOT (excluded.state = 'waiting'
                         AND agent_release.state IN ('on_release', 'failed', 'rolled_back'))",
         )?;
-        for ((ch, release), (e, s)) in states {
+        for ((ch, release), (r, s)) in states {
             up.execute(params![
                 ch,
                 release,
                 agent_id,
                 s.as_str(),
-                e.wave.as_deref().or(wave),
-                to_micros(e.ts),
-                e.message
+                b.opt(&r.wave).or(wave),
+                r.ts,
+                b.text(&r.message)
             ])?;
         }
     }

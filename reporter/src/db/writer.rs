@@ -2,15 +2,20 @@
 //!
 //! 1. wait for a job; take every other job already queued (up to
 //!    [`MAX_JOBS_PER_COMMIT`]);
-//! 2. `BEGIN IMMEDIATE`; run each job in its own savepoint, so a failing
-//!    job is rolled back alone;
-//! 3. `COMMIT` (with `synchronous = FULL` this fsyncs the WAL);
-//! 4. only then answer each job, with its result, or with the commit error;
-//! 5. if the checkpoint thread asks, finish a WAL checkpoint.
+//! 2. `BEGIN IMMEDIATE`; run each job;
+//! 3. if a job failed: `ROLLBACK`, and run the same jobs again in a new
+//!    transaction, each in its own savepoint, so a failing job is rolled
+//!    back alone (jobs are re-runnable closures; failures are rare, so the
+//!    common case pays for no savepoint);
+//! 4. `COMMIT` (with `synchronous = FULL` this fsyncs the WAL);
+//! 5. only then answer each job, with its result, or with the commit error;
+//! 6. if the checkpoint thread asks, finish a WAL checkpoint.
 //!
 //! So an acknowledgement always means "committed", and many concurrent
-//! requests share one commit (group commit). The thread ends when every
-//! [`Writer`] handle is dropped and the queue is drained.
+//! requests share one commit (group commit). A job's closure goes back to
+//! its caller with the answer, so whatever it owns (a request body) is freed
+//! there, not on this thread. The thread ends when every [`Writer`] handle
+//! is dropped and the queue is drained.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,20 +31,62 @@ pub const MAX_JOBS_PER_COMMIT: usize = 512;
 /// Jobs waiting, at most (callers wait beyond that: backpressure).
 const QUEUE: usize = 4096;
 
-type Done = Box<dyn FnOnce(Result<(), DbError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
+/// A job as the writer thread sees it.
+trait Job: Send {
+    /// Runs the job (again); `Err` if it failed.
+    fn run(&mut self, conn: &Connection, savepoint: bool) -> Result<(), ()>;
+    /// Answers the caller: the job's result, unless the commit failed.
+    fn finish(self: Box<Self>, commit: Result<(), DbError>);
+}
+
+struct Pending<R, F> {
+    f: F,
+    result: Option<Result<R, DbError>>,
+    reply: oneshot::Sender<(Result<R, DbError>, F)>,
+}
+
+impl<R, F> Job for Pending<R, F>
+where
+    R: Send + 'static,
+    F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection, savepoint: bool) -> Result<(), ()> {
+        let r = if savepoint {
+            in_savepoint(conn, &mut self.f)
+        } else {
+            (self.f)(conn)
+        };
+        let failed = r.is_err();
+        self.result = Some(r);
+        if failed {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), DbError>) {
+        let Pending { f, result, reply } = *self;
+        let result = match (commit, result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(r)) => r,
+            (Ok(()), None) => Err(DbError::Busy),
+        };
+        let _ = reply.send((result, f));
+    }
+}
 
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`; `wal`: the checkpoint thread's
     /// shared state, if one runs (see [`super::checkpoint`]).
     pub fn start(conn: Connection, wal: Option<Arc<WalState>>) -> (Writer, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>(QUEUE);
         let handle = std::thread::Builder::new()
             .name("flotilla-db-writer".into())
             .spawn(move || run(conn, rx, wal))
@@ -49,25 +96,28 @@ impl Writer {
 
     /// Runs `f` in the next transaction and returns its result once that
     /// transaction committed. If `f` fails, its changes are rolled back and
-    /// the other jobs of the transaction are unaffected.
+    /// the other jobs of the transaction are unaffected. `f` may run more
+    /// than once (each time on the same state); only the last run counts.
+    /// `f` is dropped here, not on the writer thread.
     pub async fn run<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<R, DbError> + Send + 'static,
     {
-        let (rtx, rrx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |commit| {
-                let _ = rtx.send(commit.and(result));
-            })
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Pending {
+            f,
+            result: None,
+            reply,
         });
         self.tx.send(job).await.map_err(|_| DbError::Busy)?;
-        rrx.await.map_err(|_| DbError::Busy)?
+        let (result, f) = answer.await.map_err(|_| DbError::Busy)?;
+        drop(f);
+        result
     }
 }
 
-fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+fn drain(rx: &mut mpsc::Receiver<Box<dyn Job>>, jobs: &mut Vec<Box<dyn Job>>) {
     while jobs.len() < MAX_JOBS_PER_COMMIT {
         match rx.try_recv() {
             Ok(j) => jobs.push(j),
@@ -76,53 +126,91 @@ fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
     }
 }
 
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<R>(
     conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R, DbError>,
+    f: &mut impl FnMut(&Connection) -> Result<R, DbError>,
 ) -> Result<R, DbError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    exec(conn, "SAVEPOINT job")?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE job")?;
+            exec(conn, "RELEASE job")?;
             Ok(r)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            exec(conn, "ROLLBACK TO job")?;
+            exec(conn, "RELEASE job")?;
             Err(e)
         }
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, wal: Option<Arc<WalState>>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-    let mut dones: Vec<Done> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+/// Ends the transaction, if a failure did not end it already.
+fn rollback(conn: &Connection) -> Result<(), rusqlite::Error> {
+    if conn.is_autocommit() {
+        Ok(())
+    } else {
+        exec(conn, "ROLLBACK")
+    }
+}
+
+/// Runs `jobs` in one transaction (see the module doc); `Ok` once committed.
+/// `Err((true, e))` when the first `BEGIN` failed (nothing ran).
+fn transaction(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+) -> Result<(), (bool, rusqlite::Error)> {
+    exec(conn, "BEGIN IMMEDIATE").map_err(|e| (true, e))?;
+    run_jobs(conn, jobs).map_err(|e| (false, e))
+}
+
+fn run_jobs(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), rusqlite::Error> {
+    let mut failed = false;
+    for job in jobs.iter_mut() {
+        failed |= job.run(conn, false).is_err();
+    }
+    if failed && jobs.len() > 1 {
+        // Run them again, each in a savepoint: the failing ones leave nothing behind.
+        rollback(conn)?;
+        exec(conn, "BEGIN IMMEDIATE")?;
+        for job in jobs.iter_mut() {
+            let _ = job.run(conn, true);
+        }
+    } else if failed {
+        // A lone job: its failure spoils no one else's work.
+        rollback(conn)?;
+        return Ok(());
+    }
+    exec(conn, "COMMIT")
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, wal: Option<Arc<WalState>>) {
+    let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         drain(&mut rx, &mut jobs);
         let n = jobs.len();
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = began {
-            // Dropping the jobs answers their callers with `DbError::Busy`.
-            tracing::error!(error = %e, "writer could not begin a transaction");
-            jobs.clear();
-            continue;
-        }
-        for job in jobs.drain(..) {
-            dones.push(job(&conn));
-        }
-        let commit = conn.execute_batch("COMMIT");
-        match commit {
+        match transaction(&conn, &mut jobs) {
             Ok(()) => {
-                for d in dones.drain(..) {
-                    d(Ok(()));
+                for j in jobs.drain(..) {
+                    j.finish(Ok(()));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, jobs = n, "commit failed");
-                let _ = conn.execute_batch("ROLLBACK");
+            Err((true, e)) => {
+                // Dropping the jobs answers their callers with `DbError::Busy`.
+                tracing::error!(error = %e, "writer could not begin a transaction");
+                jobs.clear();
+                continue;
+            }
+            Err((false, e)) => {
+                tracing::error!(error = %e, jobs = n, "transaction failed");
+                let _ = rollback(&conn);
                 let msg = e.to_string();
-                for d in dones.drain(..) {
-                    d(Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
+                for j in jobs.drain(..) {
+                    j.finish(Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
                         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
                         Some(msg.clone()),
                     ))));
