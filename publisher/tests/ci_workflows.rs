@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::reporter::{Reporter, ADMIN};
 use common::*;
 
 /// A fleet repo pushed to a bare "origin", and a CI checkout of it.
@@ -81,6 +82,9 @@ impl Ci {
             .env("PATH", path)
             .env("FLOTILLA_RELEASE_KEY", key)
             .env("FLOTILLA_STORE", self.f.store_url())
+            .env_remove("FLOTILLA_REPORTER_URL")
+            .env_remove("FLOTILLA_REPORTER_TOKEN")
+            .env_remove("GITHUB_STEP_SUMMARY")
             .envs(extra.iter().copied())
             .output()
             .unwrap();
@@ -140,10 +144,22 @@ fn gitlab_script(path: &Path, job: &str) -> String {
 fn github_workflow_commands_verify_sign_commit_and_publish() {
     let ci = setup();
     let verify = github_steps(&ci.work.join(".github/workflows/verify.yml"));
-    assert_eq!(verify.len(), 1, "{verify:?}");
+    assert_eq!(verify.len(), 2, "{verify:?}");
     assert!(verify[0].contains("flotilla-publisher verify"));
+    assert!(verify[1].contains("flotilla-publisher plan"));
     let (ok, out) = ci.run(&verify[0], &[]);
     assert!(ok, "{out}");
+    // Without a reporter the plan step says what to set, and passes.
+    let (ok, out) = ci.run(&verify[1], &[]);
+    assert!(ok && out.contains("FLOTILLA_REPORTER_URL"), "{out}");
+    // With one: the pull request pauses stable; the plan names the agent it holds.
+    let (ok, out) = plan_with_reporter(&ci, &verify[1], &[("GITHUB_BASE_REF", "main")]);
+    assert!(ok, "{out}");
+    let summary = std::fs::read_to_string(ci.f.tmp.path().join("summary.md")).unwrap();
+    assert!(
+        summary.starts_with("```") && summary.contains("web-01"),
+        "{summary}"
+    );
 
     // A pull request with a typo fails, naming the file.
     let ch = ci.work.join("channels/stable.toml");
@@ -197,7 +213,15 @@ fn github_workflow_commands_verify_sign_commit_and_publish() {
 fn gitlab_ci_commands_verify_sign_commit_and_publish() {
     let ci = setup();
     let file = ci.work.join(".gitlab-ci.yml");
-    let (ok, out) = ci.run(&gitlab_script(&file, "verify"), &[]);
+    let verify = gitlab_script(&file, "verify");
+    assert!(verify.contains("flotilla-publisher plan"), "{verify}");
+    let (ok, out) = ci.run(&verify, &[]);
+    assert!(ok && out.contains("no plan"), "{out}");
+    let (ok, out) = plan_with_reporter(
+        &ci,
+        &verify,
+        &[("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main")],
+    );
     assert!(ok, "{out}");
 
     // GitLab checks out a detached HEAD and pushes with a token URL.
@@ -232,4 +256,29 @@ fn gitlab_ci_commands_verify_sign_commit_and_publish() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Runs a CI plan script against a real reporter that knows one agent on
+/// stable, with the checkout changed as a pull request would (stable
+/// paused), then puts the checkout back. The plan must name the agent.
+fn plan_with_reporter(ci: &Ci, script: &str, extra: &[(&str, &str)]) -> (bool, String) {
+    let r = Reporter::start();
+    r.enroll("web-01", "stable", "0.9.0", &[("role", "web")]);
+    let paused = Command::new(bin())
+        .current_dir(&ci.work)
+        .args(["rollout", "pause", "--channel", "stable"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    let summary = ci.f.tmp.path().join("summary.md");
+    let summary = summary.to_str().unwrap();
+    let mut env = vec![
+        ("FLOTILLA_REPORTER_URL", r.url.as_str()),
+        ("FLOTILLA_REPORTER_TOKEN", ADMIN),
+        ("GITHUB_STEP_SUMMARY", summary),
+    ];
+    env.extend_from_slice(extra);
+    let (ok, out) = ci.run(script, &env);
+    git(&ci.work, &["checkout", "-q", "--", "."]);
+    (ok && out.contains("web-01"), out)
 }

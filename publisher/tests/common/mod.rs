@@ -2,6 +2,8 @@
 //! `flotilla-publisher` binary against fleet repos in temp dirs.
 #![allow(dead_code)]
 
+pub mod reporter;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

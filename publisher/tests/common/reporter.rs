@@ -1,0 +1,147 @@
+//! A real reporter for the tests that talk to one (`status`, `plan`, the
+//! template's plan step): in-process on 127.0.0.1:0, its database in a temp
+//! dir; agents enroll and post events through its HTTP API.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_protocol::api::{EnrollRequest, EventBatch};
+use flotilla_protocol::Event;
+use flotilla_reporter::settings::{RateLimit, Secret, Settings};
+
+pub const ADMIN: &str = "admin-token-for-publisher-tests-0123";
+
+/// A reporter served from its own runtime; stopped on drop.
+pub struct Reporter {
+    pub url: String,
+    pub db: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+    pub enrollment: String,
+}
+
+impl Reporter {
+    pub fn start() -> Reporter {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            db: dir.path().join("reporter.db"),
+            admin_token: Some(Secret::new(ADMIN)),
+            rate_limit: RateLimit {
+                per_second: 1000.0,
+                burst: 1000.0,
+            },
+            rollout_cache: Duration::ZERO,
+            ..Settings::default()
+        };
+        let db = settings.db.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(async move {
+            flotilla_reporter::launch_with_tcp_listener(settings, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        // The listener is bound; wait until the database answers too.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("{url}/healthz")).call().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reporter never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let conn = flotilla_reporter::db::open_writer(&db, Default::default()).unwrap();
+        let (_, enrollment) =
+            flotilla_reporter::db::tokens::create(&conn, None, None, "publisher tests").unwrap();
+        let token_file = dir.path().join("admin.token");
+        std::fs::write(&token_file, format!("{ADMIN}\n")).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Reporter {
+            url,
+            db,
+            dir,
+            rt,
+            stop: Some(stop),
+            task: Some(task),
+            enrollment,
+        }
+    }
+
+    pub fn token_file(&self) -> String {
+        self.dir
+            .path()
+            .join("admin.token")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Enrolls an agent as the agent does; returns its agent token.
+    pub fn enroll(
+        &self,
+        id: &str,
+        channel: &str,
+        version: &str,
+        labels: &[(&str, &str)],
+    ) -> String {
+        let req = EnrollRequest {
+            enrollment_token: self.enrollment.clone(),
+            agent_id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            version: Some(version.into()),
+            channel: Some(channel.into()),
+            agent_token: None,
+        };
+        let r = ureq::post(&format!("{}/api/v1/enroll", self.url))
+            .set("Content-Type", "application/json")
+            .send_string(&serde_json::to_string(&req).unwrap())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_reader(r.into_reader()).unwrap();
+        v["agent_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn post(&self, token: &str, events: Vec<Event>) {
+        let body = serde_json::to_string(&EventBatch { events }).unwrap();
+        let r = ureq::post(&format!("{}/api/v1/events", self.url))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    pub fn admin_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = ureq::get(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {ADMIN}"))
+            .call()
+            .unwrap();
+        serde_json::from_reader(r.into_reader()).unwrap()
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = self.rt.block_on(t);
+        }
+        let _ = &self.db;
+    }
+}
