@@ -7,6 +7,9 @@
 //!   in a DSSE envelope; parsed tolerantly so old agents read new manifests.
 //! - [`wave`]: the wave function (bucket, wave, time of eligibility); the one
 //!   implementation that agents, the publisher and simulations share.
+//! - [`decide`]: the agent's decision (pins, channel, downgrade policy,
+//!   paused, waves, stepping stones); the one implementation that agents act
+//!   on and `flotilla-publisher plan` predicts with.
 //! - [`event`]: the event schema agents report.
 //! - [`api`]: request and response bodies of the reporter's HTTP API.
 //! - [`duration`]: human-friendly durations (`"90s"`, `"6h"`, `"3d"`).
@@ -15,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod decide;
 pub mod duration;
 mod error;
 pub mod event;
