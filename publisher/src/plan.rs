@@ -4,13 +4,13 @@
 //! 1. Compile the sources before the change (the base) and after it (the
 //!    head) into manifests, as `sign` would.
 //! 2. For every agent the reporter knows (id, labels, running version,
-//!    channel), resolve what each manifest tells it, the way the agent's
-//!    own decision does (module `resolve`: pins, the channel's release,
-//!    up to date, downgrade refused, paused, its wave and its turn from
-//!    [`flotilla_protocol::wave`], stepping stones). The halt gate is not
-//!    predicted: it can only stop an update, and it is the reporter's live
-//!    opinion.
-//! 3. An agent is *affected* when the two resolutions differ (another
+//!    channel), route it under each manifest with the agent's own decision
+//!    ([`flotilla_protocol::decide::route`]: pins, the channel's release,
+//!    up to date, downgrade refused, paused, its wave and its turn,
+//!    stepping stones). What only the host knows (its target triple, a
+//!    release it rolled back from) is not predicted, nor is the halt gate:
+//!    it can only stop an update, and it is the reporter's live opinion.
+//! 3. An agent is *affected* when the two routes differ (another
 //!    target, another turn, held where it moved or the reverse).
 //! 4. Group by where the head sends each agent: one section per channel that
 //!    changed or that affected agents now follow, one per release pin that
@@ -34,7 +34,9 @@ use flotilla_protocol::{DowngradePolicy, HumanDuration, Manifest, PinTarget, Sou
 use semver::Version;
 use serde::Serialize;
 
-use crate::resolve::{configured_channel, resolve, AgentView, Outcome, Resolution};
+use flotilla_protocol::decide::{route, AgentView, Course, Route};
+
+use crate::resolve::{configured_channel, held_reason, same_effect};
 
 /// The plan: what the change does to the agents the reporter knows.
 #[derive(Clone, Debug, Serialize)]
@@ -272,16 +274,16 @@ pub fn compute(
                 channel: configured.as_deref(),
                 version: version.as_ref(),
             };
-            let (b, h) = (resolve(base_m, &view), resolve(&head_m, &view));
+            let (b, h) = (route(base_m, &view), route(&head_m, &view));
             Resolved {
-                affected: !b.same_effect(&h),
+                affected: !same_effect(&b, &h),
                 configured,
                 head: h,
             }
         })
         .collect();
     for r in resolved.iter().filter(|r| r.affected) {
-        match (&r.head.pin_release, &r.head.followed, r.head.pin) {
+        match (&r.head.pinned, &r.head.channel, r.head.pin) {
             (Some(v), _, Some(i)) => {
                 pins.entry(i)
                     .or_insert_with(|| pin_section(i, &head_m.pins[i], v, false));
@@ -303,14 +305,14 @@ pub fn compute(
         let h = &r.head;
         let mut in_section = false;
         if let Some(sec) = r.configured.as_deref().and_then(|c| {
-            let elsewhere = h.pin_release.is_some() || h.followed.as_deref() != Some(c);
+            let elsewhere = h.pinned.is_some() || h.channel.as_deref() != Some(c);
             elsewhere.then(|| channels.get_mut(c)).flatten()
         }) {
             sec.unaffected.pinned_elsewhere += 1;
             in_section = true;
         }
         let from = a.version.clone();
-        match (&h.pin_release, &h.followed) {
+        match (&h.pinned, &h.channel) {
             (Some(_), _) => {
                 if let Some(sec) = h.pin.and_then(|i| pins.get_mut(&i)) {
                     place(
@@ -328,8 +330,8 @@ pub fn compute(
             (None, Some(c)) => {
                 if let Some(sec) = channels.get_mut(c) {
                     in_section = true;
-                    let wave = match &h.outcome {
-                        Outcome::Moves { slot: Some(s), .. } if r.affected => {
+                    let wave = match &h.course {
+                        Course::Moves { slot: Some(s), .. } if r.affected => {
                             sec.waves.get_mut(s.index)
                         }
                         _ => None,
@@ -376,7 +378,7 @@ pub fn compute(
 /// Puts an agent of a section that does not move in a wave: moves (pins),
 /// held, or unaffected.
 fn place(
-    h: &Resolution,
+    h: &Route,
     affected: bool,
     a: &AgentSummary,
     from: Option<String>,
@@ -384,12 +386,12 @@ fn place(
     held: &mut Vec<Held>,
     unaffected: &mut Unaffected,
 ) {
-    match &h.outcome {
-        Outcome::UpToDate(_) => unaffected.already_on_release += 1,
+    match &h.course {
+        Course::UpToDate(_) => unaffected.already_on_release += 1,
         _ if !affected => unaffected.unchanged += 1,
-        Outcome::Moves { .. } => moves.push(to_move(a, from, h)),
-        other => {
-            let reason = other.held_reason();
+        Course::Moves { .. } => moves.push(to_move(a, from, h)),
+        _ => {
+            let reason = held_reason(h);
             match held.iter_mut().find(|x| x.reason == reason) {
                 Some(x) => x.agents.push(a.agent_id.clone()),
                 None => held.push(Held {
@@ -401,8 +403,8 @@ fn place(
     }
 }
 
-fn to_move(a: &AgentSummary, from: Option<String>, h: &Resolution) -> Move {
-    let Outcome::Moves { target, via, slot } = &h.outcome else {
+fn to_move(a: &AgentSummary, from: Option<String>, h: &Route) -> Move {
+    let Course::Moves { target, via, slot } = &h.course else {
         unreachable!("only moving agents become moves")
     };
     Move {
@@ -529,11 +531,11 @@ fn pin_changes(base: &[flotilla_protocol::Pin], head: &[flotilla_protocol::Pin])
     out
 }
 
-/// One agent's resolution under the head, and whether the base said otherwise.
+/// One agent's route under the head, and whether the base said otherwise.
 struct Resolved {
     affected: bool,
     configured: Option<String>,
-    head: Resolution,
+    head: Route,
 }
 
 #[cfg(test)]

@@ -1,28 +1,18 @@
-//! What one manifest tells one agent, decided as `flotilla-agent` decides
-//! (its `decide` module, pass step 5) up to the halt gate, for `plan`.
+//! What `plan` needs around the agent's own decision
+//! ([`flotilla_protocol::decide::route`], the function the agent acts on):
+//! what the reporter can tell of an agent, when two routes count as the same,
+//! and why an agent that does not move stays, in words.
 //!
-//! 1. Pins, first match wins: a pin on a release holds the agent there (no
-//!    waves); a pin on a channel makes it follow that channel.
-//! 2. The channel's release. Already running it: up to date. Lower than the
-//!    running version: refused unless the channel says `allow_downgrade`.
-//! 3. `paused`: nobody moves.
-//! 4. The wave: [`flotilla_protocol::wave`]'s bucket of channel + release +
-//!    agent id, and the slot that gives its turn.
-//! 5. Stepping stones: below the target's `min_from`, the newest release in
-//!    `[min_from, target)` first, repeatedly.
-//!
-//! The agent's own inputs that the reporter does not know (its target
-//! triple, a release it rolled back from) are left out. The agent crate is
-//! not a dependency of the publisher (dependencies point one way), so the
-//! rules are repeated here; `publisher/tests/reporter_cli.rs` checks the
-//! turns against the wave function.
-
-use std::collections::BTreeMap;
+//! The reporter knows an agent's id, labels, running version and the channel
+//! it *follows*; not its target triple, a release it rolled back from, nor
+//! the time its next pass runs. So `plan` asks the route (pins, the
+//! channel's release, up to date, downgrade, paused, the wave and its turn,
+//! stepping stones) and not the full decision, which adds the clock and the
+//! host.
 
 use flotilla_protocol::api::AgentSummary;
-use flotilla_protocol::wave::{self, Slot};
-use flotilla_protocol::{Channel, DowngradePolicy, Manifest, PinTarget};
-use semver::Version;
+use flotilla_protocol::decide::{Course, Route};
+use flotilla_protocol::{Manifest, PinTarget};
 
 /// The channel in the agent's config, as far as the reporter tells: the one
 /// it reports following, unless a base pin is what sends it there.
@@ -37,194 +27,143 @@ pub(crate) fn configured_channel(base: &Manifest, a: &AgentSummary) -> Option<St
     (!pinned_there).then_some(reported)
 }
 
-/// Who is deciding, as the reporter knows it.
-pub(crate) struct AgentView<'a> {
-    /// Agent id.
-    pub id: &'a str,
-    /// Its labels.
-    pub labels: &'a BTreeMap<String, String>,
-    /// The channel in its config, if known.
-    pub channel: Option<&'a str>,
-    /// The version it runs, if known.
-    pub version: Option<&'a Version>,
+/// Same target, same turn, same reason: the pin's position in the list
+/// does not matter.
+pub(crate) fn same_effect(a: &Route, b: &Route) -> bool {
+    a.pinned == b.pinned && a.channel == b.channel && a.course == b.course
 }
 
-/// What one manifest tells one agent.
-#[derive(Clone, Debug)]
-pub(crate) struct Resolution {
-    /// Index of the first matching pin.
-    pub pin: Option<usize>,
-    /// The release that pin holds it on.
-    pub pin_release: Option<Version>,
-    /// The channel it follows (its own, or a pin's).
-    pub followed: Option<String>,
-    /// What it does.
-    pub outcome: Outcome,
-}
-
-impl Resolution {
-    /// Same target, same turn, same reason: the pin's position in the list
-    /// does not matter.
-    pub fn same_effect(&self, other: &Resolution) -> bool {
-        self.pin_release == other.pin_release
-            && self.followed == other.followed
-            && self.outcome == other.outcome
+/// Why an agent on `r` does not move, for the reader.
+pub(crate) fn held_reason(r: &Route) -> String {
+    match &r.course {
+        Course::NoChannel => "own channel unknown".into(),
+        Course::UnknownChannel => format!(
+            "follow channel {}, which the manifest no longer has: they keep what they run",
+            r.channel.as_deref().unwrap_or("?")
+        ),
+        Course::UnknownRelease(v) => format!("release {v} is not in the manifest"),
+        Course::UpToDate(v) => format!("already on {v}"),
+        Course::DowngradeRefused(v) => {
+            format!("run a newer version than {v} and the channel refuses downgrades")
+        }
+        Course::Paused(_) => "the channel is paused: they wait for `rollout resume`".into(),
+        Course::InvalidWaves(_) => "the channel's waves do not reach 100%".into(),
+        Course::NoSteppingStone {
+            target, min_from, ..
+        } => {
+            format!("{target} needs {min_from} or later first, and the manifest offers no stepping stone")
+        }
+        Course::Moves { .. } => "move".into(),
     }
 }
 
-/// What an agent does under a manifest.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Outcome {
-    NoChannel,
-    UnknownChannel(String),
-    UnknownRelease(Version),
-    UpToDate(Version),
-    DowngradeRefused(Version),
-    Paused(Version),
-    InvalidWaves(Version),
-    NoSteppingStone {
-        target: Version,
-        min_from: Version,
-    },
-    Moves {
-        target: Version,
-        via: Option<Version>,
-        slot: Option<Slot>,
-    },
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
-impl Outcome {
-    /// Why it does not move, for the reader.
-    pub fn held_reason(&self) -> String {
-        match self {
-            Outcome::NoChannel => "own channel unknown".into(),
-            Outcome::UnknownChannel(c) => {
-                format!(
-                    "follow channel {c}, which the manifest no longer has: they keep what they run"
-                )
-            }
-            Outcome::UnknownRelease(v) => format!("release {v} is not in the manifest"),
-            Outcome::UpToDate(v) => format!("already on {v}"),
-            Outcome::DowngradeRefused(v) => {
-                format!("run a newer version than {v} and the channel refuses downgrades")
-            }
-            Outcome::Paused(_) => "the channel is paused: they wait for `rollout resume`".into(),
-            Outcome::InvalidWaves(_) => "the channel's waves do not reach 100%".into(),
-            Outcome::NoSteppingStone { target, min_from } => {
-                format!("{target} needs {min_from} or later first, and the manifest offers no stepping stone")
-            }
-            Outcome::Moves { .. } => "move".into(),
+    use chrono::{DateTime, Utc};
+    use flotilla_protocol::decide::{route, AgentView};
+    use flotilla_protocol::Sources;
+    use semver::Version;
+
+    use super::*;
+
+    /// stable and beta on 1.0.0, waves spread over a day, and `pins`.
+    fn manifest(pins: &str) -> Manifest {
+        let sha = "a".repeat(64);
+        let channel = "release = \"1.0.0\"\nstart = \"2026-01-01T00:00:00Z\"\n\
+                       [[waves]]\nname = \"all\"\npercent = 100\nafter = \"0s\"\nspread = \"1d\"\n";
+        let files: Vec<(PathBuf, String)> = vec![
+            ("fleet.toml".into(), "name = \"f\"\n".into()),
+            ("pins.toml".into(), pins.into()),
+            (
+                "releases/1.0.0.toml".into(),
+                format!("version = \"1.0.0\"\n[artifacts.t]\npath = \"a\"\nsha256 = \"{sha}\"\nsize = 1\n"),
+            ),
+            ("channels/stable.toml".into(), channel.into()),
+            ("channels/beta.toml".into(), channel.into()),
+        ];
+        let s = Sources::from_files(files).unwrap();
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        Manifest::compile(&s, 0, epoch, epoch)
+    }
+
+    fn summary(id: &str, channel: &str) -> AgentSummary {
+        AgentSummary {
+            agent_id: id.into(),
+            version: Some("0.9.0".into()),
+            channel: Some(channel.into()),
+            wave: None,
+            labels: BTreeMap::new(),
+            last_seen: None,
+            last_error: None,
+            last_error_at: None,
+            enrolled_at: None,
+            revoked: false,
+            event_count: 0,
         }
     }
-}
 
-/// The agent's decision up to the wave, as `flotilla-agent` makes it.
-pub(crate) fn resolve(m: &Manifest, a: &AgentView<'_>) -> Resolution {
-    let pin = m.pins.iter().position(|p| p.matches(a.id, a.labels));
-    let mut channel_name = a.channel;
-    let mut pinned: Option<&Version> = None;
-    match pin.and_then(|i| m.pins[i].target()) {
-        Some(PinTarget::Release(v)) => pinned = Some(v),
-        Some(PinTarget::Channel(c)) => channel_name = Some(c),
-        None => {}
+    fn route_of(m: &Manifest, id: &str, version: &str) -> Route {
+        let labels = BTreeMap::new();
+        let v: Version = version.parse().unwrap();
+        route(
+            m,
+            &AgentView {
+                id,
+                labels: &labels,
+                channel: Some("stable"),
+                version: Some(&v),
+            },
+        )
     }
-    let mut r = Resolution {
-        pin,
-        pin_release: pinned.cloned(),
-        followed: channel_name.map(str::to_owned),
-        outcome: Outcome::NoChannel,
-    };
-    let channel = match channel_name.map(|c| (c, m.channels.get(c))) {
-        Some((_, Some(c))) => Some(c),
-        Some((c, None)) => {
-            r.outcome = Outcome::UnknownChannel(c.to_owned());
-            return r;
-        }
-        // A release pin still applies; the agent checks its own channel,
-        // which is not known here.
-        None if pinned.is_some() => None,
-        None => return r,
-    };
-    let target = match (pinned, channel) {
-        (Some(v), _) => v,
-        (None, Some(c)) => &c.release,
-        (None, None) => return r,
-    };
-    r.outcome = decide(m, a, channel, target, pinned.is_some(), channel_name);
-    r
-}
 
-fn decide(
-    m: &Manifest,
-    a: &AgentView<'_>,
-    channel: Option<&Channel>,
-    target: &Version,
-    pinned: bool,
-    channel_name: Option<&str>,
-) -> Outcome {
-    if m.release(target).is_none() {
-        return Outcome::UnknownRelease(target.clone());
+    #[test]
+    fn the_configured_channel_is_the_followed_one_unless_a_base_pin_sends_it_there() {
+        let m = manifest("[[pin]]\nagents = [\"x\"]\nchannel = \"beta\"\n");
+        assert_eq!(configured_channel(&m, &summary("x", "beta")), None);
+        assert_eq!(
+            configured_channel(&m, &summary("y", "beta")).as_deref(),
+            Some("beta")
+        );
+        // Following another channel than its pin's: that is its own.
+        assert_eq!(
+            configured_channel(&m, &summary("x", "stable")).as_deref(),
+            Some("stable")
+        );
+        let mut unknown = summary("y", "beta");
+        unknown.channel = None;
+        assert_eq!(configured_channel(&m, &unknown), None);
     }
-    if a.version == Some(target) {
-        return Outcome::UpToDate(target.clone());
-    }
-    let refuses = channel.is_none_or(|c| c.allow_downgrade == DowngradePolicy::Refuse);
-    if a.version.is_some_and(|v| target < v) && refuses {
-        return Outcome::DowngradeRefused(target.clone());
-    }
-    let mut slot = None;
-    if let (false, Some(c), Some(name)) = (pinned, channel, channel_name) {
-        if c.paused {
-            return Outcome::Paused(target.clone());
-        }
-        let b = wave::bucket(name, &target.to_string(), a.id);
-        match wave::slot(&c.waves, c.start, b) {
-            Some(s) => slot = Some(s),
-            None => return Outcome::InvalidWaves(target.clone()),
-        }
-    }
-    let via = match a.version {
-        Some(v) if target > v => match stepping_stone(m, v, target) {
-            Ok(stone) => (stone != *target).then_some(stone),
-            Err(min_from) => {
-                return Outcome::NoSteppingStone {
-                    target: target.clone(),
-                    min_from,
-                }
-            }
-        },
-        _ => None,
-    };
-    Outcome::Moves {
-        target: target.clone(),
-        via,
-        slot,
-    }
-}
 
-/// The agent's stepping-stone rule: the newest release in `[min_from,
-/// target)` above `current`, repeatedly; `Err(min_from)` if none.
-fn stepping_stone(m: &Manifest, current: &Version, target: &Version) -> Result<Version, Version> {
-    let mut t = target.clone();
-    for _ in 0..64 {
-        let Some(rel) = m.release(&t) else {
-            return Ok(t);
-        };
-        match &rel.min_from {
-            Some(min) if current < min => {
-                let next = m
-                    .releases
-                    .values()
-                    .map(|r| &r.version)
-                    .filter(|v| *v >= min && **v < t && *v > current)
-                    .max();
-                match next {
-                    Some(v) => t = v.clone(),
-                    None => return Err(min.clone()),
-                }
-            }
-            _ => return Ok(t),
-        }
+    #[test]
+    fn the_same_effect_ignores_the_pins_position_but_not_the_turn() {
+        let one = manifest("[[pin]]\nagents = [\"x\"]\nrelease = \"1.0.0\"\n");
+        let two = manifest(
+            "[[pin]]\nagents = [\"z\"]\nrelease = \"1.0.0\"\n\
+             [[pin]]\nagents = [\"x\"]\nrelease = \"1.0.0\"\n",
+        );
+        let (a, b) = (route_of(&one, "x", "0.9.0"), route_of(&two, "x", "0.9.0"));
+        assert_ne!(a.pin, b.pin);
+        assert!(same_effect(&a, &b));
+        // Another id, another bucket in the same channel: another turn.
+        let none = manifest("");
+        let (c, d) = (route_of(&none, "x", "0.9.0"), route_of(&none, "w", "0.9.0"));
+        assert!(!same_effect(&c, &d));
+        assert!(same_effect(&c, &route_of(&none, "x", "0.9.0")));
     }
-    Ok(t)
+
+    #[test]
+    fn held_reasons_name_what_holds() {
+        let mut m = manifest("[[pin]]\nagents = [\"x\"]\nchannel = \"beta\"\n");
+        // A pin to a channel the manifest lacks (sources refuse to say so).
+        m.pins[0].channel = Some("gone".into());
+        let r = route_of(&m, "x", "0.9.0");
+        assert_eq!(r.course, Course::UnknownChannel);
+        assert!(held_reason(&r).contains("channel gone, which the manifest no longer has"));
+        let r = route_of(&m, "y", "2.0.0");
+        assert!(held_reason(&r).contains("newer version than 1.0.0"));
+        assert_eq!(held_reason(&route_of(&m, "y", "1.0.0")), "already on 1.0.0");
+    }
 }
