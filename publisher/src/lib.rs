@@ -16,7 +16,8 @@
 //!   `status` ([`progress`]: the table) and `plan`.
 //! - [`plan`]: which agents a change moves, wave by wave, and when, from the
 //!   base's sources ([`git_sources`]) and the head's, each agent decided as
-//!   the agent decides (`resolve`); [`plan_text`] renders it.
+//!   the agent decides ([`flotilla_protocol::decide::route`], with the
+//!   plan-only parts in `resolve`); [`plan_text`] renders it.
 
 pub mod error;
 pub mod git_sources;

@@ -2,7 +2,7 @@
 //! running version expects — once, safely, and visibly.
 //!
 //! A migration is code in the agent with a stable id, a detection and an
-//! execution ([`Migration`]); [`registry`] lists them in order. A run
+//! execution ([`Migration`]); [`builtin::registry`] lists them in order. A run
 //! ([`run`]) is:
 //!
 //! 1. Load `state_dir/migrations.json`. If a run was interrupted
