@@ -33,7 +33,9 @@
 //!    end the pass: the next start runs the new version, which does step 3.
 //! 8. [`hooks::deliver_events_hook`] (enrollment and event delivery within a
 //!    time budget, [`crate::delivery`]), and
-//!    `state.json` saved with the pass's last error.
+//!    `state.json` saved with the pass's last error; a pass that changed
+//!    nothing but when it checked writes only `checked.json`, without fsync
+//!    ([`StateDir::save_pass`]).
 //!
 //! Events are emitted at every step; repeated identical failures of the
 //! manifest check and unchanged deferrals are reported once (when they
@@ -302,7 +304,8 @@ fn run_locked(
     };
     hooks::deliver_events_hook(config, &pass.sd, &mut pass.ev);
     pass.state.last_error = outcome.error();
-    pass.sd.save(&pass.state)?;
+    // An idle pass changes only when it checked: no fsync for that.
+    pass.sd.save_pass(&pass.loaded, &pass.state)?;
     Ok(outcome)
 }
 
@@ -341,6 +344,8 @@ struct Pass<'a> {
     config: &'a Config,
     sd: StateDir,
     state: State,
+    /// The state as the pass found it.
+    loaded: State,
     ev: Events,
     http: ureq::Agent,
     now: DateTime<Utc>,
@@ -370,6 +375,7 @@ impl<'a> Pass<'a> {
         Ok(Pass {
             config,
             sd,
+            loaded: state.clone(),
             state,
             ev,
             http,
