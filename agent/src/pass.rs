@@ -211,13 +211,17 @@ fn run_migrations(config_path: &Path, sd: &StateDir) -> Migrated {
 }
 
 /// The migration events, and a failure the pass must act on.
+/// `first_of_version`: the first pass of this version on this host, which
+/// also says that no migration was needed; later passes say it no more.
 fn migration_events(
     m: &Migrated,
     agent_id: &str,
     sd: &StateDir,
+    first_of_version: bool,
 ) -> (Vec<flotilla_protocol::Event>, Option<Error>) {
-    if matches!(&m.report, Ok(r) if r.is_quiet()) {
-        // The common pass: nothing to say, so no system facts to gather.
+    if matches!(&m.report, Ok(r) if r.is_quiet() || (!first_of_version && nothing_needed(r))) {
+        // The common pass: nothing to say, so no system facts to gather
+        // and no spool write (with its fdatasync).
         return (Vec::new(), None);
     }
     let system = crate::sysinfo::collect(sd.root());
@@ -253,6 +257,19 @@ fn migration_events(
     }
 }
 
+/// Nothing ran and nothing is needed: every migration is completed or was
+/// found not needed (as on a host installed with the current layout, where
+/// a migration that was never needed is never recorded as completed).
+fn nothing_needed(r: &migrations::Report) -> bool {
+    r.outcome == migrations::Outcome::NothingToDo
+        && r.detections.iter().all(|(_, d)| {
+            matches!(
+                d,
+                migrations::Detected::Completed | migrations::Detected::NotNeeded
+            )
+        })
+}
+
 /// A config that does not load: the migration events and the error go to
 /// the spool all the same, so the failure is visible once a config works.
 fn record_without_config(sd: &StateDir, m: &Migrated, err: &Error) {
@@ -262,7 +279,7 @@ fn record_without_config(sd: &StateDir, m: &Migrated, err: &Error) {
         .flatten()
         .unwrap_or_else(|| "unknown".into());
     let mut ev = Events::new(Spool::open(sd.root()).ok(), &agent_id, None);
-    for e in migration_events(m, &agent_id, sd).0 {
+    for e in migration_events(m, &agent_id, sd, true).0 {
         ev.emit(e);
     }
     ev.failure(
@@ -282,8 +299,10 @@ fn run_locked(
     migrated: Migrated,
 ) -> Result<Outcome> {
     let mut pass = Pass::open(config, sd, now)?;
+    let first_of_version = pass.state.started_version.as_deref() != Some(VERSION);
     pass.startup();
-    let (events, failure) = migration_events(&migrated, pass.ev.agent_id(), &pass.sd);
+    let (events, failure) =
+        migration_events(&migrated, pass.ev.agent_id(), &pass.sd, first_of_version);
     for mut e in events {
         e.channel = pass.ev.channel.clone();
         e.details
