@@ -96,7 +96,7 @@ pub fn fetch(http: &ureq::Agent, req: &Request<'_>) -> Result<PathBuf> {
 }
 
 /// [`fetch`], also saying where its time went (for `examples/download`,
-/// which the benchmark runs, and the debug log).
+/// which the benchmark runs).
 pub fn fetch_timed(http: &ureq::Agent, req: &Request<'_>) -> Result<(PathBuf, Phases)> {
     let started = Instant::now();
     fs::create_dir_all(req.dir).map_err(|e| Error::io(req.dir, e))?;
@@ -206,12 +206,6 @@ pub fn fetch_timed(http: &ureq::Agent, req: &Request<'_>) -> Result<(PathBuf, Ph
         transfer: transferred - started,
         sync: transferred.elapsed(),
     };
-    tracing::debug!(
-        bytes = req.size,
-        transfer_s = phases.transfer.as_secs_f64(),
-        sync_s = phases.sync.as_secs_f64(),
-        "{url}: downloaded and verified"
-    );
     fault::point("after-verify");
     Ok((done, phases))
 }
