@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # Agent benchmarks (goals in ../shared/BENCHMARKS.md), all on loopback:
-#   BENCH idle_pass_http wall_ms= peak_rss_mib=
-#       `flotilla-agent run` with nothing to do: static HTTP store
-#       (python3 -m http.server), manifest answered 304; median of 20 passes,
-#       peak RSS the largest of them (/usr/bin/time -f %M).
+#   BENCH idle_pass_http wall_ms= peak_rss_mib= server=
+#       `flotilla-agent run` with nothing to do: static HTTP store, manifest
+#       answered 304; median of 20 passes, peak RSS the largest of them
+#       (/usr/bin/time -f %M). The store is served by nginx when it is
+#       installed (sendfile, like the reference numbers in BENCHMARKS.md;
+#       `apt-get install nginx-light`), else by python3 -m http.server, which
+#       costs the transfer a core of its own; `server=` says which.
 #   BENCH idle_pass_git ratio_vs_git_fetch= agent_ms= git_fetch_ms=
 #       the same pass with the fleet repo served by `git daemon`, against
 #       `git fetch` of the same repo into a bare clone by the git CLI;
 #       median of 10 each, interleaved.
 #   BENCH download_verify_512mib ratio_vs_curl= peak_rss_mib= agent_s= curl_s=
+#         sync_s= ratio_median= agent_cpu_s= curl_cpu_s= load= server=
 #       the agent's download code (examples/download: Range-capable, size
-#       cap, SHA-256 on a second thread, fsync + rename) against `curl -o` of
-#       the same 512 MiB file from the same python3 http.server; best of 3.
+#       cap, SHA-256 and writing on threads of their own, fsync + rename)
+#       against `curl -o` of the same 512 MiB file from the same server;
+#       5 rounds, interleaved. ratio_vs_curl, agent_s and curl_s: best of 5
+#       each; ratio_median: median of the 5 rounds' ratios. sync_s: the part
+#       of the agent's best run spent in fsync + rename after the last byte
+#       (curl does no fsync). *_cpu_s: median user+sys CPU; the agent's
+#       extra is SHA-256, so on a 2-core machine that others load, the wall
+#       ratio tends to the CPU ratio. load: 1-minute load average before.
 #   BENCH agent_binary size_mib=
 #       the release build of flotilla-agent (stripped by the release profile).
 #   BENCH fleet_sim_100k decide_us_per_agent= wave_share_max_err_pp= spread_ks=
@@ -62,7 +72,36 @@ git -C "$fleet" -c user.name=bench -c user.email=bench@example.invalid commit -q
 P publish --store "$store"
 
 http_port=$(free_port)
-python3 -m http.server --bind 127.0.0.1 --directory "$store" "$http_port" >/dev/null 2>&1 &
+nginx_bin=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+if [ -n "$nginx_bin" ]; then
+  server=nginx
+  mkdir -p "$tmp/nginx"
+  cat >"$tmp/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+$([ "$(id -u)" = 0 ] && echo "user root;")
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path $tmp/nginx;
+  proxy_temp_path $tmp/nginx;
+  fastcgi_temp_path $tmp/nginx;
+  uwsgi_temp_path $tmp/nginx;
+  scgi_temp_path $tmp/nginx;
+  server { listen 127.0.0.1:$http_port; root $store; }
+}
+NGINX
+  "$nginx_bin" -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" >/dev/null 2>&1 &
+else
+  server=python3
+  echo "# nginx not installed: serving with python3 -m http.server (apt-get install nginx-light for the reference setup)" >&2
+  python3 -m http.server --bind 127.0.0.1 --directory "$store" "$http_port" >/dev/null 2>&1 &
+fi
 pids+=($!)
 git_port=$(free_port)
 "$(git --exec-path)/git-daemon" --reuseaddr --base-path="$tmp" --export-all --port="$git_port" --listen=127.0.0.1 "$tmp" >/dev/null 2>&1 &
@@ -108,7 +147,7 @@ for _ in $(seq 20); do
 done
 wall=$(cut -d' ' -f1 "$tmp/idle-http" | median)
 rss=$(cut -d' ' -f2 "$tmp/idle-http" | sort -n | tail -1)
-awk -v w="$wall" -v r="$rss" 'BEGIN { printf "BENCH idle_pass_http wall_ms=%.1f peak_rss_mib=%.1f\n", w, r / 1024 }'
+awk -v w="$wall" -v r="$rss" -v s="$server" 'BEGIN { printf "BENCH idle_pass_http wall_ms=%.1f peak_rss_mib=%.1f server=%s\n", w, r / 1024, s }'
 
 # --- idle_pass_git
 make_host "$tmp/h-git" "git = \"git://127.0.0.1:$git_port/fleet\""$'\n'"branch = \"main\""
@@ -130,18 +169,38 @@ openssl rand -out "$big" "$size" 2>/dev/null || head -c "$size" /dev/urandom >"$
 sha=$(openssl dgst -sha256 -r "$big" | cut -d' ' -f1)
 url="http://127.0.0.1:$http_port/big.bin"
 cat "$big" >/dev/null
-best_agent="" best_curl="" rss_max=0
-for _ in 1 2 3; do
+load=$(cut -d' ' -f1 /proc/loadavg)
+# run_dl OUT CMD...: "<wall ms> <peak rss KiB> <cpu s>", stderr of CMD in OUT
+run_dl() {
+  local out=$1 s e
+  shift
+  s=$(date +%s%N)
+  /usr/bin/time -f '%M %U %S' -o "$tmp/rss" "$@" >/dev/null 2>"$out"
+  e=$(date +%s%N)
+  read -r rss u sy <"$tmp/rss"
+  awk -v w="$(((e - s) / 1000))" -v r="$rss" -v u="$u" -v s="$sy" 'BEGIN { printf "%.3f %d %.2f\n", w / 1000, r, u + s }'
+}
+: >"$tmp/dl-rounds"
+for _ in 1 2 3 4 5; do
   rm -rf "$tmp/dl" "$tmp/curl.out"
-  read -r t r <<<"$(ms_rss "$ex/download" "$url" "$sha" "$size" "$tmp/dl")"
-  [ -f "$tmp/dl/$sha" ] || { echo "download_verify_512mib: the agent's download failed" >&2; exit 1; }
-  [ "$r" -gt "$rss_max" ] && rss_max=$r
-  if [ -z "$best_agent" ] || awk -v a="$t" -v b="$best_agent" 'BEGIN{exit !(a<b)}'; then best_agent=$t; fi
+  read -r ta ra ca <<<"$(run_dl "$tmp/dl.err" "$ex/download" "$url" "$sha" "$size" "$tmp/dl")"
+  [ -f "$tmp/dl/$sha" ] || { echo "download_verify_512mib: the agent's download failed: $(cat "$tmp/dl.err")" >&2; exit 1; }
+  sync_s=$(sed -n 's/.*sync_s=\([0-9.]*\).*/\1/p' "$tmp/dl.err")
   rm -rf "$tmp/dl"
-  read -r t _ <<<"$(ms_rss curl -s -o "$tmp/curl.out" "$url")"
-  if [ -z "$best_curl" ] || awk -v a="$t" -v b="$best_curl" 'BEGIN{exit !(a<b)}'; then best_curl=$t; fi
+  read -r tc _ cc <<<"$(run_dl "$tmp/curl.err" curl -s -o "$tmp/curl.out" "$url")"
+  rm -f "$tmp/curl.out"
+  echo "$ta $ra $ca ${sync_s:-0} $tc $cc" >>"$tmp/dl-rounds"
 done
 rm -rf "$tmp/dl" "$tmp/curl.out" "$big"
-awk -v a="$best_agent" -v c="$best_curl" -v r="$rss_max" 'BEGIN {
-  printf "BENCH download_verify_512mib ratio_vs_curl=%.2f peak_rss_mib=%.1f agent_s=%.2f curl_s=%.2f\n", a / c, r / 1024, a / 1000, c / 1000
-}'
+awk -v load="$load" -v server="$server" '
+  function median(v, n,   i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  { n++; a[n] = $1; r = ($2 > r ? $2 : r); ac[n] = $3; c[n] = $5; cc[n] = $6; q[n] = $1 / $5
+    if (ba == "" || $1 < ba) { ba = $1; bs = $4 }
+    if (bc == "" || $5 < bc) bc = $5 }
+  END {
+    printf "BENCH download_verify_512mib ratio_vs_curl=%.2f peak_rss_mib=%.1f agent_s=%.2f curl_s=%.2f sync_s=%.2f ratio_median=%.2f agent_cpu_s=%.2f curl_cpu_s=%.2f load=%s server=%s\n",
+      ba / bc, r / 1024, ba / 1000, bc / 1000, bs, median(q, n), median(ac, n), median(cc, n), load, server
+  }' "$tmp/dl-rounds"
