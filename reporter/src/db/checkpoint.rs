@@ -7,8 +7,9 @@
 //! fsyncs it. While the writer keeps appending, such a checkpoint never
 //! quite catches up, so the WAL would never start over; once it holds more
 //! than [`RESTART_FRAMES`], this thread raises [`WalState::finish_wanted`]
-//! and the writer, between two transactions, runs a `PASSIVE` checkpoint
-//! itself: only the few frames appended since remain, and with no writer
+//! (after checkpointing again until at most about [`WRITER_FRAMES`] are
+//! left) and the writer, between two transactions, runs a `PASSIVE`
+//! checkpoint itself: only the few frames appended since remain, and with no writer
 //! racing it completes, so the next transaction writes the WAL from its
 //! start again. The WAL file stays around [`RESTART_FRAMES`] pages (and is
 //! truncated to `journal_size_limit`). On shutdown a final `TRUNCATE`
@@ -24,8 +25,15 @@ use rusqlite::{Connection, OpenFlags};
 
 /// How often to checkpoint.
 pub const EVERY: Duration = Duration::from_millis(250);
-/// WAL frames (pages) beyond which the writer is asked to finish a checkpoint.
-pub const RESTART_FRAMES: i64 = 4096;
+/// WAL frames (pages) beyond which the writer is asked to finish a
+/// checkpoint (64 MiB, `journal_size_limit`): each finish stalls every
+/// waiting request for a copy and an fsync, so not too often.
+pub const RESTART_FRAMES: i64 = 16384;
+
+/// Frames left to the writer's finishing checkpoint, about.
+const WRITER_FRAMES: i64 = 256;
+/// Extra checkpoints at most before handing over to the writer.
+const CATCH_UP_ROUNDS: usize = 8;
 
 /// Shared between the checkpoint thread and the writer.
 #[derive(Default)]
@@ -100,6 +108,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<()>, state: &WalState) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EVERY) {
         match checkpoint(&conn, "PASSIVE") {
             Ok((_, log, _)) if log > RESTART_FRAMES => {
+                // Catch up first: what the writer appended meanwhile is
+                // copied here too, until little is left for the writer
+                // (its checkpoint, copy and fsyncs, holds up every request).
+                for _ in 0..CATCH_UP_ROUNDS {
+                    match checkpoint(&conn, "PASSIVE") {
+                        Ok((_, log, done)) if log - done > WRITER_FRAMES => {}
+                        _ => break,
+                    }
+                }
                 state.finish_wanted.store(true, Ordering::Relaxed);
             }
             Ok(_) => {}
