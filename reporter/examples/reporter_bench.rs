@@ -6,10 +6,13 @@
 //!   prints events/s.
 //! - `raw`: the same rows into a fresh database with the reporter's schema
 //!   and pragmas, by a plain prepared `INSERT` in transactions of `--batch`
-//!   rows; prints rows/s. The baseline for `ingest`.
+//!   rows, each transaction one agent's (as each HTTP batch is); prints
+//!   rows/s. The baseline for `ingest`.
 //! - `latency`: an open-loop load of `--rate` batches/s of `--batch` events
 //!   for `--secs`; latency is measured from each request's *scheduled* time
-//!   (no coordinated omission); prints p50/p99 and the server's RSS.
+//!   (no coordinated omission); prints p50/p99 and the server's RSS (at
+//!   the start, the end, and its maximum sampled every second; every minute
+//!   a line on stderr).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,8 +245,10 @@ async fn main() {
             if let Ok(extra) = std::env::var("RAW_SQL") {
                 conn.execute_batch(&extra).unwrap();
             }
+            // Like the HTTP load: each transaction holds one agent's batch,
+            // 64 agents in turn.
             let events: Vec<Event> = (0..rows)
-                .map(|i| make_event(&format!("raw-{:03}", i % 64), i))
+                .map(|i| make_event(&format!("raw-{:03}", (i / batch) % 64), i))
                 .collect();
             let start = Instant::now();
             for chunk in events.chunks(batch) {
@@ -297,6 +302,23 @@ async fn main() {
                 post(&http, &url, t, body(id, batch, 0)).await;
             }
             let rss_start = server_pid.map(rss_mib).unwrap_or(0.0);
+            let rss_max = Arc::new(std::sync::Mutex::new(rss_start));
+            let sampler = server_pid.map(|pid| {
+                let rss_max = rss_max.clone();
+                tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    for s in 0u64.. {
+                        tick.tick().await;
+                        let r = rss_mib(pid);
+                        let mut m = rss_max.lock().unwrap();
+                        *m = m.max(r);
+                        if s > 0 && s % 60 == 0 {
+                            eprintln!("t={:.0}s rss_mib={r:.1}", t0.elapsed().as_secs_f64());
+                        }
+                    }
+                })
+            });
             let total = (rate * secs) as usize;
             let interval = Duration::from_secs_f64(1.0 / rate);
             let start = tokio::time::Instant::now();
@@ -320,9 +342,13 @@ async fn main() {
             }
             let achieved = total as f64 / start.elapsed().as_secs_f64();
             let rss_end = server_pid.map(rss_mib).unwrap_or(0.0);
+            if let Some(s) = sampler {
+                s.abort();
+            }
+            let rss_max = rss_max.lock().unwrap().max(rss_end);
             lat.sort_by(|a, b| a.total_cmp(b));
             println!(
-                "requests={total} achieved_rate={achieved:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_mib_start={rss_start:.1} rss_mib_end={rss_end:.1}",
+                "requests={total} achieved_rate={achieved:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_mib_start={rss_start:.1} rss_mib_end={rss_end:.1} rss_mib_max={rss_max:.1}",
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99),
                 lat.last().copied().unwrap_or(0.0)

@@ -10,7 +10,7 @@
 #   BENCH reporter_latency p50_ms= p99_ms= rate=1100
 #       batches of 20 events at 1,100/s (open loop, from a second process,
 #       1,000 agents) for 20 s, latency from each request's scheduled time.
-#   BENCH reporter_soak rss_mib_start= rss_mib_end= secs=
+#   BENCH reporter_soak rss_mib_start= rss_mib_end= rss_mib_max= secs=
 #       the server's RSS over the latency run (secs=20), or over a longer run
 #       of the same load when FLOTILLA_BENCH_SOAK_SECS is set (600 for the
 #       10-minute soak).
@@ -83,5 +83,5 @@ if [ -n "$soak" ]; then
 else
   soak=20
 fi
-echo "BENCH reporter_soak rss_mib_start=$(field "$out" rss_mib_start) rss_mib_end=$(field "$out" rss_mib_end) secs=$soak"
+echo "BENCH reporter_soak rss_mib_start=$(field "$out" rss_mib_start) rss_mib_end=$(field "$out" rss_mib_end) rss_mib_max=$(field "$out" rss_mib_max) secs=$soak p99_ms=$(field "$out" p99_ms) load_avg=$(cut -d" " -f1 /proc/loadavg)"
 stop_server
