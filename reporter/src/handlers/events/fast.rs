@@ -197,7 +197,8 @@ pub fn check(body: Bytes, agent_id: &str) -> Option<Batch> {
 }
 
 fn rows(body: &[u8], agent_id: &str) -> Option<Vec<Row>> {
-    let wire: WireBatch = serde_json::from_slice(body).ok()?;
+    // One UTF-8 check of the whole body, rather than one per string.
+    let wire: WireBatch = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     if wire.events.len() > MAX_BATCH_EVENTS {
         return None;
     }
