@@ -11,8 +11,8 @@
 //!    refused before any byte is read, and a body that goes on past it is
 //!    cut off, the partial file deleted.
 //! 4. SHA-256 is computed while the bytes arrive, on a thread of its own
-//!    (the file is written on a third), so hashing costs (almost) no wall
-//!    time beyond the transfer when a core is free.
+//!    (the network thread also writes the file), so hashing costs (almost)
+//!    no wall time beyond the transfer when a core is free.
 //! 5. Only when size and SHA-256 match is the file fsynced and renamed to
 //!    `downloads/<sha256>`. A mismatch deletes it; a transport failure (stall,
 //!    connection lost, short body) keeps it for the next pass to resume.
@@ -302,12 +302,13 @@ enum CopyError {
 /// `hasher`), stopping with `TooLarge` as soon as more than `size` bytes in
 /// total arrive.
 ///
-/// Three stages, each on its own thread, pass the same buffers along:
-/// this thread reads the network; a second hashes; a third writes the file
-/// and starts its writeback, then hands the buffer back. Hashing (SHA-NI,
-/// about as costly as the kernel's copy into the page cache) and writing
-/// thus overlap instead of following each other on one thread, which kept
-/// the transfer at about 1.4x `curl -o` when the writer also hashed.
+/// Two stages on two threads pass the same buffers along: this thread reads
+/// the network and writes each buffer to the file (starting its writeback
+/// now and then); a second thread hashes the buffers in order and hands them
+/// back. SHA-256 (SHA-NI, about 1 GB/s on the Xeons we measured) costs about
+/// as much CPU as the receive and write copies together, so on two cores the
+/// two halves run side by side. Three threads (read | hash | write) measured
+/// 1.3x `curl -o` on two cores; see docs/benchmarks.md.
 fn copy_capped(
     reader: &mut dyn Read,
     file: &mut File,
@@ -316,7 +317,6 @@ fn copy_capped(
     size: u64,
 ) -> std::result::Result<StreamingHasher, CopyError> {
     let (hash_tx, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (write_tx, write_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     let out: &File = file;
     std::thread::scope(|scope| {
@@ -324,43 +324,24 @@ fn copy_capped(
             let mut hasher = hasher;
             for (buf, n) in hash_rx {
                 hasher.update(&buf[..n]);
-                if write_tx.send((buf, n)).is_err() {
-                    // The writer stopped; its error is returned below.
-                    break;
-                }
+                // The reader may have finished; the buffer is then dropped.
+                let _ = empty_tx.send(buf);
             }
             hasher
         });
-        let writing = scope.spawn(move || -> std::io::Result<()> {
-            let mut out = out;
-            let mut written = start;
-            let mut flushed = start;
-            for (buf, n) in write_rx {
-                out.write_all(&buf[..n])?;
-                written += n as u64;
-                if written - flushed >= WRITEBACK {
-                    start_writeback(out, flushed, written - flushed);
-                    flushed = written;
-                }
-                let _ = empty_tx.send(buf);
-            }
-            Ok(())
-        });
-        let result = read_capped(reader, &hash_tx, &empty_rx, start, size);
+        let result = read_capped(reader, out, &hash_tx, &empty_rx, start, size);
         drop(hash_tx);
         let hasher = hashing.join().expect("hashing thread does not panic");
-        writing
-            .join()
-            .expect("writer thread does not panic")
-            .map_err(CopyError::Write)?;
         result.map(|()| hasher)
     })
 }
 
-/// The network stage of [`copy_capped`]: fills buffers (recycled through
-/// `empty`) and sends them on until the body ends, an error, or the cap.
+/// The network and file stage of [`copy_capped`]: fills buffers (recycled
+/// through `empty`), writes each to `out` and sends it on to be hashed,
+/// until the body ends, an error, or the cap.
 fn read_capped(
     reader: &mut dyn Read,
+    mut out: &File,
     full: &mpsc::SyncSender<(Vec<u8>, usize)>,
     empty: &mpsc::Receiver<Vec<u8>>,
     start: u64,
@@ -368,18 +349,16 @@ fn read_capped(
 ) -> std::result::Result<(), CopyError> {
     let mut spare: Vec<Vec<u8>> = (0..BUFFERS).map(|_| vec![0u8; BUF]).collect();
     let mut total = start;
+    let mut flushed = start;
     let half = size / 2;
     loop {
         let mut buf = match empty.try_recv() {
             Ok(b) => b,
             Err(_) => match spare.pop() {
                 Some(b) => b,
-                None => match empty.recv() {
-                    Ok(b) => b,
-                    // The writer stopped (a write failed): its error is
-                    // returned by the caller.
-                    Err(_) => return Ok(()),
-                },
+                None => empty
+                    .recv()
+                    .expect("the hashing thread runs until the sender is dropped"),
             },
         };
         let (n, read_err) = fill(reader, &mut buf);
@@ -392,15 +371,19 @@ fn read_capped(
         let allowed = size - total;
         let take = (n as u64).min(allowed) as usize;
         let before = total;
+        out.write_all(&buf[..take]).map_err(CopyError::Write)?;
         total += take as u64;
-        if full.send((buf, take)).is_err() {
-            return Ok(());
+        if total - flushed >= WRITEBACK {
+            start_writeback(out, flushed, total - flushed);
+            flushed = total;
         }
+        full.send((buf, take))
+            .expect("the hashing thread runs until the sender is dropped");
         if take < n {
             return Err(CopyError::TooLarge);
         }
         if let Some(e) = read_err {
-            // What arrived before the error goes to disk, for the next pass to resume.
+            // What arrived before the error is on disk, for the next pass to resume.
             return Err(CopyError::Read(e));
         }
         if before < half && total >= half {
