@@ -9,7 +9,8 @@
 #       the same HTTP load with durability = "power_loss" (fsync per commit).
 #   BENCH reporter_latency p50_ms= p99_ms= rate=1100
 #       batches of 20 events at 1,100/s (open loop, from a second process,
-#       1,000 agents) for 20 s, latency from each request's scheduled time.
+#       1,000 agents) for 20 s, latency from each request's scheduled time;
+#       started after the ingest runs' files are deleted and `sync`ed.
 #   BENCH reporter_soak rss_mib_start= rss_mib_end= rss_mib_max= secs=
 #       the server's RSS over the latency run (secs=20), or over a longer run
 #       of the same load when FLOTILLA_BENCH_SOAK_SECS is set (600 for the
@@ -74,6 +75,11 @@ ratio1000=$(awk -v a="$http" -v b="$raw1000" 'BEGIN { printf "%.2f", a / b }')
 echo "BENCH reporter_ingest events_per_s=$http ratio_vs_raw_sqlite=$ratio raw_sqlite_events_per_s=$raw100 raw_sqlite_1000_events_per_s=$raw1000 ratio_vs_raw_sqlite_1000=$ratio1000 server_cpu_us_per_event=$cpu_us load_avg=$(cut -d' ' -f1 /proc/loadavg)"
 echo "BENCH reporter_ingest_fsync events_per_s=$fsync"
 
+# The ingest runs above leave about 2 GB of databases whose dirty pages the
+# kernel writes back over the next ~30 s; drop them and flush, so that
+# writeback does not land on the latency run's fsyncs.
+rm -rf "$tmp/ingest" "$tmp/fsync" "$tmp"/raw*.db*
+sync
 start_server latency ""
 out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs 20 --server-pid "$pid")
 echo "BENCH reporter_latency p50_ms=$(field "$out" p50_ms) p99_ms=$(field "$out" p99_ms) rate=1100 achieved_rate=$(field "$out" achieved_rate) max_ms=$(field "$out" max_ms) load_avg=$(cut -d" " -f1 /proc/loadavg)"

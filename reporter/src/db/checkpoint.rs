@@ -108,13 +108,22 @@ fn run(conn: Connection, rx: mpsc::Receiver<()>, state: &WalState) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EVERY) {
         match checkpoint(&conn, "PASSIVE") {
             Ok((_, log, _)) if log > RESTART_FRAMES => {
-                // Catch up first: what the writer appended meanwhile is
-                // copied here too, until little is left for the writer
-                // (its checkpoint, copy and fsyncs, holds up every request).
+                // Catch up first: each round copies what the writer appended
+                // while the round before ran (`log` is where the WAL ended
+                // when a round started), until a round finds little new; the
+                // writer's own checkpoint, which every waiting request waits
+                // for, then has only that little to copy and fsync.
+                let mut last = log;
                 for _ in 0..CATCH_UP_ROUNDS {
                     match checkpoint(&conn, "PASSIVE") {
-                        Ok((_, log, done)) if log - done > WRITER_FRAMES => {}
-                        _ => break,
+                        Ok((_, log, _)) => {
+                            let appended = log - last;
+                            last = log;
+                            if appended <= WRITER_FRAMES {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
                     }
                 }
                 state.finish_wanted.store(true, Ordering::Relaxed);
