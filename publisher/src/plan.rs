@@ -543,6 +543,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::resolve::tests::agent;
 
     /// Sources with releases 1.0.0, 1.5.0, 2.0.0 (min_from 1.5.0) and the
     /// given channel files and pins.toml.
@@ -568,22 +569,6 @@ mod tests {
             ));
         }
         Sources::from_files(files).unwrap()
-    }
-
-    fn agent(id: &str, channel: &str, version: &str) -> AgentSummary {
-        AgentSummary {
-            agent_id: id.into(),
-            version: Some(version.into()),
-            channel: Some(channel.into()),
-            wave: None,
-            labels: BTreeMap::new(),
-            last_seen: None,
-            last_error: None,
-            last_error_at: None,
-            enrolled_at: None,
-            revoked: false,
-            event_count: 0,
-        }
     }
 
     fn ctx() -> Context {

@@ -273,7 +273,7 @@ impl ReporterClient {
                 });
             }
             Err(ureq::Error::Transport(t)) => {
-                let reason = chain(&t);
+                let reason = crate::error::chain_text(&t);
                 // ureq starts its message with the URL, which is said already.
                 let reason = match reason.strip_prefix(&format!("{shown}: ")) {
                     Some(rest) => rest.to_owned(),
@@ -339,21 +339,6 @@ fn address(url: &Url) -> String {
         Some(p) => format!("{host}:{p}"),
         None => host.to_owned(),
     }
-}
-
-/// A transport error and its causes, each said once.
-fn chain(t: &ureq::Transport) -> String {
-    let mut s = t.to_string();
-    let mut src = std::error::Error::source(t);
-    while let Some(c) = src {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

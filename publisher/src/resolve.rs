@@ -58,7 +58,7 @@ pub(crate) fn held_reason(r: &Route) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
@@ -89,10 +89,11 @@ mod tests {
         Manifest::compile(&s, 0, epoch, epoch)
     }
 
-    fn summary(id: &str, channel: &str) -> AgentSummary {
+    /// An inventory entry as the reporter lists it (for this and `plan`'s tests).
+    pub(crate) fn agent(id: &str, channel: &str, version: &str) -> AgentSummary {
         AgentSummary {
             agent_id: id.into(),
-            version: Some("0.9.0".into()),
+            version: Some(version.into()),
             channel: Some(channel.into()),
             wave: None,
             labels: BTreeMap::new(),
@@ -122,17 +123,17 @@ mod tests {
     #[test]
     fn the_configured_channel_is_the_followed_one_unless_a_base_pin_sends_it_there() {
         let m = manifest("[[pin]]\nagents = [\"x\"]\nchannel = \"beta\"\n");
-        assert_eq!(configured_channel(&m, &summary("x", "beta")), None);
+        assert_eq!(configured_channel(&m, &agent("x", "beta", "0.9.0")), None);
         assert_eq!(
-            configured_channel(&m, &summary("y", "beta")).as_deref(),
+            configured_channel(&m, &agent("y", "beta", "0.9.0")).as_deref(),
             Some("beta")
         );
         // Following another channel than its pin's: that is its own.
         assert_eq!(
-            configured_channel(&m, &summary("x", "stable")).as_deref(),
+            configured_channel(&m, &agent("x", "stable", "0.9.0")).as_deref(),
             Some("stable")
         );
-        let mut unknown = summary("y", "beta");
+        let mut unknown = agent("y", "beta", "0.9.0");
         unknown.channel = None;
         assert_eq!(configured_channel(&m, &unknown), None);
     }

@@ -81,23 +81,9 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     if broken_pipe {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {}", chain_text(&e));
+    eprintln!(
+        "error: {}",
+        flotilla_publisher::error::chain_text(e.as_ref())
+    );
     ExitCode::from(1)
-}
-
-/// The error and its causes on one line, `: `-separated, without repeating
-/// a cause that a message already ends with (many say "{path}: {source}").
-pub fn chain_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if text.ends_with(&s) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&s);
-    }
-    text
 }
