@@ -11,8 +11,8 @@
 //! left) and the writer, between two transactions, runs a `PASSIVE`
 //! checkpoint itself: only the few frames appended since remain, and with no writer
 //! racing it completes, so the next transaction writes the WAL from its
-//! start again. The WAL file stays around [`RESTART_FRAMES`] pages (and is
-//! truncated to `journal_size_limit`). On shutdown a final `TRUNCATE`
+//! start again. The WAL file stays around [`RESTART_FRAMES`] pages (under
+//! `journal_size_limit`, so it is rewritten in place). On shutdown a final `TRUNCATE`
 //! checkpoint leaves an empty WAL behind.
 
 use std::path::Path;
@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 /// How often to checkpoint.
 pub const EVERY: Duration = Duration::from_millis(250);
 /// WAL frames (pages) beyond which the writer is asked to finish a
-/// checkpoint (64 MiB, `journal_size_limit`): each finish stalls every
+/// checkpoint (64 MiB; see `WAL_LIMIT`): each finish stalls every
 /// waiting request for a copy and an fsync, so not too often.
 pub const RESTART_FRAMES: i64 = 16384;
 

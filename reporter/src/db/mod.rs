@@ -50,6 +50,14 @@ pub enum DbError {
 /// it misses come from the OS page cache.
 const WRITER_CACHE_KIB: u32 = 8192;
 
+/// The WAL's size limit, bytes: it is truncated to this when it starts
+/// over. Twice the size at which it starts over
+/// ([`checkpoint::RESTART_FRAMES`] pages plus what arrives meanwhile), so a
+/// WAL under steady load is rewritten in place: truncating it freed blocks
+/// that were allocated again a second later, and on a filesystem mounted
+/// with `discard` each truncate stalled the writer ~6 ms on the discard.
+const WAL_LIMIT: u64 = 128 << 20;
+
 /// Opens the database for writing, creating and migrating it.
 pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Error> {
     let db_err = |source| Error::Db {
@@ -72,7 +80,7 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Er
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA temp_store = MEMORY;
-         PRAGMA journal_size_limit = 67108864;
+         PRAGMA journal_size_limit = {WAL_LIMIT};
          PRAGMA cache_size = -{WRITER_CACHE_KIB};
          PRAGMA foreign_keys = OFF;"
     ))
