@@ -54,19 +54,7 @@ impl ureq::TlsConnector for LazyTls {
 pub fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Status(code, resp) => format!("HTTP {code} {}", resp.status_text()),
-        ureq::Error::Transport(t) => {
-            let mut s = t.to_string();
-            let mut src = std::error::Error::source(t);
-            while let Some(c) = src {
-                let text = c.to_string();
-                if !s.contains(&text) {
-                    s.push_str(": ");
-                    s.push_str(&text);
-                }
-                src = c.source();
-            }
-            s
-        }
+        ureq::Error::Transport(t) => flotilla_protocol::chain_text(t),
     }
 }
 

@@ -3,6 +3,23 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// An error and its causes on one line, `: `-separated, leaving out a cause
+/// whose text an earlier message already holds (many say "{path}: {source}").
+/// The agent's and the publisher's error lines use it.
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A problem with one file of the fleet repo, or with a manifest or event.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -71,5 +88,39 @@ impl std::error::Error for Problems {}
 impl From<Error> for Problems {
     fn from(e: Error) -> Self {
         Problems(vec![e])
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{what}")]
+    struct Layer {
+        what: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    }
+
+    #[test]
+    fn chain_text_names_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let e = Error::Io {
+            file: "keys/release.pem".into(),
+            source: io,
+        };
+        assert_eq!(chain_text(&e), "keys/release.pem: disk full");
+        let e = Layer {
+            what: "cannot reach http://r:8080".into(),
+            source: Some(Box::new(Layer {
+                what: "connection refused".into(),
+                source: None,
+            })),
+        };
+        assert_eq!(
+            chain_text(&e),
+            "cannot reach http://r:8080: connection refused"
+        );
     }
 }

@@ -27,7 +27,7 @@ pub mod sources;
 pub mod wave;
 
 pub use duration::HumanDuration;
-pub use error::{Error, Problems};
+pub use error::{chain_text, Error, Problems};
 pub use event::{Event, EventKind, EventStatus, Severity};
 pub use manifest::{Manifest, MANIFEST_PAYLOAD_TYPE};
 pub use sources::{

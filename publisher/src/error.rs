@@ -3,21 +3,7 @@
 
 use std::path::PathBuf;
 
-/// An error and its causes on one line, `: `-separated, leaving out a cause
-/// whose text an earlier message already holds (many say "{path}: {source}").
-pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        cause = c.source();
-    }
-    text
-}
+pub use flotilla_protocol::chain_text;
 
 /// Errors of the publisher library.
 #[derive(Debug, thiserror::Error)]
@@ -90,39 +76,5 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<flotilla_protocol::Error> for Error {
     fn from(e: flotilla_protocol::Error) -> Self {
         Error::Sources(flotilla_protocol::Problems::from(e))
-    }
-}
-
-#[cfg(test)]
-mod chain_tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{what}")]
-    struct Layer {
-        what: String,
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    }
-
-    #[test]
-    fn chain_text_names_each_cause_once() {
-        let io = std::io::Error::other("disk full");
-        let e = Error::Io {
-            path: "keys/release.pem".into(),
-            source: io,
-        };
-        assert_eq!(chain_text(&e), "keys/release.pem: disk full");
-        let e = Layer {
-            what: "cannot reach http://r:8080".into(),
-            source: Some(Box::new(Layer {
-                what: "connection refused".into(),
-                source: None,
-            })),
-        };
-        assert_eq!(
-            chain_text(&e),
-            "cannot reach http://r:8080: connection refused"
-        );
     }
 }
