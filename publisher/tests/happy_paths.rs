@@ -100,32 +100,9 @@ fn verify_reports_drift_after_an_unsigned_change() {
 
 #[test]
 fn append_co_signs_only_what_the_sources_compile_to() {
-    let f = Fleet::init();
-    f.keygen("root");
-    f.keygen("alice");
-    f.keygen("bob");
-    f.ok(&[
-        "root",
-        "init",
-        "--root-key",
-        &f.pubkey("root"),
-        "--release-key",
-        &f.pubkey("alice"),
-        "--release-key",
-        &f.pubkey("bob"),
-        "--release-threshold",
-        "2",
-    ]);
-    f.ok(&["root", "sign", "--key", &f.key("root")]);
+    let f = Fleet::rooted(&["alice", "bob"], 2);
     f.add_release("1.0.0", b"one");
-    f.ok(&[
-        "rollout",
-        "set",
-        "--channel",
-        "stable",
-        "--release",
-        "1.0.0",
-    ]);
+    f.rollout_stable("1.0.0");
     let e = f.fails(&["sign", "--append", "--key", &f.key("bob")]);
     assert!(e.contains("nothing to co-sign"), "{e}");
     f.ok(&["sign", "--key", &f.key("alice")]);

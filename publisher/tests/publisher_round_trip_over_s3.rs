@@ -124,22 +124,10 @@ fn artifact(path: &Path) {
 
 #[test]
 fn round_trip_over_s3_detects_an_altered_artifact() {
-    let mut f = Fleet::init();
+    let mut f = Fleet::rooted(&["release"], 1);
     let s3 = S3sFs::start(f.tmp.path());
     f.env = s3.env();
     let store = format!("s3://{BUCKET}/fleet");
-
-    f.keygen("root");
-    f.keygen("release");
-    f.ok(&[
-        "root",
-        "init",
-        "--root-key",
-        &f.pubkey("root"),
-        "--release-key",
-        &f.pubkey("release"),
-    ]);
-    f.ok(&["root", "sign", "--key", &f.key("root")]);
     let big = f.tmp.path().join("flotilla-agent");
     artifact(&big);
     let said = f.ok(&[
@@ -170,14 +158,7 @@ fn round_trip_over_s3_detects_an_altered_artifact() {
     let stored = s3.data.join(BUCKET).join(key);
     assert_eq!(std::fs::metadata(&stored).unwrap().len(), 64 << 20);
 
-    f.ok(&[
-        "rollout",
-        "set",
-        "--channel",
-        "stable",
-        "--release",
-        "2.0.0",
-    ]);
+    f.rollout_stable("2.0.0");
     f.ok(&["sign", "--key", &f.key("release")]);
     f.ok(&["verify", "--check-artifacts", "--store", &store]);
     f.ok(&["publish", "--store", &store]);

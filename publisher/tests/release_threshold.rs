@@ -6,35 +6,9 @@ use common::*;
 
 #[test]
 fn release_threshold_two_of_three_counts_distinct_keys() {
-    let f = Fleet::init();
-    f.keygen("root");
-    for k in ["r1", "r2", "r3"] {
-        f.keygen(k);
-    }
-    f.ok(&[
-        "root",
-        "init",
-        "--root-key",
-        &f.pubkey("root"),
-        "--release-key",
-        &f.pubkey("r1"),
-        "--release-key",
-        &f.pubkey("r2"),
-        "--release-key",
-        &f.pubkey("r3"),
-        "--release-threshold",
-        "2",
-    ]);
-    f.ok(&["root", "sign", "--key", &f.key("root")]);
+    let f = Fleet::rooted(&["r1", "r2", "r3"], 2);
     f.add_release("1.0.0", b"one");
-    f.ok(&[
-        "rollout",
-        "set",
-        "--channel",
-        "stable",
-        "--release",
-        "1.0.0",
-    ]);
+    f.rollout_stable("1.0.0");
 
     let said = f.ok(&["sign", "--key", &f.key("r1")]);
     assert!(said.contains("1 of 2"), "{said}");

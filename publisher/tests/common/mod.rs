@@ -44,18 +44,7 @@ impl Fleet {
     /// `init`, one root key and one release key (thresholds 1), root 1
     /// signed, release 1.0.0 in the local store, channel stable on it.
     pub fn ready() -> Fleet {
-        let f = Fleet::init();
-        f.keygen("root");
-        f.keygen("release");
-        f.ok(&[
-            "root",
-            "init",
-            "--root-key",
-            &f.pubkey("root"),
-            "--release-key",
-            &f.pubkey("release"),
-        ]);
-        f.ok(&["root", "sign", "--key", &f.key("root")]);
+        let f = Fleet::rooted(&["release"], 1);
         f.add_release("1.0.0", b"agent 1.0.0");
         f.ok(&[
             "rollout",
@@ -68,6 +57,35 @@ impl Fleet {
             "2026-01-01T00:00:00Z",
         ]);
         f
+    }
+
+    /// `init`, a root key and the named release keys with release threshold
+    /// `threshold`, root 1 signed.
+    pub fn rooted(release_keys: &[&str], threshold: u32) -> Fleet {
+        let f = Fleet::init();
+        f.keygen("root");
+        let root = f.pubkey("root");
+        let mut args = vec!["root".to_owned(), "init".into(), "--root-key".into(), root];
+        for k in release_keys {
+            f.keygen(k);
+            args.extend(["--release-key".into(), f.pubkey(k)]);
+        }
+        args.extend(["--release-threshold".into(), threshold.to_string()]);
+        f.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        f.ok(&["root", "sign", "--key", &f.key("root")]);
+        f
+    }
+
+    /// `rollout set --channel stable --release <version>`.
+    pub fn rollout_stable(&self, version: &str) {
+        self.ok(&[
+            "rollout",
+            "set",
+            "--channel",
+            "stable",
+            "--release",
+            version,
+        ]);
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
