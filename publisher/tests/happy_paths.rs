@@ -78,14 +78,7 @@ fn verify_reports_drift_after_an_unsigned_change() {
     f.ok(&["sign", "--key", &f.key("release")]);
     f.ok(&["verify"]);
     f.add_release("1.1.0", b"agent 1.1.0");
-    f.ok(&[
-        "rollout",
-        "set",
-        "--channel",
-        "stable",
-        "--release",
-        "1.1.0",
-    ]);
+    f.rollout_stable("1.1.0");
     f.ok(&["verify", "--sources"]);
     let e = f.fails(&["verify"]);
     assert!(
@@ -124,14 +117,7 @@ fn append_co_signs_only_what_the_sources_compile_to() {
 fn downgrade_is_refused_unless_the_channel_allows_it() {
     let f = Fleet::ready();
     f.add_release("1.1.0", b"agent 1.1.0");
-    f.ok(&[
-        "rollout",
-        "set",
-        "--channel",
-        "stable",
-        "--release",
-        "1.1.0",
-    ]);
+    f.rollout_stable("1.1.0");
     f.ok(&["sign", "--key", &f.key("release")]);
     // rollout set refuses to go down …
     let e = f.fails(&[
@@ -174,14 +160,7 @@ fn downgrade_is_refused_unless_the_channel_allows_it() {
     f.ok(&["sign", "--key", &f.key("release")]);
     f.ok(&["verify"]);
     // The permission does not linger into the next rollout.
-    f.ok(&[
-        "rollout",
-        "set",
-        "--channel",
-        "stable",
-        "--release",
-        "1.1.0",
-    ]);
+    f.rollout_stable("1.1.0");
     assert!(!f.read("channels/stable.toml").contains("allow_downgrade"));
 }
 
