@@ -307,8 +307,10 @@ enum CopyError {
 /// now and then); a second thread hashes the buffers in order and hands them
 /// back. SHA-256 (SHA-NI, about 1 GB/s on the Xeons we measured) costs about
 /// as much CPU as the receive and write copies together, so on two cores the
-/// two halves run side by side. Three threads (read | hash | write) measured
-/// 1.3x `curl -o` on two cores; see docs/benchmarks.md.
+/// two halves run side by side. In alternating rounds on two quiet cores
+/// this measured 0.88-0.97x `curl -o` (median of 10 rounds) against
+/// 0.91-1.00x for three threads (read | hash | write); see
+/// docs/benchmarks.md.
 fn copy_capped(
     reader: &mut dyn Read,
     file: &mut File,
