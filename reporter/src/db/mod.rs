@@ -56,7 +56,7 @@ const WRITER_CACHE_KIB: u32 = 8192;
 /// WAL under steady load is rewritten in place: truncating it freed blocks
 /// that were allocated again a second later, and on a filesystem mounted
 /// with `discard` each truncate stalled the writer ~6 ms on the discard.
-const WAL_LIMIT: u64 = 128 << 20;
+pub const WAL_LIMIT: u64 = 128 << 20;
 
 /// Opens the database for writing, creating and migrating it.
 pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Error> {
