@@ -3,11 +3,11 @@
 
 use chrono::{Duration, Utc};
 use flotilla_protocol::{EventKind, EventStatus};
-use flotilla_signing::{Envelope, PrivateKey, Root, ROOT_PAYLOAD_TYPE};
+use flotilla_signing::PrivateKey;
 use serde_json::json;
 
 use crate::support::bins;
-use crate::support::fleet::{Fleet, TARGET};
+use crate::support::fleet::{next_serial, Fleet, TARGET};
 use crate::support::host::Host;
 use crate::support::http::{Knob, Server};
 
@@ -143,22 +143,9 @@ fn rejects_manifest_below_release_threshold() {
     let root_key = s.fleet.private("root");
     let second = PrivateKey::generate();
     let release = s.fleet.private("release");
-    let r2 = Root::new(
-        2,
-        Utc::now() + Duration::days(30),
-        &[root_key.public_key()],
-        1,
-        &[release.public_key(), second.public_key()],
-        2,
-    )
-    .unwrap();
-    let mut env = Envelope::new(ROOT_PAYLOAD_TYPE, &r2.to_payload());
-    env.sign(&root_key).unwrap();
-    s.fleet.put_root(2, &env);
-    let m = s.fleet.craft(
-        |v| v["serial"] = json!(v["serial"].as_u64().unwrap() + 1),
-        &[&release],
-    );
+    s.fleet
+        .put_new_root(2, &[&root_key], &[&release, &second], 2, &[&root_key]);
+    let m = s.fleet.craft(next_serial, &[&release]);
     s.fleet.put_manifest(&m);
     s.refused(
         EventKind::ManifestCheck,
@@ -174,7 +161,7 @@ fn rejects_expired_manifest() {
     let release = s.fleet.private("release");
     let env = s.fleet.craft(
         |v| {
-            v["serial"] = json!(v["serial"].as_u64().unwrap() + 1);
+            next_serial(v);
             v["expires"] = json!(Utc::now() - Duration::hours(1));
         },
         &[&release],
@@ -254,22 +241,9 @@ fn rejects_root_rotation_signed_only_by_new_keys() {
     let s = scene(false);
     let new_root = PrivateKey::generate();
     let new_release = PrivateKey::generate();
-    let r2 = Root::new(
-        2,
-        Utc::now() + Duration::days(30),
-        &[new_root.public_key()],
-        1,
-        &[new_release.public_key()],
-        1,
-    )
-    .unwrap();
-    let mut env = Envelope::new(ROOT_PAYLOAD_TYPE, &r2.to_payload());
-    env.sign(&new_root).unwrap();
-    s.fleet.put_root(2, &env);
-    let m = s.fleet.craft(
-        |v| v["serial"] = json!(v["serial"].as_u64().unwrap() + 1),
-        &[&new_release],
-    );
+    s.fleet
+        .put_new_root(2, &[&new_root], &[&new_release], 1, &[&new_root]);
+    let m = s.fleet.craft(next_serial, &[&new_release]);
     s.fleet.put_manifest(&m);
     s.refused(
         EventKind::ManifestCheck,
@@ -289,7 +263,7 @@ fn refuses_artifact_path_escaping_the_base() {
     let release = s.fleet.private("release");
     let env = s.fleet.craft(
         |v| {
-            v["serial"] = json!(v["serial"].as_u64().unwrap() + 1);
+            next_serial(v);
             v["releases"]["2.0.0"]["artifacts"][TARGET]["path"] = json!("../../etc/flotilla-agent");
         },
         &[&release],

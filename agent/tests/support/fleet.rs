@@ -186,6 +186,11 @@ impl Fleet {
     }
 }
 
+/// For [`Fleet::craft`]: the next serial.
+pub fn next_serial(v: &mut serde_json::Value) {
+    v["serial"] = serde_json::json!(v["serial"].as_u64().unwrap() + 1);
+}
+
 /// Serves a directory with `git daemon` on loopback.
 pub struct GitDaemon {
     child: std::process::Child,
@@ -256,6 +261,33 @@ impl Fleet {
             env.sign(k).unwrap();
         }
         env
+    }
+
+    /// Writes root `n` (expiring in 30 days): `root_keys` with threshold 1,
+    /// `release_keys` with `release_threshold`, signed by `signers`.
+    pub fn put_new_root(
+        &self,
+        n: u64,
+        root_keys: &[&PrivateKey],
+        release_keys: &[&PrivateKey],
+        release_threshold: u32,
+        signers: &[&PrivateKey],
+    ) {
+        let public = |ks: &[&PrivateKey]| ks.iter().map(|k| k.public_key()).collect::<Vec<_>>();
+        let root = flotilla_signing::Root::new(
+            n,
+            chrono::Utc::now() + chrono::Duration::days(30),
+            &public(root_keys),
+            1,
+            &public(release_keys),
+            release_threshold,
+        )
+        .unwrap();
+        let mut env = Envelope::new(flotilla_signing::ROOT_PAYLOAD_TYPE, &root.to_payload());
+        for k in signers {
+            env.sign(k).unwrap();
+        }
+        self.put_root(n, &env);
     }
 
     /// The artifact path of a release for this target, as signed.
