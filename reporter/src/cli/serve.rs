@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use flotilla_reporter::settings::{read_admin_token, FileSettings, Settings};
+use flotilla_reporter::settings::{FileSettings, Settings};
 
 /// Serve the API and the web page.
 #[derive(clap::Args)]
@@ -38,24 +38,17 @@ impl Args {
         if let Some(c) = &self.config {
             FileSettings::load(c)?.apply(&mut s)?;
         }
-        if let Some(v) = self.db {
-            s.db = v;
+        // The flags are a config file of their own, applied over the file.
+        FileSettings {
+            db: self.db,
+            listen: self.listen,
+            admin_token_file: self.admin_token_file,
+            manifest: self.manifest,
+            retain_days: self.retain_days,
+            retain_per_agent: self.retain_per_agent,
+            ..FileSettings::default()
         }
-        if let Some(v) = self.listen {
-            s.listen = v;
-        }
-        if let Some(p) = self.admin_token_file {
-            s.admin_token = Some(read_admin_token(&p)?);
-        }
-        if let Some(v) = self.manifest {
-            s.manifest = Some(v);
-        }
-        if let Some(v) = self.retain_days {
-            s.retain_days = v;
-        }
-        if let Some(v) = self.retain_per_agent {
-            s.retain_per_agent = v;
-        }
+        .apply(&mut s)?;
         Ok(s)
     }
 }
@@ -92,4 +85,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         flotilla_reporter::launch_with_tcp_listener(settings, listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_override_the_config_file_and_the_file_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reporter.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nretain_days = 30\nretain_per_agent = 500\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--retain-days",
+            "7",
+        ]);
+        let s = cli.args.settings().unwrap();
+        assert_eq!(s.retain_days, 7);
+        assert_eq!(s.retain_per_agent, 500);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.db, Settings::default().db);
+    }
 }
