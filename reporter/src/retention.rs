@@ -1,13 +1,25 @@
 //! Background upkeep: every `retention_interval`, events older than
-//! `retain_days` and beyond `retain_per_agent` per agent are deleted (in
-//! chunks of [`CHUNK`] rows, each its own writer job, so ingestion never
-//! waits long), idle rate-limit buckets and expired sessions are dropped.
+//! `retain_days` and beyond `retain_per_agent` per agent are deleted, idle
+//! rate-limit buckets and expired sessions are dropped.
+//!
+//! Deleting is paced so that ingestion keeps the writer: [`CHUNK`] rows per
+//! writer job (a job shares its transaction with the ingest jobs queued
+//! alongside, so it must be short), and after each job a pause as long as
+//! the job took, counted from when it was queued (so a busier writer means
+//! slower pruning). A fleet that has reached `retain_per_agent` deletes as
+//! many events per round as it sent in one `retention_interval`. Unpaced,
+//! 1.8M such rows at 1,100 batches/s took the latency p50 from 3 to 12-19 ms
+//! and p99 to 60-74 ms for 20 s; see [`paced`].
+
+use std::time::Instant;
+
+use rusqlite::Connection;
 
 use crate::db::{prune, DbError};
 use crate::state::AppState;
 
 /// Rows deleted per writer job.
-pub const CHUNK: u32 = 5_000;
+pub const CHUNK: u32 = 1_000;
 
 /// Runs forever.
 pub async fn run(st: AppState) {
@@ -29,10 +41,7 @@ pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
     let mut total = 0;
     let cutoff = crate::db::now_micros() - i64::from(st.settings.retain_days) * 86_400 * 1_000_000;
     loop {
-        let n = st
-            .writer
-            .run(move |c| prune::older_than(c, cutoff, CHUNK))
-            .await?;
+        let n = paced(st, move |c| prune::older_than(c, cutoff, CHUNK)).await?;
         total += n;
         if n < CHUNK as usize {
             break;
@@ -43,10 +52,7 @@ pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
     for agent in over {
         loop {
             let a = agent.clone();
-            let n = st
-                .writer
-                .run(move |c| prune::beyond_count(c, &a, keep, CHUNK))
-                .await?;
+            let n = paced(st, move |c| prune::beyond_count(c, &a, keep, CHUNK)).await?;
             total += n;
             if n < CHUNK as usize {
                 break;
@@ -54,4 +60,16 @@ pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
         }
     }
     Ok(total)
+}
+
+/// Runs one retention job on the writer, then waits as long as it took
+/// (queueing included): retention takes at most about half the writer.
+async fn paced<F>(st: &AppState, f: F) -> Result<usize, DbError>
+where
+    F: FnMut(&Connection) -> Result<usize, DbError> + Send + 'static,
+{
+    let start = Instant::now();
+    let r = st.writer.run(f).await;
+    tokio::time::sleep(start.elapsed()).await;
+    r
 }
