@@ -24,6 +24,9 @@ pub const CHUNK: u32 = 1_000;
 /// Runs forever.
 pub async fn run(st: AppState) {
     let mut tick = tokio::time::interval(st.settings.retention_interval);
+    // A paced round may outlast the interval: the next starts a full
+    // interval after it ends, not at once to make up for it.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match prune_once(&st).await {
