@@ -10,7 +10,9 @@
 #   BENCH reporter_latency p50_ms= p99_ms= rate=1100
 #       batches of 20 events at 1,100/s (open loop, from a second process,
 #       1,000 agents) for 20 s, latency from each request's scheduled time;
-#       started after the ingest runs' files are deleted and `sync`ed.
+#       started after the ingest runs' files are deleted and `sync`ed;
+#       steal_pct= is the share of the machine's CPU time the hypervisor
+#       took for other guests meanwhile (p99 rises with it).
 #   BENCH reporter_soak rss_mib_start= rss_mib_end= rss_mib_max= secs=
 #       the server's RSS over the latency run (secs=20), or over a longer run
 #       of the same load when FLOTILLA_BENCH_SOAK_SECS is set (600 for the
@@ -49,6 +51,11 @@ stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 # CPU seconds the server has used so far (user + system).
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$pid/stat"; }
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+# The machine's CPU counters: "steal total" ticks. Steal is CPU time the
+# hypervisor gave to other guests; on a shared VM it is the main noise in
+# the latency figures, so they are printed with it.
+cpu_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+steal_pct() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.1f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }'; }
 
 unlimited='rate_limit_per_second = 1000000.0
 rate_limit_burst = 1000000.0'
@@ -81,8 +88,9 @@ echo "BENCH reporter_ingest_fsync events_per_s=$fsync"
 rm -rf "$tmp/ingest" "$tmp/fsync" "$tmp"/raw*.db*
 sync
 start_server latency ""
+t0=$(cpu_ticks)
 out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs 20 --server-pid "$pid")
-echo "BENCH reporter_latency p50_ms=$(field "$out" p50_ms) p99_ms=$(field "$out" p99_ms) rate=1100 achieved_rate=$(field "$out" achieved_rate) max_ms=$(field "$out" max_ms) load_avg=$(cut -d" " -f1 /proc/loadavg)"
+echo "BENCH reporter_latency p50_ms=$(field "$out" p50_ms) p99_ms=$(field "$out" p99_ms) rate=1100 achieved_rate=$(field "$out" achieved_rate) max_ms=$(field "$out" max_ms) steal_pct=$(steal_pct "$t0" "$(cpu_ticks)") load_avg=$(cut -d" " -f1 /proc/loadavg)"
 soak=${FLOTILLA_BENCH_SOAK_SECS:-}
 if [ -n "$soak" ]; then
   out=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs "$soak" --server-pid "$pid")
