@@ -17,6 +17,7 @@ struct Cli {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Serve the API and the web page.
+    #[command(after_help = cli::serve::CONFIG_HELP)]
     Serve(cli::serve::Args),
     /// Manage enrollment tokens.
     #[command(subcommand)]

@@ -27,7 +27,7 @@ pub enum Durability {
     /// survives the reporter being killed (SIGKILL, OOM, panic, restart) —
     /// the durability test proves it — but the last moments before a power
     /// loss or kernel crash may be lost (the WAL is fsynced at checkpoints,
-    /// every half second). Reports are telemetry the agents resend only
+    /// every quarter second). Reports are telemetry the agents resend only
     /// until acknowledged, so this is the trade most fleets want.
     #[default]
     ProcessCrash,

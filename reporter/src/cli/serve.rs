@@ -6,6 +6,29 @@ use std::path::PathBuf;
 use anyhow::Context;
 use flotilla_reporter::settings::{FileSettings, Settings};
 
+/// `serve --help`'s epilogue: every key of the `--config` file, set to its
+/// default (a test parses it, so it cannot drift from the code).
+pub const CONFIG_HELP: &str = r#"The --config file (TOML; every key optional, an unknown key is an error).
+Each key below is set to its default, except the first three (examples):
+  db = "/var/lib/flotilla-reporter/db.sqlite"
+  admin_token_file = "/etc/flotilla-reporter/admin.token"
+  manifest = "https://updates.example.com/fleet/manifest.json"
+  listen = "127.0.0.1:8080"
+  manifest_refresh = "1m"        # how often --manifest is read again
+  retain_days = 90               # events older than this are pruned
+  retain_per_agent = 10000       # and each agent's oldest beyond this many
+  retention_interval = "10m"     # how often pruning runs (in the background,
+                                 # in small jobs that leave ingestion first)
+  durability = "process_crash"   # an acknowledged event survives the reporter
+                                 # being killed; "power_loss": it survives a
+                                 # power loss too (an fsync per commit, slower)
+  rate_limit_per_second = 5.0    # events per second per agent, sustained
+  rate_limit_burst = 50.0        # and in a burst (beyond: 429, Retry-After)
+  stale_after = "1h"             # agents silent this long are "not reporting"
+  read_connections = 4           # SQLite connections for queries
+  session_ttl = "12h"            # web login lifetime
+  cookie_secure = false          # true when served over HTTPS"#;
+
 /// Serve the API and the web page.
 #[derive(clap::Args)]
 pub struct Args {
@@ -119,5 +142,76 @@ mod tests {
         assert_eq!(s.retain_per_agent, 500);
         assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(s.db, Settings::default().db);
+    }
+
+    #[test]
+    fn the_help_names_every_config_key_with_its_default() {
+        let toml = CONFIG_HELP
+            .split_once('\n')
+            .unwrap()
+            .1
+            .split_once('\n')
+            .unwrap()
+            .1;
+        let f: FileSettings = toml::from_str(toml).unwrap();
+        // Every field, by name: a new one does not compile until it is here.
+        let FileSettings {
+            db,
+            listen,
+            admin_token_file,
+            manifest,
+            manifest_refresh,
+            retain_days,
+            retain_per_agent,
+            retention_interval,
+            durability,
+            rate_limit_per_second,
+            rate_limit_burst,
+            stale_after,
+            read_connections,
+            session_ttl,
+            cookie_secure,
+        } = f;
+        assert!(db.is_some() && admin_token_file.is_some() && manifest.is_some());
+        for key in [
+            listen.is_some(),
+            manifest_refresh.is_some(),
+            retain_days.is_some(),
+            retain_per_agent.is_some(),
+            retention_interval.is_some(),
+            durability.is_some(),
+            rate_limit_per_second.is_some(),
+            rate_limit_burst.is_some(),
+            stale_after.is_some(),
+            read_connections.is_some(),
+            session_ttl.is_some(),
+            cookie_secure.is_some(),
+        ] {
+            assert!(key, "a key is missing from the help");
+        }
+        let mut s = Settings::default();
+        FileSettings {
+            listen,
+            manifest_refresh,
+            retain_days,
+            retain_per_agent,
+            retention_interval,
+            durability,
+            rate_limit_per_second,
+            rate_limit_burst,
+            stale_after,
+            read_connections,
+            session_ttl,
+            cookie_secure,
+            ..FileSettings::default()
+        }
+        .apply(&mut s)
+        .unwrap();
+        let d = Settings::default();
+        assert_eq!(
+            format!("{s:?}"),
+            format!("{d:?}"),
+            "the help states other defaults than the code's"
+        );
     }
 }
