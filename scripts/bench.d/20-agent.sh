@@ -12,7 +12,7 @@
 #       `git fetch` of the same repo into a bare clone by the git CLI;
 #       median of 10 each, interleaved.
 #   BENCH download_verify_512mib ratio_vs_curl= peak_rss_mib= agent_s= curl_s=
-#         sync_s= ratio_median= agent_cpu_s= curl_cpu_s= load= server=
+#         sync_s= ratio_median= agent_cpu_s= curl_cpu_s= steal_pct= load= server=
 #       the agent's download code (examples/download: Range-capable, size
 #       cap, SHA-256 and writing on threads of their own, fsync + rename)
 #       against `curl -o` of the same 512 MiB file from the same server;
@@ -28,6 +28,8 @@
 #       examples/fleet_sim: the decision over 100,000 simulated agents.
 set -euo pipefail
 root=${FLOTILLA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+# shellcheck source=lib/steal.sh
+source "$root/scripts/bench.d/lib/steal.sh"
 tmp=${BENCH_TMP:?run through scripts/bench}/agent
 target=${CARGO_TARGET_DIR:-$root/target}
 agent=$target/release/flotilla-agent
@@ -181,6 +183,7 @@ run_dl() {
   awk -v w="$(((e - s) / 1000))" -v r="$rss" -v u="$u" -v s="$sy" 'BEGIN { printf "%.3f %d %.2f\n", w / 1000, r, u + s }'
 }
 : >"$tmp/dl-rounds"
+t0=$(cpu_ticks)
 for _ in 1 2 3 4 5; do
   rm -rf "$tmp/dl" "$tmp/curl.out"
   read -r ta ra ca <<<"$(run_dl "$tmp/dl.err" "$ex/download" "$url" "$sha" "$size" "$tmp/dl")"
@@ -191,8 +194,9 @@ for _ in 1 2 3 4 5; do
   rm -f "$tmp/curl.out"
   echo "$ta $ra $ca ${sync_s:-0} $tc $cc" >>"$tmp/dl-rounds"
 done
+steal=$(steal_pct "$t0" "$(cpu_ticks)")
 rm -rf "$tmp/dl" "$tmp/curl.out" "$big"
-awk -v load="$load" -v server="$server" '
+awk -v load="$load" -v server="$server" -v steal="$steal" '
   function median(v, n,   i, j, t) {
     for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
     return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
@@ -201,6 +205,6 @@ awk -v load="$load" -v server="$server" '
     if (ba == "" || $1 < ba) { ba = $1; bs = $4 }
     if (bc == "" || $5 < bc) bc = $5 }
   END {
-    printf "BENCH download_verify_512mib ratio_vs_curl=%.2f peak_rss_mib=%.1f agent_s=%.2f curl_s=%.2f sync_s=%.2f ratio_median=%.2f agent_cpu_s=%.2f curl_cpu_s=%.2f load=%s server=%s\n",
-      ba / bc, r / 1024, ba / 1000, bc / 1000, bs, median(q, n), median(ac, n), median(cc, n), load, server
+    printf "BENCH download_verify_512mib ratio_vs_curl=%.2f peak_rss_mib=%.1f agent_s=%.2f curl_s=%.2f sync_s=%.2f ratio_median=%.2f agent_cpu_s=%.2f curl_cpu_s=%.2f steal_pct=%s load=%s server=%s\n",
+      ba / bc, r / 1024, ba / 1000, bc / 1000, bs, median(q, n), median(ac, n), median(cc, n), steal, load, server
   }' "$tmp/dl-rounds"

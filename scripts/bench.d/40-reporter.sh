@@ -51,11 +51,8 @@ stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 # CPU seconds the server has used so far (user + system).
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$pid/stat"; }
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
-# The machine's CPU counters: "steal total" ticks. Steal is CPU time the
-# hypervisor gave to other guests; on a shared VM it is the main noise in
-# the latency figures, so they are printed with it.
-cpu_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
-steal_pct() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.1f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }'; }
+# shellcheck source=lib/steal.sh
+source "$root/scripts/bench.d/lib/steal.sh"
 
 unlimited='rate_limit_per_second = 1000000.0
 rate_limit_burst = 1000000.0'
