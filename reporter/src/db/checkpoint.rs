@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_round_copies_the_wal_and_fsyncs_only_after_copying() {
+    fn a_round_copies_the_wal_and_syncs_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let w = Connection::open(&path).unwrap();
