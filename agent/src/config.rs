@@ -270,13 +270,13 @@ impl Config {
             }
         }
         if let Some(id) = &raw.agent_id {
-            if id.is_empty()
-                || id.len() > flotilla_protocol::event::MAX_AGENT_ID
-                || id.chars().any(|c| c.is_control() || c.is_whitespace())
-            {
+            if !flotilla_protocol::event::valid_agent_id(id) {
                 return Err(bad(
                     "agent_id",
-                    format!("{id:?} must be 1-128 bytes without spaces or control characters"),
+                    format!(
+                        "{id:?} must be {} (the reporter enrolls only such ids)",
+                        flotilla_protocol::event::AGENT_ID_RULE
+                    ),
                 ));
             }
         }
@@ -547,6 +547,9 @@ base_url = "http://127.0.0.1/a/"
         assert!(e.contains("update.keep_versions"), "{e}");
         let e = err("channel = \"x\"\n");
         assert!(e.contains("source"), "{e}");
+        // The reporter would never enroll it, so the agent refuses it too.
+        let e = err(&format!("agent_id = \"web/01\"\n{GOOD}"));
+        assert!(e.contains("agent_id") && e.contains("A-Z a-z 0-9"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,21 @@ use uuid::Uuid;
 
 /// Longest `agent_id`, in bytes.
 pub const MAX_AGENT_ID: usize = 128;
+
+/// The one rule for agent ids, used by the agent's config, enrollment and
+/// events alike: 1–[`MAX_AGENT_ID`] bytes of ASCII letters, digits and
+/// `.`, `_`, `-`, `:`, `@` (an id appears in URLs and file names, so no
+/// `/`, spaces or control characters).
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_AGENT_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:@".contains(&b))
+}
+
+/// What [`valid_agent_id`] asks for, for error messages.
+pub const AGENT_ID_RULE: &str = "1-128 characters of A-Z a-z 0-9 . _ - : @";
 /// Longest `message`, in bytes.
 pub const MAX_MESSAGE: usize = 8 * 1024;
 /// Longest short text field (`component`, versions, channel, wave), in bytes.
@@ -271,8 +286,8 @@ impl Event {
                 ),
             );
         }
-        if self.agent_id.is_empty() || self.agent_id.len() > MAX_AGENT_ID {
-            return err("agent_id", format!("must be 1-{MAX_AGENT_ID} bytes"));
+        if !valid_agent_id(&self.agent_id) {
+            return err("agent_id", format!("must be {AGENT_ID_RULE}"));
         }
         if self.message.len() > MAX_MESSAGE {
             return err(
@@ -309,6 +324,28 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_agent_id_rule() {
+        for ok in [
+            "web-01",
+            "db_2.prod",
+            "host@dc:1",
+            &"a".repeat(MAX_AGENT_ID),
+        ] {
+            assert!(valid_agent_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "web/01",
+            "web 01",
+            "web\n01",
+            "h\u{e9}te",
+            &"a".repeat(MAX_AGENT_ID + 1),
+        ] {
+            assert!(!valid_agent_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn json_shape_and_validation() {

@@ -11,6 +11,8 @@
 //!   paused, waves, stepping stones); the one implementation that agents act
 //!   on and `flotilla-publisher plan` predicts with.
 //! - [`event`]: the event schema agents report.
+//! - [`trust`]: verifying a signed manifest against a root chain; the one
+//!   implementation agents, the reporter and the publisher use.
 //! - [`api`]: request and response bodies of the reporter's HTTP API.
 //! - [`duration`]: human-friendly durations (`"90s"`, `"6h"`, `"3d"`).
 //!
@@ -24,6 +26,7 @@ mod error;
 pub mod event;
 pub mod manifest;
 pub mod sources;
+pub mod trust;
 pub mod wave;
 
 pub use duration::HumanDuration;

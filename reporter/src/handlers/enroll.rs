@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::Json;
 use flotilla_protocol::api::{is_agent_token_shaped, EnrollRequest, EnrollResponse};
-use flotilla_protocol::event::MAX_AGENT_ID;
+use flotilla_protocol::event::{valid_agent_id, AGENT_ID_RULE};
 
 use crate::db::enroll::{self, Refusal};
 use crate::db::tokens::TokenState;
@@ -17,23 +17,10 @@ use crate::state::AppState;
 /// Most labels an agent may have.
 pub const MAX_LABELS: usize = 64;
 
-/// Whether an agent id is acceptable: 1–128 bytes of ASCII letters, digits
-/// and `.`, `_`, `-`, `:`, `@` (it appears in URLs and file names).
-pub fn valid_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_AGENT_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:@".contains(&b))
-}
-
 fn check(req: &EnrollRequest) -> Result<(), AppError> {
     let bad = |field: &str, msg: String| Err(AppError::bad_request(msg).at(None, Some(field)));
     if !valid_agent_id(&req.agent_id) {
-        return bad(
-            "agent_id",
-            format!("agent_id must be 1-{MAX_AGENT_ID} characters of A-Z a-z 0-9 . _ - : @"),
-        );
+        return bad("agent_id", format!("agent_id must be {AGENT_ID_RULE}"));
     }
     if req.labels.len() > MAX_LABELS
         || req

@@ -12,7 +12,7 @@ use std::fmt;
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{details as keys, MAX_BATCH_EVENTS};
-use flotilla_protocol::event::{MAX_AGENT_ID, MAX_DETAILS, MAX_MESSAGE, MAX_SHORT};
+use flotilla_protocol::event::{valid_agent_id, MAX_DETAILS, MAX_MESSAGE, MAX_SHORT};
 use flotilla_protocol::{EventKind, EventStatus, Severity};
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -216,8 +216,7 @@ fn rows(body: &[u8], agent_id: &str) -> Option<Vec<Row>> {
     for e in &wire.events {
         // `Event::validate`, then the handler's own checks.
         if !e.kind.statuses().contains(&e.status)
-            || e.agent_id.is_empty()
-            || e.agent_id.len() > MAX_AGENT_ID
+            || !valid_agent_id(&e.agent_id)
             || e.message.len() > MAX_MESSAGE
             || e.component.len() > MAX_SHORT
             || short(&e.from_version)
