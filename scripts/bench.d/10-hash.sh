@@ -5,7 +5,7 @@
 # SHA-NI detected at run time) against `openssl dgst -sha256` on the same
 # file in the same run; best of 3 each, page cache warm for both.
 # Prints: BENCH hash_512mib ratio_vs_openssl=<x> gbps=<y> openssl_gbps=<z>
-# Goal (../shared/BENCHMARKS.md): ratio >= 0.9.
+# Goal (docs/benchmarks.md): ratio >= 0.9.
 set -euo pipefail
 root=${FLOTILLA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 tmp=${BENCH_TMP:?run through scripts/bench}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reporter benchmarks (see ../shared/BENCHMARKS.md):
+# Reporter benchmarks (goals in docs/benchmarks.md):
 #   BENCH reporter_ingest events_per_s= ratio_vs_raw_sqlite= ...
 #       HTTP batches of 100 events from a second process, against a plain
 #       rusqlite insert of the same rows in transactions of 100 rows (the same
