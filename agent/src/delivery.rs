@@ -132,7 +132,7 @@ pub fn deliver(http: &ureq::Agent, s: &Settings, spool: &mut Spool) -> Outcome {
         .expect("events serialise");
         out.batches += 1;
         let res = http
-            .post(&format!("{base}/api/v1/events"))
+            .post(&format!("{base}{}", flotilla_protocol::api::paths::EVENTS))
             .timeout(left)
             .set("Authorization", &format!("Bearer {token}"))
             .set("Content-Type", "application/json")
@@ -273,7 +273,7 @@ fn enroll(
         return Err("time budget spent before enrolling".into());
     }
     let res = http
-        .post(&format!("{base}/api/v1/enroll"))
+        .post(&format!("{base}{}", flotilla_protocol::api::paths::ENROLL))
         .timeout(left)
         .set("Content-Type", "application/json")
         .send_string(&serde_json::to_string(&req).expect("serialises"));

@@ -32,8 +32,9 @@ pub fn ask(
     token: Option<&str>,
 ) -> GateAnswer {
     let url = format!(
-        "{}/api/v1/gate/{channel}/{release}",
-        reporter_url.trim_end_matches('/')
+        "{}{}",
+        reporter_url.trim_end_matches('/'),
+        flotilla_protocol::api::paths::gate(channel, release)
     );
     let mut req = http.get(&url);
     if let Some(t) = token {

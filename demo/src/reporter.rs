@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use flotilla_protocol::api::{AgentList, EventPage, Gate, GateState, RolloutProgress};
+use flotilla_protocol::api::{paths, AgentList, EventPage, Gate, GateState, RolloutProgress};
 
 use crate::build::Bins;
 
@@ -146,12 +146,14 @@ impl Reporter {
 
     /// How many agents the reporter knows.
     pub fn agents_known(&self) -> Result<usize> {
-        Ok(self.get::<AgentList>("/api/v1/agents?limit=1")?.total as usize)
+        Ok(self
+            .get::<AgentList>(&format!("{}?limit=1", paths::AGENTS))?
+            .total as usize)
     }
 
     /// The gate's state, `open` or `closed`.
     pub fn gate(&self, channel: &str, release: &str) -> Result<String> {
-        let g: Gate = self.get(&format!("/api/v1/gate/{channel}/{release}"))?;
+        let g: Gate = self.get(&paths::gate(channel, release))?;
         Ok(match g.state {
             GateState::Open => "open",
             GateState::Closed => "closed",
@@ -161,7 +163,7 @@ impl Reporter {
 
     /// How many events of `kind` (and `status`) one agent reported.
     pub fn count_events(&self, agent: &str, kind: &str, status: Option<&str>) -> Result<usize> {
-        let mut q = format!("/api/v1/agents/{agent}/events?kind={kind}&limit=500");
+        let mut q = format!("{}?kind={kind}&limit=500", paths::agent_events(agent));
         if let Some(s) = status {
             q.push_str(&format!("&status={s}"));
         }
@@ -170,7 +172,7 @@ impl Reporter {
 
     /// The rollout progress per wave, as a small table with bars.
     pub fn progress_table(&self, channel: &str, release: &str) -> Result<String> {
-        let p: RolloutProgress = self.get(&format!("/api/v1/rollouts/{channel}/{release}"))?;
+        let p: RolloutProgress = self.get(&paths::rollout(channel, release))?;
         let mut out = format!(
             "  {channel} -> {release}   gate: {:?}{}\n",
             p.gate.state,

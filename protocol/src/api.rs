@@ -66,6 +66,65 @@ pub fn is_agent_token_shaped(token: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The API's paths, each segment percent-encoded: the one place that builds
+/// them (the agent's gate request, the publisher's client and the demo).
+/// Append to a base URL without its trailing `/`.
+pub mod paths {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+    /// What stays as it is in a path segment: RFC 3986 unreserved.
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+
+    fn seg(s: &str) -> impl std::fmt::Display + '_ {
+        utf8_percent_encode(s, SEGMENT)
+    }
+
+    /// `POST /api/v1/enroll`.
+    pub const ENROLL: &str = "/api/v1/enroll";
+    /// `POST /api/v1/events`.
+    pub const EVENTS: &str = "/api/v1/events";
+    /// `GET /api/v1/agents`.
+    pub const AGENTS: &str = "/api/v1/agents";
+
+    /// `GET /api/v1/gate/{channel}/{release}`.
+    pub fn gate(channel: &str, release: &str) -> String {
+        format!("/api/v1/gate/{}/{}", seg(channel), seg(release))
+    }
+
+    /// `GET /api/v1/rollouts/{channel}/{release}`.
+    pub fn rollout(channel: &str, release: &str) -> String {
+        format!("/api/v1/rollouts/{}/{}", seg(channel), seg(release))
+    }
+
+    /// `GET /api/v1/agents/{id}/events`.
+    pub fn agent_events(agent_id: &str) -> String {
+        format!("/api/v1/agents/{}/events", seg(agent_id))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn segments_are_escaped() {
+            assert_eq!(
+                super::gate("stable", "1.2.0+b1"),
+                "/api/v1/gate/stable/1.2.0%2Bb1"
+            );
+            assert_eq!(
+                super::rollout("a b", "../x"),
+                "/api/v1/rollouts/a%20b/..%2Fx"
+            );
+            assert_eq!(
+                super::agent_events("host@dc:1"),
+                "/api/v1/agents/host%40dc%3A1/events"
+            );
+        }
+    }
+}
+
 /// Keys of an event's `details` object that the reporter reads.
 ///
 /// All are optional; other keys are stored and shown but not interpreted.

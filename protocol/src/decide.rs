@@ -1,4 +1,4 @@
-//! Deciding the target (DESIGN.md, agent pass step 5): a pure function of the
+//! Deciding the target (docs/design.md, agent pass step 5): a pure function of the
 //! verified manifest, the agent's identity, its running version and the time.
 //! The one implementation that the agent acts on and that
 //! `flotilla-publisher plan` predicts with.
