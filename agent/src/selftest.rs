@@ -12,8 +12,8 @@ use std::path::Path;
 use flotilla_signing::{Envelope, PrivateKey};
 
 use crate::config::Config;
-use crate::install::SelfTestReport;
 use crate::version::{TARGET, VERSION};
+use crate::versions::SelfTestReport;
 
 /// Runs the checks.
 pub fn run(config_path: Option<&Path>) -> SelfTestReport {
