@@ -11,13 +11,14 @@
 //! 3. Finish or undo a pending update (`pending.rs`, a state machine over
 //!    the pending update's phase, and `health.rs`): an interrupted rollback
 //!    is completed; an update killed before its swap is dropped and redone;
-//!    the new binary's first pass through `current` checks its health
-//!    (state dir writable, trust root valid, manifest fetched and
-//!    verified). Healthy: commit (record, then prune to `keep_versions`).
-//!    Unhealthy: one attempt fewer; at zero, roll back (the migration backup
-//!    restored, `current` back to the old version, the release blocked
-//!    until a newer serial names another). A source that cannot be reached
-//!    is retried on the next pass and counts against nothing.
+//!    the new binary's first pass through `current` checks its own health
+//!    (state dir writable, trust root valid). Healthy, and the manifest
+//!    verifies: commit (record, then prune to `keep_versions`). Unhealthy:
+//!    one attempt fewer; at zero, roll back (the migration backup restored,
+//!    `current` back to the old version, the release blocked until a newer
+//!    serial names another). A manifest that cannot be fetched or is refused
+//!    (an outage, a stale or corrupt mirror) is reported and retried on the
+//!    next pass, and counts against nothing.
 //! 4. Fetch the manifest (git2 or conditional HTTP), walk the root chain,
 //!    check thresholds, expiry and serial (`manifest.rs`, [`crate::trust`]).
 //!    A refused manifest is a `manifest_check` event, and the agent keeps

@@ -20,7 +20,6 @@
 
 use chrono::Utc;
 
-use super::health::Health;
 use super::{Outcome, Pass};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -134,37 +133,31 @@ impl Pass<'_> {
         }
     }
 
-    /// Awaiting health: healthy commits; unhealthy costs one attempt, the
-    /// last one rolls back; an unreachable source waits for the next pass.
+    /// Awaiting health: healthy commits once the manifest verifies;
+    /// unhealthy costs one attempt, the last one rolls back. A manifest that
+    /// cannot be fetched or is refused is reported and waits for the next
+    /// pass: it counts against nothing.
     fn check_health(&mut self, p: Pending) -> Result<Step> {
         self.ev.wave = p.wave.clone();
-        match self.health() {
-            Health::Healthy(v) => {
+        if let Err(err) = self.health() {
+            let attempts_left = p.attempts_left.saturating_sub(1);
+            self.ev.unhealthy(&p, &err, attempts_left);
+            if attempts_left == 0 {
+                return self.roll_back(p, err.to_string()).map(Step::Done);
+            }
+            self.state.pending = Some(Pending { attempts_left, ..p });
+            self.sd.save(&self.state)?;
+            return Ok(Step::Done(Outcome::Unhealthy {
+                reason: err.to_string(),
+                attempts_left,
+            }));
+        }
+        match self.check_manifest() {
+            Ok(v) => {
                 self.commit(&p)?;
                 Ok(Step::Continue(Some(v)))
             }
-            Health::Unreachable(e) => {
-                self.manifest_failed(e);
-                Ok(Step::Done(Outcome::Waiting {
-                    reason: format!(
-                        "health check of {} waits for the fleet source to be reachable",
-                        p.to
-                    ),
-                }))
-            }
-            Health::Unhealthy(err) => {
-                let attempts_left = p.attempts_left.saturating_sub(1);
-                self.ev.unhealthy(&p, &err, attempts_left);
-                if attempts_left == 0 {
-                    return self.roll_back(p, err.to_string()).map(Step::Done);
-                }
-                self.state.pending = Some(Pending { attempts_left, ..p });
-                self.sd.save(&self.state)?;
-                Ok(Step::Done(Outcome::Unhealthy {
-                    reason: err.to_string(),
-                    attempts_left,
-                }))
-            }
+            Err(e) => Ok(Step::Done(self.manifest_failed(e))),
         }
     }
 
