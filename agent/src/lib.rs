@@ -1,25 +1,31 @@
 //! flotilla-agent: one pass per timer tick (see DESIGN.md, "The agent").
 //!
-//! The pass and its steps are documented in [`pass`]. Modules, by job:
+//! The pass and its steps are documented in [`pass`] (a module per step;
+//! the pending update is a state machine in `pass/pending.rs`). Modules, by
+//! job:
 //!
+//! - [`pass`]: one pass, and `rollback`; [`status`], [`selftest`]: the
+//!   `status` and `self-test` commands; [`version`]: what this build is.
 //! - [`config`]: the config file, parsed strictly; [`state`]: what is kept
-//!   between passes; [`lock`]: one pass at a time.
+//!   between passes; `lock`: one pass at a time.
 //! - [`source`]: the fleet repo (git2) or a static store (conditional HTTP);
 //!   [`trust`]: root chain, thresholds, expiry, serial.
 //! - [`decide`]: pins, channel, waves, downgrade policy, stepping stones;
-//!   [`gate`]: the reporter's halt gate.
+//!   `gate`: the reporter's halt gate.
 //! - [`download`]: resumable, size-capped, hashed while streaming;
-//!   [`versions`]: installed versions, self-test, atomic symlink swaps,
+//!   `versions`: installed versions, self-test, atomic symlink swaps,
 //!   pruning; [`setup`]: `flotilla-agent install` (a host's first install).
-//! - [`events`] and [`spool`]: every step as an event, kept until delivered.
+//! - `events` and [`spool`]: every step as an event, kept until delivered.
 //! - [`layout`]: the state dir, legacy locations and migration limits,
 //!   resolved once for the migration pre-pass and the config;
 //!   [`migrations`]: config and state migrations, run before the config is
 //!   loaded, with one bounded backup per run.
-//! - [`delivery`]: enrollment and event delivery to the reporter, within a
-//!   time budget; [`sysinfo`]: host facts for events.
+//! - `delivery`: enrollment and event delivery to the reporter, within a
+//!   time budget; `sysinfo`: host facts for events.
 //! - [`fault`]: fault injection for the crash-safety tests (feature
-//!   `fault-injection`).
+//!   `fault-injection`); the build-time test knobs in [`version`] and
+//!   [`migrations::builtin`] need the feature `test-knobs`.
+//! - [`error`]: the agent's errors.
 #![warn(missing_docs)]
 
 pub mod config;

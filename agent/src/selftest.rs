@@ -1,5 +1,5 @@
 //! `flotilla-agent self-test`: what a new binary must pass before it is
-//! swapped in. It prints one JSON line ([`SelfTestReport`]) that the
+//! swapped in. It prints one JSON line (`SelfTestReport`, in `versions`) that the
 //! installing (old) agent reads: the version must be exactly the one the
 //! manifest names.
 //!

@@ -1,5 +1,5 @@
 //! One pass of the agent (`flotilla-agent run`), DESIGN.md "The agent".
-//! [`run_locked`] reads as this sequence; each step lives in its own file.
+//! `run_locked` reads as this sequence; each step lives in its own file.
 //!
 //! 1. Lock the state dir (`flock`); if another pass holds it, exit 0.
 //!    Load `state.json`, the agent id, the spool; emit `agent_startup` on
@@ -25,19 +25,19 @@
 //!    running what it has.
 //! 5. Decide (`decision.rs`, [`crate::decide`]): pins, channel, `paused`,
 //!    wave and spread, downgrade policy, stepping stones, blocked release;
-//!    then the halt gate ([`crate::gate`]).
+//!    then the halt gate (`crate::gate`).
 //! 6. Download and verify (`update.rs`, [`crate::download`]).
 //! 7. Install as `versions/<v>/flotilla-agent`, run its `self-test`, record
 //!    the pending update (`phase = swapping`, attempts left), point
 //!    `previous` at the running version and swap `current` atomically, and
 //!    end the pass: the next start runs the new version, which does step 3.
 //! 8. Enrollment and event delivery within a time budget
-//!    ([`crate::delivery`]), and `state.json` saved with the pass's last
+//!    (`crate::delivery`), and `state.json` saved with the pass's last
 //!    error; a pass that changed nothing but when it checked writes only
 //!    `checked.json`, without fsync ([`StateDir::save_pass`]).
 //!
 //! Events are emitted at every step, each built by one constructor of
-//! [`Events`]; repeated identical failures of the manifest check and
+//! `Events`; repeated identical failures of the manifest check and
 //! unchanged deferrals are reported once (when they start) rather than on
 //! every 15-minute tick, so a long outage does not flood the spool.
 
