@@ -51,6 +51,7 @@ use flotilla_protocol::HumanDuration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::layout::{self, Layout};
 use crate::version::TARGET;
 
 /// The config layout this build reads and writes.
@@ -88,6 +89,9 @@ pub struct Config {
     pub reporter: Option<Reporter>,
     /// Update behaviour.
     pub update: Update,
+    /// The host layout: state dir, legacy locations, migration limits
+    /// (resolved by the same rules as the migration pre-pass).
+    pub layout: Layout,
 }
 
 /// Where the manifest comes from.
@@ -175,15 +179,13 @@ struct RawConfig {
     migrations: RawMigrations,
 }
 
-/// `[migrations]`: read leniently by [`crate::migrate::context`] before the
-/// config loads; checked here so that a typo is an error.
+/// `[migrations]`: read leniently by [`Layout::lenient`] before the config
+/// loads, and strictly here, both resolved by [`Layout::resolve`].
 #[derive(Default, Deserialize)]
 struct RawMigrations {
     keep_backups: Option<u32>,
     retries: Option<u32>,
-    #[allow(dead_code)]
     legacy_config_dir: Option<PathBuf>,
-    #[allow(dead_code)]
     legacy_state_dir: Option<PathBuf>,
 }
 
@@ -261,14 +263,6 @@ impl Config {
                 format!("{config_schema} is not a layout this agent reads (1 to {CONFIG_SCHEMA}); a newer agent wrote it"),
             ));
         }
-        for (field, v) in [
-            ("migrations.keep_backups", raw.migrations.keep_backups),
-            ("migrations.retries", raw.migrations.retries),
-        ] {
-            if v == Some(0) {
-                return Err(bad(field, "must be at least 1".into()));
-            }
-        }
         if let Some(id) = &raw.agent_id {
             if !flotilla_protocol::event::valid_agent_id(id) {
                 return Err(bad(
@@ -298,7 +292,21 @@ impl Config {
             }
         };
         let trust_root = abs("trust_root", raw.trust_root, "/etc/flotilla/root.json")?;
-        let state_dir = abs("state_dir", raw.state_dir, "/var/lib/flotilla")?;
+        if let Some(p) = &raw.state_dir {
+            abs("state_dir", Some(p.clone()), layout::DEFAULT_STATE_DIR)?;
+        }
+        let layout = Layout::resolve(
+            path,
+            layout::Settings {
+                state_dir: raw.state_dir,
+                keep_backups: raw.migrations.keep_backups,
+                retries: raw.migrations.retries,
+                legacy_config_dir: raw.migrations.legacy_config_dir,
+                legacy_state_dir: raw.migrations.legacy_state_dir,
+            },
+        )
+        .map_err(|(field, reason)| bad(field, reason))?;
+        let state_dir = layout.state_dir.clone();
         let install_dir = abs("install_dir", raw.install_dir, "/opt/flotilla")?;
         let target = raw.target.unwrap_or_else(|| TARGET.to_owned());
         if !valid_name(&target) {
@@ -331,8 +339,7 @@ impl Config {
                         "only applies to a `git` source".into(),
                     ));
                 }
-                check_url("source.url", &url, &["http://", "https://"])
-                    .map_err(|r| bad("source.url", r))?;
+                check_url(&url, &["http://", "https://"]).map_err(|r| bad("source.url", r))?;
                 Source::Http { url }
             }
             _ => {
@@ -342,17 +349,12 @@ impl Config {
                 ))
             }
         };
-        check_url(
-            "artifacts.base_url",
-            &base_url,
-            &["http://", "https://", "file://"],
-        )
-        .map_err(|r| bad("artifacts.base_url", r))?;
+        check_url(&base_url, &["http://", "https://", "file://"])
+            .map_err(|r| bad("artifacts.base_url", r))?;
         let reporter = match raw.reporter {
             None => None,
             Some(r) => {
-                check_url("reporter.url", &r.url, &["http://", "https://"])
-                    .map_err(|e| bad("reporter.url", e))?;
+                check_url(&r.url, &["http://", "https://"]).map_err(|e| bad("reporter.url", e))?;
                 Some(Reporter {
                     url: r.url,
                     enrollment_token_file: r.enrollment_token_file,
@@ -409,18 +411,12 @@ impl Config {
             artifacts_base_url: base_url,
             reporter,
             update,
+            layout,
         })
-    }
-
-    /// A short description of the source, for messages.
-    pub fn source_url(&self) -> &str {
-        match &self.source {
-            Source::Git { url, .. } | Source::Http { url } => url,
-        }
     }
 }
 
-fn check_url(_field: &str, url: &str, schemes: &[&str]) -> std::result::Result<(), String> {
+fn check_url(url: &str, schemes: &[&str]) -> std::result::Result<(), String> {
     if !schemes.iter().any(|s| url.starts_with(s)) {
         return Err(format!(
             "{url:?} must start with one of {}",
@@ -491,6 +487,20 @@ git = "file:///srv/fleet"
 [artifacts]
 base_url = "http://127.0.0.1/a/"
 "#;
+
+    #[test]
+    fn the_state_dir_under_a_prefix_is_the_migrations_one() {
+        // `run` locks the state dir the migration pre-pass resolves;
+        // `status` and `rollback` use the loaded config's: the same one.
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("etc/flotilla/agent.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text = GOOD.replace("state_dir = \"/tmp/s\"\n", "");
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.state_dir, root.path().join("var/lib/flotilla"));
+        assert_eq!(c.layout, Layout::lenient(&path));
+    }
 
     fn err(text: &str) -> String {
         Config::parse(Path::new("/etc/flotilla/agent.toml"), text)

@@ -5,7 +5,7 @@
 //! The rules live in [`flotilla_protocol::decide`], so that
 //! `flotilla-publisher plan` predicts with the very function the agent acts
 //! on; this module is where the pass finds them. The halt gate is asked
-//! afterwards, by [`crate::gate`], only when [`decide()`] says
+//! afterwards, by `crate::gate`, only when [`decide()`] says
 //! [`Decision::Update`].
 
 pub use flotilla_protocol::decide::*;

@@ -33,7 +33,10 @@ use flotilla_protocol::api::{
 };
 use uuid::Uuid;
 
+use crate::config::Config;
+use crate::events::Events;
 use crate::spool::Spool;
+use crate::state::StateDir;
 
 /// File under the state dir holding the agent token.
 pub const TOKEN_FILE: &str = "agent.token";
@@ -65,7 +68,7 @@ pub struct Settings {
 
 /// What a delivery did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Delivered {
     /// Enrolled during this delivery.
     pub enrolled_now: bool,
     /// Requests sent with events.
@@ -88,9 +91,9 @@ pub fn agent_token(state_dir: &Path) -> Option<String> {
 }
 
 /// Enrolls if needed, then sends the spool (see the module docs).
-pub fn deliver(http: &ureq::Agent, s: &Settings, spool: &mut Spool) -> Outcome {
+pub fn deliver(http: &ureq::Agent, s: &Settings, spool: &mut Spool) -> Delivered {
     let deadline = Instant::now() + s.budget;
-    let mut out = Outcome::default();
+    let mut out = Delivered::default();
     let base = s.reporter_url.trim_end_matches('/');
     let token = match agent_token(&s.state_dir) {
         Some(t) => t,
@@ -320,6 +323,47 @@ fn sleep_within(d: Duration, deadline: Instant) -> bool {
     }
     std::thread::sleep(d);
     true
+}
+
+/// Pass step 8: enroll if needed and deliver the spool to the reporter
+/// within a time budget. Called at the end of every pass, after the update
+/// work, so a dead reporter never delays an update.
+pub(crate) fn for_pass(config: &Config, state_dir: &StateDir, events: &mut Events) {
+    let Some(rep) = &config.reporter else {
+        return;
+    };
+    let settings = Settings {
+        reporter_url: rep.url.clone(),
+        enrollment_token_file: rep.enrollment_token_file.clone(),
+        state_dir: state_dir.root().to_owned(),
+        agent_id: events.agent_id().to_owned(),
+        labels: config.labels.clone(),
+        version: crate::version::VERSION.to_owned(),
+        channel: config.channel.clone(),
+        budget: DEFAULT_BUDGET,
+    };
+    let http = match crate::http::client(
+        config.update.connect_timeout.min(Duration::from_secs(5)),
+        config.update.stall_timeout,
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("event delivery: {e}");
+            return;
+        }
+    };
+    let Some(spool) = events.spool_mut() else {
+        return;
+    };
+    let out = deliver(&http, &settings, spool);
+    match &out.error {
+        Some(err) => tracing::warn!(
+            acked = out.acked,
+            remaining = out.remaining,
+            "event delivery stopped: {err}"
+        ),
+        None => tracing::debug!(acked = out.acked, "events delivered"),
+    }
 }
 
 #[cfg(test)]

@@ -6,12 +6,21 @@
 //! spool durably. A spool that cannot be written (full disk) is logged and
 //! does not stop the pass: events are evidence, not a precondition.
 
-use flotilla_protocol::api::details;
-use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
-use serde_json::{json, Value};
+use std::path::Path;
 
-use crate::error::chain;
+use chrono::{DateTime, Utc};
+use flotilla_protocol::api::details;
+use flotilla_protocol::sources::Artifact;
+use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
+use serde_json::{json, Map, Value};
+use url::Url;
+
+use crate::config::Config;
+use crate::decide::Plan;
+use crate::error::{chain, Error, Result};
 use crate::spool::Spool;
+use crate::state::Pending;
+use crate::trust::Verified;
 use crate::version::VERSION;
 
 /// The event sink of one pass.
@@ -24,12 +33,11 @@ pub struct Events {
     pub wave: Option<String>,
     /// Channel facts copied from the verified manifest into `update_*` events.
     pub channel_details: serde_json::Map<String, Value>,
-    emitted: Vec<Event>,
 }
 
 impl Events {
-    /// Events for `agent_id`, written to `spool` (or only kept in memory when
-    /// there is no spool, e.g. for `rollback` when the spool cannot open).
+    /// Events for `agent_id`, written to `spool` (or only logged when there is
+    /// no spool, e.g. when the spool cannot open).
     pub fn new(spool: Option<Spool>, agent_id: &str, channel: Option<&str>) -> Self {
         Events {
             spool,
@@ -37,7 +45,6 @@ impl Events {
             channel: channel.map(str::to_owned),
             wave: None,
             channel_details: serde_json::Map::new(),
-            emitted: Vec::new(),
         }
     }
 
@@ -77,21 +84,6 @@ impl Events {
                 tracing::warn!("event spool: cannot append: {e}");
             }
         }
-        self.emitted.push(event);
-    }
-
-    /// Shorthand: make and emit.
-    pub fn info(
-        &mut self,
-        kind: EventKind,
-        status: EventStatus,
-        component: &str,
-        message: impl Into<String>,
-        to_version: Option<&str>,
-    ) {
-        let mut e = self.event(kind, status, component, message);
-        e.to_version = to_version.map(str::to_owned);
-        self.emit(e);
     }
 
     /// Emits a failure event carrying the error chain.
@@ -113,11 +105,6 @@ impl Events {
         self.emit(e);
     }
 
-    /// Everything emitted by this pass so far.
-    pub fn emitted(&self) -> &[Event] {
-        &self.emitted
-    }
-
     /// The spool, for event delivery.
     pub fn spool_mut(&mut self) -> Option<&mut Spool> {
         self.spool.as_mut()
@@ -131,6 +118,261 @@ impl Events {
 
 /// Facts about the host for `agent_startup` and failure events (see
 /// [`crate::sysinfo`]).
-pub fn system_info(state_dir: &std::path::Path) -> Value {
+pub fn system_info(state_dir: &Path) -> Value {
     Value::Object(crate::sysinfo::collect(state_dir))
+}
+
+/// The events of a pass, one constructor per event (kind and status): the
+/// one place that knows each one's message, versions and `details` keys
+/// (all from [`flotilla_protocol::api::details`]).
+impl Events {
+    /// `agent_startup` success: the first pass of this version on this host.
+    pub(crate) fn agent_started(&mut self, state_dir: &Path, config: &Config) {
+        let mut e = self.event(
+            EventKind::AgentStartup,
+            EventStatus::Success,
+            "agent",
+            format!("flotilla-agent {VERSION} started"),
+        );
+        e.details
+            .insert(details::SYSTEM.into(), system_info(state_dir));
+        e.details
+            .insert(details::LABELS.into(), json!(config.labels));
+        e.details
+            .insert(details::CONFIG_SCHEMA.into(), json!(config.config_schema));
+        self.emit(e);
+    }
+
+    /// `agent_startup` failure: the config does not load.
+    pub(crate) fn config_failed(&mut self, err: &Error) {
+        self.failure(
+            EventKind::AgentStartup,
+            EventStatus::Failed,
+            "config",
+            err,
+            None,
+        );
+    }
+
+    /// `migration_detection` failure: the migration state cannot be read or
+    /// written, so no migration could be considered.
+    pub(crate) fn migration_state_failed(&mut self, reason: &str, system: Map<String, Value>) {
+        let mut e = self.event(
+            EventKind::MigrationDetection,
+            EventStatus::Failed,
+            "migration",
+            format!("cannot read or write the migration state: {reason}"),
+        );
+        e.to_version = Some(VERSION.into());
+        e.details
+            .insert(details::SYSTEM.into(), Value::Object(system));
+        self.emit(e);
+    }
+
+    /// `migration_execution` failure (critical): a rollback could not
+    /// restore the migration backup of `to`.
+    pub(crate) fn restore_failed(&mut self, to: &str, err: &anyhow::Error) {
+        let mut e = self.event(
+            EventKind::MigrationExecution,
+            EventStatus::Failed,
+            "migration",
+            format!("restoring the migration backup of {to} failed: {err:#}"),
+        );
+        e.severity = Severity::Critical;
+        e.to_version = Some(to.to_owned());
+        e.details.insert(
+            details::ERROR_CHAIN.into(),
+            json!(crate::migrations::chain(err)),
+        );
+        self.emit(e);
+    }
+
+    /// `manifest_check` success.
+    pub(crate) fn manifest_accepted(&mut self, v: &Verified, origin: &str) {
+        let serial = v.manifest.serial;
+        let mut e = self.event(
+            EventKind::ManifestCheck,
+            EventStatus::Success,
+            "manifest",
+            format!(
+                "manifest serial {serial} accepted (root v{})",
+                v.root.version()
+            ),
+        );
+        e.details.insert(details::SERIAL.into(), json!(serial));
+        e.details
+            .insert(details::ROOT_VERSION.into(), json!(v.root.version()));
+        e.details.insert(details::ORIGIN.into(), json!(origin));
+        e.details
+            .insert(details::EXPIRES.into(), json!(v.manifest.expires));
+        self.emit(e);
+    }
+
+    /// `manifest_check` rejected (the manifest or its root chain was
+    /// refused) or failed (the source could not be read).
+    pub(crate) fn manifest_failed(&mut self, err: &Error) {
+        let status = if err.is_rejection() {
+            EventStatus::Rejected
+        } else {
+            EventStatus::Failed
+        };
+        self.failure(EventKind::ManifestCheck, status, "manifest", err, None);
+    }
+
+    /// `update_deferred`: an update is known and not taken now.
+    pub(crate) fn deferred(
+        &mut self,
+        summary: &str,
+        target: Option<&semver::Version>,
+        eligible_at: Option<DateTime<Utc>>,
+        reason: &str,
+    ) {
+        let mut e = self.event(
+            EventKind::UpdateDeferred,
+            EventStatus::Info,
+            "decide",
+            summary,
+        );
+        e.to_version = target.map(|t| t.to_string());
+        if let Some(at) = eligible_at {
+            e.details.insert(details::ELIGIBLE_AT.into(), json!(at));
+        }
+        e.details.insert(details::REASON.into(), json!(reason));
+        self.emit(e);
+    }
+
+    /// `update_download` and `update_verify` successes: the artifact of
+    /// `to` is here and matches the signed manifest.
+    pub(crate) fn downloaded(&mut self, to: &str, url: &Url, a: &Artifact, serial: u64) {
+        for (kind, msg) in [
+            (
+                EventKind::UpdateDownload,
+                format!("downloaded {to} from {url}"),
+            ),
+            (
+                EventKind::UpdateVerify,
+                format!(
+                    "{to}: size {} and SHA-256 {} match the signed manifest",
+                    a.size, a.sha256
+                ),
+            ),
+        ] {
+            let mut e = self.event(kind, EventStatus::Success, "download", msg);
+            e.to_version = Some(to.to_owned());
+            e.details.insert(details::URL.into(), json!(url.as_str()));
+            e.details.insert(details::SIZE.into(), json!(a.size));
+            e.details.insert(details::SHA256.into(), json!(a.sha256));
+            e.details.insert(details::SERIAL.into(), json!(serial));
+            self.emit(e);
+        }
+    }
+
+    /// An `update_download`, `update_verify` or `update_install` failure of
+    /// the update to `to`.
+    pub(crate) fn update_step_failed(&mut self, kind: EventKind, err: &Error, to: &str) {
+        self.failure(
+            kind,
+            EventStatus::Failed,
+            kind.as_str().trim_start_matches("update_"),
+            err,
+            Some(to),
+        );
+    }
+
+    /// `update_install` success: `to` is swapped in.
+    pub(crate) fn installed(&mut self, to: &str, path: &Path, plan: &Plan) {
+        let mut e = self.event(
+            EventKind::UpdateInstall,
+            EventStatus::Success,
+            "install",
+            format!("installed {to} and swapped it in; its first pass checks its health"),
+        );
+        e.to_version = Some(to.to_owned());
+        e.details.insert(details::PATH.into(), json!(path));
+        e.details.insert(details::PINNED.into(), json!(plan.pinned));
+        if plan.release != plan.final_release {
+            e.details.insert(
+                details::STEPPING_STONE_TO.into(),
+                json!(plan.final_release.to_string()),
+            );
+        }
+        self.emit(e);
+    }
+
+    /// `update_install` failure: the pass that installed `to` was killed
+    /// before its swap; the update is retried.
+    pub(crate) fn install_interrupted(&mut self, to: &str) {
+        let mut e = self.event(
+            EventKind::UpdateInstall,
+            EventStatus::Failed,
+            "install",
+            format!("the update to {to} was interrupted before the swap; it is retried"),
+        );
+        e.to_version = Some(to.to_owned());
+        self.emit(e);
+    }
+
+    /// `update_healthcheck` success: `p.to` is committed (and what pruning
+    /// removed, or why it could not).
+    pub(crate) fn committed(&mut self, p: &Pending, pruned: &Result<Vec<String>>) {
+        let mut e = self.event(
+            EventKind::UpdateHealthcheck,
+            EventStatus::Success,
+            "health",
+            format!("{} is healthy; committed", p.to),
+        );
+        e.from_version = Some(p.from.clone());
+        e.to_version = Some(p.to.clone());
+        match pruned {
+            Ok(r) => e.details.insert(details::PRUNED.into(), json!(r)),
+            Err(err) => e
+                .details
+                .insert(details::PRUNE_ERROR.into(), json!(err.to_string())),
+        };
+        self.emit(e);
+    }
+
+    /// `update_healthcheck` failure: `p.to` failed its own health check.
+    pub(crate) fn unhealthy(&mut self, p: &Pending, err: &Error, attempts_left: u32) {
+        let mut e = self.event(
+            EventKind::UpdateHealthcheck,
+            EventStatus::Failed,
+            "health",
+            format!("health check of {} failed: {err}", p.to),
+        );
+        e.from_version = Some(p.from.clone());
+        e.to_version = Some(p.to.clone());
+        e.details
+            .insert(details::ERROR_CHAIN.into(), json!(chain(err)));
+        e.details
+            .insert(details::ATTEMPTS_LEFT.into(), json!(attempts_left));
+        self.emit(e);
+    }
+
+    /// `update_rollback` success: back from `p.to` to `p.from`.
+    pub(crate) fn rolled_back(&mut self, p: &Pending, reason: &str) {
+        let mut e = self.event(
+            EventKind::UpdateRollback,
+            EventStatus::Success,
+            "rollback",
+            format!("rolled back from {} to {}: {reason}", p.to, p.from),
+        );
+        e.from_version = Some(p.to.clone());
+        e.to_version = Some(p.from.clone());
+        e.wave = p.wave.clone();
+        e.details.insert(details::RELEASE.into(), json!(p.to));
+        e.details.insert(details::REASON.into(), json!(reason));
+        self.emit(e);
+    }
+
+    /// `update_rollback` failure (critical): no rollback to `p.from`.
+    pub(crate) fn rollback_failed(&mut self, p: &Pending, err: &Error) {
+        self.failure(
+            EventKind::UpdateRollback,
+            EventStatus::Failed,
+            "rollback",
+            err,
+            Some(&p.from),
+        );
+    }
 }

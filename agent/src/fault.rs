@@ -33,6 +33,20 @@ pub const POINTS: &[&str] = &[
     "after-rollback-swap",
 ];
 
+/// Named points inside a migration run (the migration crash tests kill a
+/// pass at each and check that the next passes recover):
+/// `migration-after-backup` (the backup is written, nothing changed),
+/// `legacy-layout-move`, `state-layout-move`, `config-schema-before-write`
+/// (inside the built-in migrations), `migration-after-step` (one migration
+/// completed and recorded).
+pub const MIGRATION_POINTS: &[&str] = &[
+    "migration-after-backup",
+    "legacy-layout-move",
+    "state-layout-move",
+    "config-schema-before-write",
+    "migration-after-step",
+];
+
 /// Aborts the process here if `FLOTILLA_FAULT` names this point (feature
 /// `fault-injection` only).
 #[inline]
@@ -40,7 +54,7 @@ pub fn point(name: &'static str) {
     #[cfg(feature = "fault-injection")]
     {
         debug_assert!(
-            POINTS.contains(&name) || crate::migrations::FAULT_POINTS.contains(&name),
+            POINTS.contains(&name) || MIGRATION_POINTS.contains(&name),
             "unknown fault point {name}"
         );
         if std::env::var("FLOTILLA_FAULT").is_ok_and(|v| v == name) {

@@ -1,5 +1,5 @@
 //! `flotilla-agent self-test`: what a new binary must pass before it is
-//! swapped in. It prints one JSON line ([`SelfTestReport`]) that the
+//! swapped in. It prints one JSON line (`SelfTestReport`, in `versions`) that the
 //! installing (old) agent reads: the version must be exactly the one the
 //! manifest names.
 //!
@@ -12,8 +12,8 @@ use std::path::Path;
 use flotilla_signing::{Envelope, PrivateKey};
 
 use crate::config::Config;
-use crate::install::SelfTestReport;
 use crate::version::{TARGET, VERSION};
+use crate::versions::SelfTestReport;
 
 /// Runs the checks.
 pub fn run(config_path: Option<&Path>) -> SelfTestReport {

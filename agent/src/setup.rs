@@ -19,9 +19,9 @@ use flotilla_signing::{Envelope, TrustedRoot};
 
 use crate::config::{self, Config, Source};
 use crate::error::{Error, Result};
-use crate::install;
 use crate::state::StateDir;
 use crate::version::VERSION;
+use crate::versions;
 
 /// The units, as shipped in `agent/dist/`.
 pub const UNITS: [(&str, &str); 3] = [
@@ -172,11 +172,11 @@ pub fn install(opts: &Options) -> Result<Vec<String>> {
     }
 
     let install_dir = under(&opts.prefix, &config.install_dir);
-    let bin = install::install_self(&install_dir, VERSION)?;
+    let bin = versions::install_self(&install_dir, VERSION)?;
     report.push(format!("installed {}", bin.display()));
     for link in ["current", "previous"] {
-        if install::pointed(&install_dir, link).is_none() {
-            install::point(&install_dir, link, VERSION)?;
+        if versions::pointed(&install_dir, link).is_none() {
+            versions::point(&install_dir, link, VERSION)?;
             report.push(format!(
                 "pointed {}/{link} at {VERSION}",
                 install_dir.display()

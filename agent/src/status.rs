@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::install;
 use crate::state::{Blocked, DecisionRecord, Pending, StateDir};
 use crate::version::{TARGET, VERSION};
+use crate::versions;
 
 /// The status report (`status --json` prints it as JSON).
 #[derive(Clone, Debug, Serialize)]
@@ -59,7 +59,7 @@ pub fn status(config: &Config) -> Result<Status> {
         target: TARGET.into(),
         agent_id: sd.agent_id(config.agent_id.as_deref(), false)?,
         channel: config.channel.clone(),
-        current: install::pointed(&config.install_dir, "current"),
+        current: versions::pointed(&config.install_dir, "current"),
         committed: state.committed,
         pending: state.pending,
         blocked: state.blocked,

@@ -1,5 +1,5 @@
 //! What this build is: its version, the target triple it was built for, and
-//! the test-only build knobs.
+//! the test-only build knobs (feature `test-knobs`).
 //!
 //! The version is `CARGO_PKG_VERSION` unless the build sets
 //! `FLOTILLA_VERSION` (read at compile time), so tests and the demo build
@@ -18,10 +18,15 @@ pub const VERSION: &str = match option_env!("FLOTILLA_VERSION") {
 /// The target triple this binary was built for (from build.rs).
 pub const TARGET: &str = env!("FLOTILLA_BUILD_TARGET");
 
-/// **Test-only.** Set by building with `FLOTILLA_TEST_BREAK_HEALTH=1` in the
-/// environment: the health check of such a build always fails, so tests can
-/// produce a "broken" release from this source. Never set it for a real build.
+/// **Test-only.** With the cargo feature `test-knobs`, set by building with
+/// `FLOTILLA_TEST_BREAK_HEALTH=1` in the environment: the health check of
+/// such a build always fails, so tests can produce a "broken" release from
+/// this source. Without the feature (every real build) it is `false`.
+#[cfg(feature = "test-knobs")]
 pub const TEST_BREAK_HEALTH: bool = option_env!("FLOTILLA_TEST_BREAK_HEALTH").is_some();
+/// Always `false`: built without the feature `test-knobs`.
+#[cfg(not(feature = "test-knobs"))]
+pub const TEST_BREAK_HEALTH: bool = false;
 
 /// [`VERSION`] parsed; a build with an unparsable `FLOTILLA_VERSION` panics
 /// here at its first use, which its self-test catches before it is installed.

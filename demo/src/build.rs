@@ -83,10 +83,13 @@ pub fn build_all(workspace: &Path, root: &Path, opts: &BuildOptions) -> Result<B
             }
         ));
         let mut env = vec![("FLOTILLA_VERSION", version)];
+        let mut args = vec!["-p", "flotilla-agent", "--bin", "flotilla-agent"];
         if failing {
+            // The knob is read only by builds with the feature `test-knobs`.
             env.push(("FLOTILLA_DEMO_FAILING_MIGRATION", "role=db"));
+            args.extend(["--features", "test-knobs"]);
         }
-        cargo(&["-p", "flotilla-agent", "--bin", "flotilla-agent"], &env)?;
+        cargo(&args, &env)?;
         let dir = agents.join(version);
         std::fs::create_dir_all(&dir)?;
         let bin = dir.join("flotilla-agent");

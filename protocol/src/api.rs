@@ -156,6 +156,65 @@ pub mod details {
     /// Object: system information (os, kernel, arch, hostname, free disk…);
     /// shown in the web page.
     pub const SYSTEM: &str = "system";
+
+    // Keys the agent sends for people and tools reading its events; the
+    // reporter stores and shows them without interpreting them.
+
+    /// Integer: failed health checks the pending update has left.
+    pub const ATTEMPTS_LEFT: &str = "attempts_left";
+    /// String: why (a deferral, a rollback).
+    pub const REASON: &str = "reason";
+    /// Integer: the manifest serial an event is about.
+    pub const SERIAL: &str = "serial";
+    /// Integer: the root version a manifest was verified with.
+    pub const ROOT_VERSION: &str = "root_version";
+    /// String: where an accepted manifest came from (`unchanged` when the
+    /// source answered that the cached copy is current).
+    pub const ORIGIN: &str = "origin";
+    /// String (RFC 3339): when the accepted manifest expires.
+    pub const EXPIRES: &str = "expires";
+    /// String (RFC 3339): when a deferred update's wave opens for this agent.
+    pub const ELIGIBLE_AT: &str = "eligible_at";
+    /// String: the artifact's URL.
+    pub const URL: &str = "url";
+    /// Integer: the artifact's size in bytes.
+    pub const SIZE: &str = "size";
+    /// String: the artifact's SHA-256, hex.
+    pub const SHA256: &str = "sha256";
+    /// String: the installed binary's path.
+    pub const PATH: &str = "path";
+    /// Bool: the release was installed because the agent's config pins it.
+    pub const PINNED: &str = "pinned";
+    /// String: the release a stepping stone leads to.
+    pub const STEPPING_STONE_TO: &str = "stepping_stone_to";
+    /// Array of strings: versions pruned after a commit.
+    pub const PRUNED: &str = "pruned";
+    /// String: why pruning after a commit failed.
+    pub const PRUNE_ERROR: &str = "prune_error";
+    /// Integer, or object `{found, current}` on migration events: the
+    /// config's schema version.
+    pub const CONFIG_SCHEMA: &str = "config_schema";
+    /// Array of strings: the migration ids an event is about.
+    pub const MIGRATION_IDS: &str = "migration_ids";
+    /// String: the migration that failed.
+    pub const FAILED_MIGRATION: &str = "failed_migration";
+    /// String: the migration run's backup directory.
+    pub const BACKUP: &str = "backup";
+    /// Bool: whether the migration backup was restored after a failure.
+    pub const RESTORED: &str = "restored";
+    /// Array of strings: the error chain of restoring a migration backup,
+    /// outermost first (when `restored` is false).
+    pub const RESTORE_ERROR_CHAIN: &str = "restore_error_chain";
+    /// Array of strings: the paths a migration run backed up.
+    pub const PATHS: &str = "paths";
+    /// Array of `{migration, error_chain}`: failed migration detections.
+    pub const ERRORS: &str = "errors";
+    /// Integer: failed migration runs of this version.
+    pub const ATTEMPTS: &str = "attempts";
+    /// Bool: the migration retries of this version are used up.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// String: the migration a detection error belongs to (in `errors`).
+    pub const MIGRATION: &str = "migration";
 }
 
 /// `POST /api/v1/events` request (bearer: the agent token).

@@ -37,11 +37,16 @@ pub fn registry() -> Vec<Box<dyn Migration>> {
     r
 }
 
-/// Build-time knob for the demo and tests (`FLOTILLA_DEMO_FAILING_MIGRATION=key=value`
-/// when building): adds a config migration that fails on hosts carrying that
-/// label, so a real build shows a failed migration, its restored backup and
-/// the rollback. Never set for real releases.
+/// Build-time knob for the demo and tests (with the cargo feature
+/// `test-knobs`, `FLOTILLA_DEMO_FAILING_MIGRATION=key=value` when building):
+/// adds a config migration that fails on hosts carrying that label, so a real
+/// build shows a failed migration, its restored backup and the rollback.
+/// Without the feature (every real build) it is `None`.
+#[cfg(feature = "test-knobs")]
 pub const DEMO_FAILING_MIGRATION: Option<&str> = option_env!("FLOTILLA_DEMO_FAILING_MIGRATION");
+/// Always `None`: built without the feature `test-knobs`.
+#[cfg(not(feature = "test-knobs"))]
+pub const DEMO_FAILING_MIGRATION: Option<&str> = None;
 
 /// A config migration that fails on hosts with a given label (see
 /// [`DEMO_FAILING_MIGRATION`]). It touches the config before failing, so the

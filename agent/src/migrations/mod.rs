@@ -35,10 +35,13 @@ mod state;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
+use flotilla_protocol::api::details;
 use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
 use serde_json::{json, Map, Value};
 
 pub use backup::{copy_tree, remove_any};
+
+use crate::layout::Layout;
 pub use state::{Completed, InProgress, LastRun, MigrationState};
 
 /// What a migration needs to know about the host.
@@ -65,6 +68,27 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of a run on the host `layout` describes, for the config
+    /// at `config_path`, from `from_version` (if known) to `to_version`.
+    pub fn new(
+        config_path: &Path,
+        layout: &Layout,
+        from_version: Option<String>,
+        to_version: &str,
+    ) -> Context {
+        Context {
+            prefix: layout.prefix.clone(),
+            config_path: config_path.to_owned(),
+            state_dir: layout.state_dir.clone(),
+            legacy_config_dir: layout.legacy_config_dir.clone(),
+            legacy_state_dir: layout.legacy_state_dir.clone(),
+            from_version,
+            to_version: to_version.to_owned(),
+            keep_backups: layout.keep_backups,
+            retries: layout.retries,
+        }
+    }
+
     /// `state_dir/backups`.
     pub fn backups_dir(&self) -> PathBuf {
         self.state_dir.join("backups")
@@ -111,7 +135,7 @@ pub enum Detected {
 
 /// What a run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RunOutcome {
     /// Nothing needed (or only failed detections, see `detections`).
     NothingToDo,
     /// Needed migrations ran and were recorded; some detections may have failed.
@@ -129,6 +153,8 @@ pub enum Outcome {
         chain: Vec<String>,
         /// Whether the host was put back as it was.
         restored: bool,
+        /// Why restoring the backup failed (empty when `restored`).
+        restore_error: Vec<String>,
         /// The run's backup.
         backup: PathBuf,
     },
@@ -152,7 +178,7 @@ pub struct Report {
     /// Per migration id, what detection found.
     pub detections: Vec<(String, Detected)>,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: RunOutcome,
     /// Paths involved (what was backed up).
     pub paths: Vec<PathBuf>,
 }
@@ -163,16 +189,16 @@ impl Report {
     pub fn failed(&self) -> bool {
         matches!(
             self.outcome,
-            Outcome::Failed { .. }
-                | Outcome::BackupFailed { .. }
-                | Outcome::RetriesExhausted { .. }
+            RunOutcome::Failed { .. }
+                | RunOutcome::BackupFailed { .. }
+                | RunOutcome::RetriesExhausted { .. }
         )
     }
 
     /// True when the run has nothing to report: every migration was
     /// completed earlier and nothing ran (the common pass).
     pub fn is_quiet(&self) -> bool {
-        self.outcome == Outcome::NothingToDo
+        self.outcome == RunOutcome::NothingToDo
             && self
                 .detections
                 .iter()
@@ -205,13 +231,13 @@ impl Report {
             e.from_version = ctx.from_version.clone();
             e.to_version = Some(ctx.to_version.clone());
             e.details
-                .insert("system".into(), Value::Object(system.clone()));
+                .insert(details::SYSTEM.into(), Value::Object(system.clone()));
             e.details.insert(
-                "config_schema".into(),
+                details::CONFIG_SCHEMA.into(),
                 json!({ "found": builtin::config_schema_of(&ctx.config_path), "current": builtin::CONFIG_SCHEMA }),
             );
             e.details.insert(
-                "paths".into(),
+                details::PATHS.into(),
                 json!(self
                     .paths
                     .iter()
@@ -235,10 +261,10 @@ impl Report {
                 ),
             );
             e.details.insert(
-                "errors".into(),
+                details::ERRORS.into(),
                 json!(failed
                     .iter()
-                    .map(|(id, c)| json!({"migration": id, "error_chain": c}))
+                    .map(|(id, c)| json!({(details::MIGRATION): id, (details::ERROR_CHAIN): c}))
                     .collect::<Vec<_>>()),
             );
             Some(e)
@@ -248,7 +274,7 @@ impl Report {
                 EventStatus::Success,
                 format!("migration needed: {}", needed.join(", ")),
             ))
-        } else if matches!(self.outcome, Outcome::NothingToDo) && !self.is_quiet() {
+        } else if matches!(self.outcome, RunOutcome::NothingToDo) && !self.is_quiet() {
             Some(base(
                 EventKind::MigrationDetection,
                 EventStatus::NotNeeded,
@@ -258,12 +284,13 @@ impl Report {
             None
         };
         if let Some(mut e) = detection {
-            e.details.insert("migration_ids".into(), json!(needed));
+            e.details
+                .insert(details::MIGRATION_IDS.into(), json!(needed));
             out.push(e);
         }
         let exec = match &self.outcome {
-            Outcome::NothingToDo => None,
-            Outcome::Completed { ids, backup } => {
+            RunOutcome::NothingToDo => None,
+            RunOutcome::Completed { ids, backup } => {
                 let partial = !failed.is_empty();
                 let mut e = base(
                     EventKind::MigrationExecution,
@@ -274,41 +301,48 @@ impl Report {
                         format!("migrated {}", ids.join(", "))
                     },
                 );
-                e.details.insert("migration_ids".into(), json!(ids));
-                e.details.insert("backup".into(), json!(backup.display().to_string()));
+                e.details.insert(details::MIGRATION_IDS.into(), json!(ids));
+                e.details.insert(details::BACKUP.into(), json!(backup.display().to_string()));
                 Some(e)
             }
-            Outcome::Failed { id, chain, restored, backup } => {
+            RunOutcome::Failed { id, chain, restored, restore_error, backup } => {
                 let mut e = base(
                     EventKind::MigrationExecution,
                     EventStatus::Failed,
                     format!(
                         "migration {id} failed: {}; {}",
                         chain.join(": "),
-                        if *restored { "backup restored, host left as it was" } else { "RESTORING THE BACKUP FAILED" }
+                        if *restored {
+                            "backup restored, host left as it was".to_owned()
+                        } else {
+                            format!("RESTORING THE BACKUP FAILED: {}", restore_error.join(": "))
+                        }
                     ),
                 );
                 if !restored {
                     e.severity = Severity::Critical;
                 }
-                e.details.insert("migration_ids".into(), json!(needed));
-                e.details.insert("failed_migration".into(), json!(id));
-                e.details.insert("error_chain".into(), json!(chain));
-                e.details.insert("backup".into(), json!(backup.display().to_string()));
-                e.details.insert("restored".into(), json!(restored));
+                e.details.insert(details::MIGRATION_IDS.into(), json!(needed));
+                e.details.insert(details::FAILED_MIGRATION.into(), json!(id));
+                e.details.insert(details::ERROR_CHAIN.into(), json!(chain));
+                e.details.insert(details::BACKUP.into(), json!(backup.display().to_string()));
+                e.details.insert(details::RESTORED.into(), json!(restored));
+                if !restore_error.is_empty() {
+                    e.details.insert(details::RESTORE_ERROR_CHAIN.into(), json!(restore_error));
+                }
                 Some(e)
             }
-            Outcome::BackupFailed { chain } => {
+            RunOutcome::BackupFailed { chain } => {
                 let mut e = base(
                     EventKind::MigrationExecution,
                     EventStatus::Failed,
                     format!("backup before migrating failed, nothing changed: {}", chain.join(": ")),
                 );
-                e.details.insert("migration_ids".into(), json!(needed));
-                e.details.insert("error_chain".into(), json!(chain));
+                e.details.insert(details::MIGRATION_IDS.into(), json!(needed));
+                e.details.insert(details::ERROR_CHAIN.into(), json!(chain));
                 Some(e)
             }
-            Outcome::RetriesExhausted { attempts, first_notice } => first_notice.then(|| {
+            RunOutcome::RetriesExhausted { attempts, first_notice } => first_notice.then(|| {
                 let mut e = base(
                     EventKind::MigrationExecution,
                     EventStatus::Failed,
@@ -317,9 +351,9 @@ impl Report {
                         ctx.to_version
                     ),
                 );
-                e.details.insert("migration_ids".into(), json!(needed));
-                e.details.insert("attempts".into(), json!(attempts));
-                e.details.insert("retries_exhausted".into(), json!(true));
+                e.details.insert(details::MIGRATION_IDS.into(), json!(needed));
+                e.details.insert(details::ATTEMPTS.into(), json!(attempts));
+                e.details.insert(details::RETRIES_EXHAUSTED.into(), json!(true));
                 e
             }),
         };
@@ -331,7 +365,7 @@ impl Report {
 /// Runs the migrations of `registry` that this host needs (see the module docs).
 ///
 /// Errors only when the migration state itself cannot be read or written;
-/// everything else is an [`Outcome`].
+/// everything else is an [`RunOutcome`].
 pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Report> {
     let mut st = MigrationState::load(&ctx.state_dir)?;
     let mut detections = Vec::new();
@@ -373,7 +407,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
             st.in_progress = None;
             st.save(&ctx.state_dir)?;
         }
-        return Ok(report(Outcome::NothingToDo, paths));
+        return Ok(report(RunOutcome::NothingToDo, paths));
     }
 
     if resumed.is_none() {
@@ -385,7 +419,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                 st.save(&ctx.state_dir)?;
             }
             return Ok(report(
-                Outcome::RetriesExhausted {
+                RunOutcome::RetriesExhausted {
                     attempts,
                     first_notice,
                 },
@@ -409,7 +443,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                     anyhow::Error::new(e).context(format!("writing the backup {}", dir.display()));
                 *st.attempts.entry(ctx.to_version.clone()).or_default() += 1;
                 st.save(&ctx.state_dir)?;
-                return Ok(report(Outcome::BackupFailed { chain: chain(&e) }, paths));
+                return Ok(report(RunOutcome::BackupFailed { chain: chain(&e) }, paths));
             }
             st.in_progress = Some(InProgress {
                 backup: PathBuf::from("backups").join(&name),
@@ -427,19 +461,37 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
     let mut ids = Vec::new();
     for (m, _) in &needed {
         if let Err(e) = m.execute(ctx) {
-            let restored = backup::restore(&backup_dir).is_ok();
+            let restore_error = match backup::restore(&backup_dir) {
+                Ok(()) => Vec::new(),
+                Err(re) => chain(
+                    &anyhow::Error::new(re)
+                        .context(format!("restoring the backup {}", backup_dir.display())),
+                ),
+            };
+            let restored = restore_error.is_empty();
             let ip = st.in_progress.take().expect("in progress");
             for id in &ip.completed {
                 st.completed.remove(id);
             }
+            if !restored {
+                // The host is half-migrated: keep the run, so that a
+                // rollback of this version tries the restore again.
+                st.last_run = Some(LastRun {
+                    restored: false,
+                    restore_error: restore_error.clone(),
+                    ..LastRun::from(&ip)
+                });
+            }
             *st.attempts.entry(ctx.to_version.clone()).or_default() += 1;
             st.save(&ctx.state_dir)?;
-            let _ = backup::prune(&ctx.backups_dir(), ctx.keep_backups, None);
+            let keep = (!restored).then_some(backup_dir.as_path());
+            let _ = backup::prune(&ctx.backups_dir(), ctx.keep_backups, keep);
             return Ok(report(
-                Outcome::Failed {
+                RunOutcome::Failed {
                     id: m.id().to_owned(),
                     chain: chain(&e),
                     restored,
+                    restore_error,
                     backup: backup_dir,
                 },
                 paths,
@@ -464,7 +516,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
     st.save(&ctx.state_dir)?;
     backup::prune(&ctx.backups_dir(), ctx.keep_backups, Some(&backup_dir))?;
     Ok(report(
-        Outcome::Completed {
+        RunOutcome::Completed {
             ids,
             backup: backup_dir,
         },
@@ -495,15 +547,8 @@ pub fn restore_last_run(state_dir: &Path, version: &str) -> anyhow::Result<bool>
     Ok(true)
 }
 
-/// Fault points inside a migration run (see [`crate::fault`]); the
-/// crash tests kill a pass at each and check that the next passes recover.
-pub const FAULT_POINTS: &[&str] = &[
-    "migration-after-backup",
-    "legacy-layout-move",
-    "state-layout-move",
-    "config-schema-before-write",
-    "migration-after-step",
-];
+/// Fault points inside a migration run (see [`crate::fault`]).
+pub use crate::fault::MIGRATION_POINTS as FAULT_POINTS;
 
 /// The error chain as strings, outermost first.
 pub fn chain(e: &anyhow::Error) -> Vec<String> {

@@ -43,6 +43,22 @@ pub struct LastRun {
     pub to_version: String,
     /// Ids it completed.
     pub completed: Vec<String>,
+    /// False when the run failed and restoring its backup failed too: the
+    /// host is half-migrated, and a rollback of `to_version` must try the
+    /// restore again.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub restored: bool,
+    /// Why the restore failed (error chain, outermost first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_error: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl From<&InProgress> for LastRun {
@@ -51,6 +67,8 @@ impl From<&InProgress> for LastRun {
             backup: ip.backup.clone(),
             to_version: ip.to_version.clone(),
             completed: ip.completed.clone(),
+            restored: true,
+            restore_error: Vec::new(),
         }
     }
 }

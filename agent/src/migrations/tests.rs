@@ -80,7 +80,7 @@ fn fresh_install_needs_nothing_and_makes_no_backup() {
     let root = tempfile::tempdir().unwrap();
     let c = ctx(root.path());
     let r = run(&c, &builtin::registry()).unwrap();
-    assert_eq!(r.outcome, Outcome::NothingToDo);
+    assert_eq!(r.outcome, RunOutcome::NothingToDo);
     assert!(!c.backups_dir().exists());
     let ev = r.events("a", &c, &Map::new());
     assert_eq!(ev.len(), 1);
@@ -94,13 +94,13 @@ fn completed_migration_never_runs_again_and_backups_stay_bounded() {
     let (m, _) = wf("m1", "etc/x", "one");
     let reg = vec![m];
     let r = run(&c, &reg).unwrap();
-    assert!(matches!(r.outcome, Outcome::Completed { .. }), "{r:?}");
+    assert!(matches!(r.outcome, RunOutcome::Completed { .. }), "{r:?}");
     assert_eq!(backups(&c), 1);
     // Someone changes the file back: a completed migration still never reruns.
     fs::write(root.path().join("etc/x"), "changed").unwrap();
     for _ in 0..50 {
         let r = run(&c, &reg).unwrap();
-        assert_eq!(r.outcome, Outcome::NothingToDo);
+        assert_eq!(r.outcome, RunOutcome::NothingToDo);
         assert!(
             r.events("a", &c, &Map::new()).is_empty(),
             "no event noise when everything is completed"
@@ -132,7 +132,7 @@ fn failed_step_restores_backup_and_retries_are_bounded() {
     let reg = vec![m1, m2];
     for attempt in 1..=3 {
         let r = run(&c, &reg).unwrap();
-        let Outcome::Failed { id, restored, .. } = &r.outcome else {
+        let RunOutcome::Failed { id, restored, .. } = &r.outcome else {
             panic!("{r:?}")
         };
         assert_eq!((id.as_str(), *restored), ("m2", true), "attempt {attempt}");
@@ -158,7 +158,7 @@ fn failed_step_restores_backup_and_retries_are_bounded() {
     let r = run(&c, &reg).unwrap();
     assert_eq!(
         r.outcome,
-        Outcome::RetriesExhausted {
+        RunOutcome::RetriesExhausted {
             attempts: 3,
             first_notice: true
         }
@@ -173,7 +173,7 @@ fn failed_step_restores_backup_and_retries_are_bounded() {
     let r = run(&c, &reg).unwrap();
     assert_eq!(
         r.outcome,
-        Outcome::RetriesExhausted {
+        RunOutcome::RetriesExhausted {
             attempts: 3,
             first_notice: false
         }
@@ -189,7 +189,7 @@ fn failed_step_restores_backup_and_retries_are_bounded() {
     fail.store(false, Ordering::SeqCst);
     assert!(matches!(
         run(&c2, &reg).unwrap().outcome,
-        Outcome::Completed { .. }
+        RunOutcome::Completed { .. }
     ));
 }
 
@@ -204,7 +204,10 @@ fn unwritable_backup_aborts_before_any_change() {
     fs::write(root.path().join("etc/a"), "original").unwrap();
     let (m, _) = wf("m1", "etc/a", "new");
     let r = run(&c, &[m]).unwrap();
-    assert!(matches!(r.outcome, Outcome::BackupFailed { .. }), "{r:?}");
+    assert!(
+        matches!(r.outcome, RunOutcome::BackupFailed { .. }),
+        "{r:?}"
+    );
     assert_eq!(
         fs::read_to_string(root.path().join("etc/a")).unwrap(),
         "original"
@@ -247,7 +250,7 @@ fn interrupted_run_resumes_with_its_own_backup() {
     st.save(&c.state_dir).unwrap();
     let r = run(&c, &reg).unwrap();
     assert!(
-        matches!(&r.outcome, Outcome::Completed { ids, .. } if ids == &["m2"]),
+        matches!(&r.outcome, RunOutcome::Completed { ids, .. } if ids == &["m2"]),
         "{r:?}"
     );
     assert_eq!(backups(&c), 1, "resuming makes no second backup");
@@ -287,7 +290,7 @@ fn config_schema_1_to_3_keeps_comments_and_unknown_tables() {
     fs::create_dir_all(c.config_path.parent().unwrap()).unwrap();
     fs::write(&c.config_path, SCHEMA1).unwrap();
     let r = run(&c, &builtin::registry()).unwrap();
-    let Outcome::Completed { ids, .. } = &r.outcome else {
+    let RunOutcome::Completed { ids, .. } = &r.outcome else {
         panic!("{r:?}")
     };
     assert_eq!(ids, &["config-schema-2", "config-schema-3"]);
@@ -312,7 +315,7 @@ fn config_schema_1_to_3_keeps_comments_and_unknown_tables() {
     // Second run: nothing.
     assert_eq!(
         run(&c, &builtin::registry()).unwrap().outcome,
-        Outcome::NothingToDo
+        RunOutcome::NothingToDo
     );
 }
 
@@ -323,7 +326,7 @@ fn invalid_config_is_a_detection_failure_with_the_file_named() {
     fs::create_dir_all(c.config_path.parent().unwrap()).unwrap();
     fs::write(&c.config_path, "agent_id = [unclosed").unwrap();
     let r = run(&c, &builtin::registry()).unwrap();
-    assert_eq!(r.outcome, Outcome::NothingToDo);
+    assert_eq!(r.outcome, RunOutcome::NothingToDo);
     let ev = r.events("a", &c, &Map::new());
     assert_eq!(ev[0].kind, EventKind::MigrationDetection);
     assert_eq!(ev[0].status, EventStatus::Failed);
@@ -350,7 +353,7 @@ fn legacy_layout_moves_secrets_byte_for_byte() {
     .unwrap();
     fs::write(c.legacy_state_dir.join("agent.token"), b"agent-secret\n").unwrap();
     let r = run(&c, &builtin::registry()).unwrap();
-    let Outcome::Completed { ids, .. } = &r.outcome else {
+    let RunOutcome::Completed { ids, .. } = &r.outcome else {
         panic!("{r:?}")
     };
     assert_eq!(
@@ -412,7 +415,7 @@ fn state_layout_1_moves_to_layout_2_keeping_secrets_and_events() {
     fs::write(c.state_dir.join("spool/events.jsonl"), spool_line(a)).unwrap();
 
     let r = run(&c, &builtin::registry()).unwrap();
-    let Outcome::Completed { ids, .. } = &r.outcome else {
+    let RunOutcome::Completed { ids, .. } = &r.outcome else {
         panic!("{r:?}")
     };
     assert_eq!(ids, &["state-layout-2"]);
@@ -440,7 +443,7 @@ fn state_layout_1_moves_to_layout_2_keeping_secrets_and_events() {
     // Done once: the next run has nothing to do.
     assert_eq!(
         run(&c, &builtin::registry()).unwrap().outcome,
-        Outcome::NothingToDo
+        RunOutcome::NothingToDo
     );
 }
 
@@ -467,4 +470,72 @@ fn state_layout_keeps_a_differing_current_file_and_the_old_one_beside_it() {
         "old-id"
     );
     assert!(!c.state_dir.join("agent_id.legacy").exists());
+}
+
+/// Moves the config aside, puts a plain file where its directory was (so
+/// the backup cannot be put back, even by root), then fails.
+struct Wreck;
+
+impl Migration for Wreck {
+    fn id(&self) -> &'static str {
+        "wreck"
+    }
+    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+        Ok(Detection::Needed {
+            reason: "always".into(),
+            paths: vec![ctx.config_path.clone()],
+        })
+    }
+    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+        let dir = ctx.config_path.parent().unwrap();
+        fs::remove_dir_all(dir)?;
+        fs::write(dir, "not a directory")?;
+        anyhow::bail!("half-way through")
+    }
+}
+
+#[test]
+fn a_failed_restore_keeps_the_run_for_the_rollback() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ctx(root.path());
+    fs::create_dir_all(c.config_path.parent().unwrap()).unwrap();
+    fs::write(&c.config_path, "schema = 1\n").unwrap();
+    let r = run(&c, &[Box::new(Wreck) as Box<dyn Migration>]).unwrap();
+    let RunOutcome::Failed {
+        restored,
+        restore_error,
+        backup,
+        ..
+    } = &r.outcome
+    else {
+        panic!("{r:?}")
+    };
+    assert!(!restored);
+    assert!(
+        restore_error[0].starts_with("restoring the backup"),
+        "{restore_error:?}"
+    );
+    assert!(backup.exists(), "the backup of a failed restore is kept");
+    // Reported, critical, with the restore's error.
+    let ev = r.events("a", &c, &Map::new());
+    let exec = ev
+        .iter()
+        .find(|e| e.kind == EventKind::MigrationExecution)
+        .unwrap();
+    assert_eq!(exec.severity, Severity::Critical);
+    assert_eq!(exec.details["restored"], false);
+    assert!(exec.details["restore_error_chain"].is_array());
+    // The run stays recorded, not restored.
+    let st = MigrationState::load(&c.state_dir).unwrap();
+    let last = st.last_run.expect("the run is kept");
+    assert!(!last.restored);
+    assert_eq!(last.restore_error, *restore_error);
+    // Once the obstruction is gone, the rollback's restore finds the backup.
+    fs::remove_file(c.config_path.parent().unwrap()).unwrap();
+    assert!(restore_last_run(&c.state_dir, "1.1.0").unwrap());
+    assert_eq!(fs::read_to_string(&c.config_path).unwrap(), "schema = 1\n");
+    assert!(MigrationState::load(&c.state_dir)
+        .unwrap()
+        .last_run
+        .is_none());
 }

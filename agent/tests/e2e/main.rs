@@ -11,5 +11,6 @@ mod attacks;
 mod crash;
 mod delivery;
 mod migration_rollback;
+mod pending_health;
 mod reporter;
 mod update;

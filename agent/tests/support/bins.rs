@@ -2,7 +2,7 @@
 //! versions (and a broken one), and the publisher.
 //!
 //! Each variant is built once with `cargo build -p flotilla-agent --features
-//! fault-injection` and `FLOTILLA_VERSION` set, in the same target dir the
+//! fault-injection,test-knobs` and `FLOTILLA_VERSION` set, in the same target dir the
 //! tests were built in (only the agent crate recompiles), and copied to
 //! `<target>/agent-test-bins/<variant>/flotilla-agent`. A stamp of the
 //! sources lets later test runs reuse the copies; a lock file serialises
@@ -128,7 +128,7 @@ fn build_all() -> BTreeMap<String, PathBuf> {
                 "--bin",
                 "flotilla-agent",
             ])
-            .args(["--features", "fault-injection"])
+            .args(["--features", "fault-injection,test-knobs"])
             .env("CARGO_TARGET_DIR", target_dir())
             .env("FLOTILLA_VERSION", version);
         if *broken {

@@ -1,0 +1,85 @@
+//! How a pass ended: what `flotilla-agent run` prints, and the error the
+//! pass records in `state.json`.
+
+/// How a pass ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Another pass holds the lock.
+    Busy,
+    /// Running what the manifest says.
+    UpToDate {
+        /// The release.
+        release: String,
+    },
+    /// An update is known but not taken now.
+    Deferred {
+        /// Why.
+        reason: String,
+    },
+    /// A new version was installed and swapped in; the next start runs it.
+    Installed {
+        /// The version swapped in.
+        version: String,
+    },
+    /// The running version failed its health check and attempts remain.
+    Unhealthy {
+        /// Why.
+        reason: String,
+        /// Attempts left.
+        attempts_left: u32,
+    },
+    /// The pending version was rolled back.
+    RolledBack {
+        /// The version rolled back from.
+        from: String,
+        /// The version restored.
+        to: String,
+    },
+    /// The update is pending; the new version's next pass checks it.
+    Waiting {
+        /// Why nothing else was done.
+        reason: String,
+    },
+    /// The manifest was refused.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Something failed (source unreachable, download, install).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// A line for the operator.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Busy => "another pass is running; nothing done".into(),
+            Outcome::UpToDate { release } => format!("up to date ({release})"),
+            Outcome::Deferred { reason } => format!("update deferred: {reason}"),
+            Outcome::Installed { version } => {
+                format!("installed {version}; the next pass runs it and checks its health")
+            }
+            Outcome::Unhealthy {
+                reason,
+                attempts_left,
+            } => format!("health check failed ({reason}); {attempts_left} attempt(s) left"),
+            Outcome::RolledBack { from, to } => format!("rolled back from {from} to {to}"),
+            Outcome::Waiting { reason } => reason.clone(),
+            Outcome::Rejected { reason } => format!("manifest rejected: {reason}"),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+        }
+    }
+
+    /// The error `state.json` keeps for this pass (`last_error`).
+    pub(super) fn error(&self) -> Option<String> {
+        match self {
+            Outcome::Unhealthy { reason, .. }
+            | Outcome::Rejected { reason }
+            | Outcome::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
