@@ -146,9 +146,16 @@ pub mod tokens;
 pub mod web;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service;
 
 pub use error::{AppError, Error};
 pub use settings::{Durability, Secret, Settings};
@@ -208,9 +215,7 @@ pub async fn launch_with_tcp_listener(
     let state = AppState::new(settings, writer, reader, manifest);
     background.push(tokio::spawn(retention::run(state.clone())));
     let app = router::router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve(listener, app, &state.settings, shutdown).await;
     for task in background {
         task.abort();
         let _ = task.await;
@@ -227,4 +232,61 @@ pub async fn launch_with_tcp_listener(
     }
     let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
     served.map_err(|source| Error::Serve { addr, source })
+}
+
+/// The HTTP/1 server: at most `max_connections` connections at once (more
+/// wait in the listen backlog, so the process stays below its file
+/// descriptor limit and a flood cannot starve `/healthz` for long), each
+/// closed if it has not sent a complete request head within
+/// `header_read_timeout` (when new, and when idle between requests); the
+/// request timeout is the router's. Each request carries its peer address
+/// as [`ConnectInfo`]. On `shutdown` it stops accepting and waits for the
+/// requests in flight.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: wait for connections to end.
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            let mut app = app.clone();
+            async move { app.call(req).await }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection closed");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
