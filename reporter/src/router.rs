@@ -18,7 +18,7 @@
 //! `request_timeout` (its body included) gets 408.
 //!
 //! The read routes (a `read` token may use them, see [`crate::auth`]) are
-//! the ones wrapped in [`read_only`] below; every other route refuses a
+//! the ones wrapped in `read_only` below; every other route refuses a
 //! read token with 403.
 
 use std::time::Instant;
