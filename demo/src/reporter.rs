@@ -111,7 +111,9 @@ impl Reporter {
     /// `flotilla-reporter token create`: a fresh enrollment token.
     pub fn enrollment_token(&self) -> Result<String> {
         let out = Command::new(&self.bin)
-            .args(["token", "create", "--note", "flotilla-demo", "--db"])
+            // Every demo host enrolls with this one token, within the day.
+            .args(["token", "create", "--note", "flotilla-demo"])
+            .args(["--expires", "1d", "--uses", "unlimited", "--db"])
             .arg(&self.db)
             .env("FLOTILLA_LOG", "warn")
             .output()

@@ -13,17 +13,20 @@
 //! |---|---|---|
 //! | `POST /api/v1/enroll` | enrollment token in the body | 201 new, 200 repeated, 400, 401, 409 |
 //! | `POST /api/v1/events` | agent token | 200, 400, 401, 403, 413, 429 |
-//! | `GET /api/v1/agents` `?q=&channel=&version=&not_seen_for=1h&sort=last_seen\|-last_seen\|agent_id\|version&limit=&offset=` | admin | [`AgentList`](flotilla_protocol::api::AgentList) |
-//! | `GET /api/v1/agents/{id}` | admin | [`AgentSummary`](flotilla_protocol::api::AgentSummary), 404 |
-//! | `GET /api/v1/agents/{id}/events` `?kind=&status=&severity=&since=&until=&cursor=&limit=` | admin | [`EventPage`](flotilla_protocol::api::EventPage), newest first |
-//! | `GET /api/v1/rollouts` `?channel=` | admin | [`RolloutList`](flotilla_protocol::api::RolloutList): each channel's current release |
-//! | `GET /api/v1/rollouts/{channel}/{release}` | admin | [`RolloutProgress`](flotilla_protocol::api::RolloutProgress) |
-//! | `GET /api/v1/gate/{channel}/{release}` | admin **or agent** | [`Gate`](flotilla_protocol::api::Gate) |
-//! | `GET /metrics` | admin | Prometheus text |
+//! | `GET /api/v1/agents` `?q=&channel=&version=&not_seen_for=1h&sort=last_seen\|-last_seen\|agent_id\|version&limit=&offset=` | admin or read | [`AgentList`](flotilla_protocol::api::AgentList) |
+//! | `GET /api/v1/agents/{id}` | admin or read | [`AgentSummary`](flotilla_protocol::api::AgentSummary), 404 |
+//! | `GET /api/v1/agents/{id}/events` `?kind=&status=&severity=&since=&until=&cursor=&limit=` | admin or read | [`EventPage`](flotilla_protocol::api::EventPage), newest first |
+//! | `GET /api/v1/rollouts` `?channel=` | admin or read | [`RolloutList`](flotilla_protocol::api::RolloutList): each channel's current release |
+//! | `GET /api/v1/rollouts/{channel}/{release}` | admin or read | [`RolloutProgress`](flotilla_protocol::api::RolloutProgress) |
+//! | `GET /api/v1/gate/{channel}/{release}` | admin, read **or agent** | [`Gate`](flotilla_protocol::api::Gate) |
+//! | `GET /metrics` | admin or read | Prometheus text |
 //! | `GET /healthz` | none | [`Health`](flotilla_protocol::api::Health) |
 //!
 //! Tokens go in `Authorization: Bearer …`. The admin token comes from
-//! `--admin-token-file`; without it, admin routes answer 401. Filters are
+//! `--admin-token-file`; a read token from `flotilla-reporter token create
+//! --scope read` (it may only GET the routes marked read above; anything
+//! else answers 403). Wrong tokens are counted per client address: past
+//! `auth_failure_burst` an address gets 429 ([`auth`]). Filters are
 //! comma-separated lists (`kind=update_install,update_rollback`;
 //! `kind=migration` and `kind=update` name groups); times are RFC 3339;
 //! `cursor` is the previous page's `next_cursor`.
@@ -45,22 +48,27 @@
 //!
 //! # Enrollment
 //!
-//! `flotilla-reporter token create [--expires 7d] [--uses N]` prints an
-//! enrollment token once. An agent enrolls with `POST /api/v1/enroll`
+//! `flotilla-reporter token create [--expires 7d|never] [--uses N|unlimited]`
+//! prints an enrollment token once; without flags it expires in 24 hours
+//! and enrolls one agent. Enrollment requests are rate-limited per client
+//! address (429 + `Retry-After`). An agent enrolls with `POST /api/v1/enroll`
 //! ([`EnrollRequest`](flotilla_protocol::api::EnrollRequest)); agent ids are
 //! 1–128 characters of `A-Z a-z 0-9 . _ - : @`. The rule
 //! ([`db::enroll`]):
 //!
 //! - unknown, expired, used-up or revoked enrollment token: **401** (the
 //!   message says which);
-//! - a new agent id (or one an admin revoked): **201**, one use counted;
+//! - a read token: **403**;
+//! - an agent id an admin revoked (`agent revoke ID`): **403** until
+//!   `agent readmit ID`;
+//! - a new agent id (or one released or readmitted): **201**, one use counted;
 //!   the agent token is the agent's own proposal (`agent_token`: 64
 //!   lowercase hex digits) or a fresh random one;
 //! - an enrolled agent id, with its current agent token in `agent_token` (or
 //!   as `Bearer`): **200**, the same token, `already_enrolled: true`, no use
 //!   counted, even if the enrollment token has expired or is used up since;
 //! - an enrolled agent id without its token: **409**. An agent id cannot be
-//!   taken over; an admin runs `flotilla-reporter agent revoke ID` first.
+//!   taken over; an admin runs `flotilla-reporter agent release ID` first.
 //!
 //! So the agent should make its token itself, write it to its 0600 token
 //! file, then enroll; if the answer is lost it retries with the same token
@@ -127,7 +135,8 @@
 //! # Web page
 //!
 //! See [`web`]: `GET /login` takes the admin token and sets a session cookie
-//! (`HttpOnly`, `SameSite=Strict`); forms carry a CSRF token and `Origin` is
+//! (`HttpOnly`, `SameSite=Strict`, `Secure` when `public_url` is https);
+//! wrong tokens are counted per client address like the API's; forms carry a CSRF token and `Origin` is
 //! checked; a strict CSP allows only this origin's script and style.
 
 pub mod auth;
@@ -146,9 +155,16 @@ pub mod tokens;
 pub mod web;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service;
 
 pub use error::{AppError, Error};
 pub use settings::{Durability, Secret, Settings};
@@ -208,9 +224,7 @@ pub async fn launch_with_tcp_listener(
     let state = AppState::new(settings, writer, reader, manifest);
     background.push(tokio::spawn(retention::run(state.clone())));
     let app = router::router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve(listener, app, &state.settings, shutdown).await;
     for task in background {
         task.abort();
         let _ = task.await;
@@ -227,4 +241,61 @@ pub async fn launch_with_tcp_listener(
     }
     let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
     served.map_err(|source| Error::Serve { addr, source })
+}
+
+/// The HTTP/1 server: at most `max_connections` connections at once (more
+/// wait in the listen backlog, so the process stays below its file
+/// descriptor limit and a flood cannot starve `/healthz` for long), each
+/// closed if it has not sent a complete request head within
+/// `header_read_timeout` (when new, and when idle between requests); the
+/// request timeout is the router's. Each request carries its peer address
+/// as [`ConnectInfo`]. On `shutdown` it stops accepting and waits for the
+/// requests in flight.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: wait for connections to end.
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            let mut app = app.clone();
+            async move { app.call(req).await }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection closed");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

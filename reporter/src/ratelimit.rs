@@ -1,5 +1,6 @@
-//! A token bucket per agent for `POST /api/v1/events`: `burst` requests at
-//! once, refilled at `per_second`. A flooding agent gets 429 with
+//! Token buckets by key: per agent for `POST /api/v1/events`, per client
+//! address for enrollment and for failed authentications. `burst` requests
+//! at once, refilled at `per_second`. A flooding key gets 429 with
 //! `Retry-After`; the others are unaffected.
 
 use std::collections::HashMap;
@@ -33,18 +34,42 @@ impl RateLimiter {
         self.check_at(key, Instant::now())
     }
 
+    /// Whether `key` has a request left, without taking it (for limits
+    /// that count only failures: look first, [`check`](Self::check) on failure).
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        self.take_at(key, Instant::now(), false)
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.take_at(key, now, true)
+    }
+
+    fn take_at(&self, key: &str, now: Instant, take: bool) -> Result<(), Duration> {
         let RateLimit { per_second, burst } = self.limit;
         let mut map = self.buckets.lock().expect("rate limit lock");
-        let b = map.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
+        let Some(b) = map.get_mut(key) else {
+            if take {
+                map.insert(
+                    key.to_owned(),
+                    Bucket {
+                        tokens: burst - 1.0,
+                        at: now,
+                    },
+                );
+            }
+            return if burst >= 1.0 {
+                Ok(())
+            } else {
+                Err(Duration::from_secs(3600))
+            };
+        };
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * per_second).min(burst);
         b.at = now;
         if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+            if take {
+                b.tokens -= 1.0;
+            }
             Ok(())
         } else if per_second > 0.0 {
             Err(Duration::from_secs_f64(
@@ -87,5 +112,10 @@ mod tests {
         assert!(wait <= Duration::from_millis(500) && wait > Duration::ZERO);
         assert!(r.check_at("b", t0).is_ok(), "other agents are unaffected");
         assert!(r.check_at("a", t0 + Duration::from_millis(600)).is_ok());
+        // peeking takes nothing
+        for _ in 0..10 {
+            assert!(r.peek("c").is_ok());
+        }
+        assert!(r.buckets.lock().unwrap().get("c").is_none());
     }
 }

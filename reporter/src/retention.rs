@@ -35,6 +35,8 @@ pub async fn run(st: AppState) {
             Err(e) => tracing::warn!(error = %e, "retention failed"),
         }
         st.limiter.forget_full();
+        st.enroll_limiter.forget_full();
+        st.auth_limiter.forget_full();
         st.sessions.expire();
     }
 }

@@ -4,29 +4,36 @@
 //! |---|---|---|
 //! | `POST /api/v1/enroll` | enrollment token in the body | [`crate::handlers::enroll`] |
 //! | `POST /api/v1/events` | agent token | [`crate::handlers::events`] |
-//! | `GET /api/v1/agents`, `/api/v1/agents/{id}`, `/api/v1/agents/{id}/events` | admin token | [`crate::handlers::agents`] |
-//! | `GET /api/v1/rollouts`, `/api/v1/rollouts/{channel}/{release}` | admin token | [`crate::handlers::rollouts`] |
-//! | `GET /api/v1/gate/{channel}/{release}` | admin or agent token | [`crate::handlers::rollouts::gate`] |
-//! | `GET /metrics` | admin token | [`crate::handlers::health::metrics`] |
+//! | `GET /api/v1/agents`, `/api/v1/agents/{id}`, `/api/v1/agents/{id}/events` | admin or read token | [`crate::handlers::agents`] |
+//! | `GET /api/v1/rollouts`, `/api/v1/rollouts/{channel}/{release}` | admin or read token | [`crate::handlers::rollouts`] |
+//! | `GET /api/v1/gate/{channel}/{release}` | admin, read or agent token | [`crate::handlers::rollouts::gate`] |
+//! | `GET /metrics` | admin or read token | [`crate::handlers::health::metrics`] |
 //! | `GET /healthz` | none | [`crate::handlers::health::healthz`] |
 //! | `GET /`, `/agents`, `/agents/{id}`; `GET`/`POST /login`; `POST /logout` | session cookie | [`crate::web`] |
 //!
 //! Every response carries `X-Content-Type-Options`, `Referrer-Policy` and a
 //! strict `Content-Security-Policy` (scripts and styles from this origin
 //! only); each request runs in a span named by its matched route and is
-//! counted in the latency histogram.
+//! counted in the latency histogram. A request not answered within
+//! `request_timeout` (its body included) gets 408.
+//!
+//! The read routes (a `read` token may use them, see [`crate::auth`]) are
+//! the ones wrapped in `read_only` below; every other route refuses a
+//! read token with 403.
 
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{HeaderName, HeaderValue};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use flotilla_protocol::api::MAX_BATCH_BYTES;
 use tracing::Instrument;
 
+use crate::auth::ReadRoute;
 use crate::error::AppError;
 use crate::handlers::{agents, enroll, events, health, rollouts};
 use crate::state::AppState;
@@ -46,14 +53,17 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/events",
             post(events::post).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
         )
-        .route("/api/v1/agents", get(agents::list_agents))
-        .route("/api/v1/agents/{id}", get(agents::get_agent))
-        .route("/api/v1/agents/{id}/events", get(agents::agent_events))
-        .route("/api/v1/rollouts", get(rollouts::list))
-        .route("/api/v1/rollouts/{channel}/{release}", get(rollouts::get))
-        .route("/api/v1/gate/{channel}/{release}", get(rollouts::gate))
+        .merge(read_only(
+            Router::new()
+                .route("/api/v1/agents", get(agents::list_agents))
+                .route("/api/v1/agents/{id}", get(agents::get_agent))
+                .route("/api/v1/agents/{id}/events", get(agents::agent_events))
+                .route("/api/v1/rollouts", get(rollouts::list))
+                .route("/api/v1/rollouts/{channel}/{release}", get(rollouts::get))
+                .route("/api/v1/gate/{channel}/{release}", get(rollouts::gate))
+                .route("/metrics", get(health::metrics)),
+        ))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
         .route("/", get(web::overview::page))
         .route(
             "/login",
@@ -74,6 +84,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Marks every route of `r` as one a `read` token may GET.
+fn read_only(r: Router<AppState>) -> Router<AppState> {
+    r.route_layer(axum::Extension(ReadRoute))
+}
+
 async fn not_found() -> AppError {
     AppError::not_found("no such route")
 }
@@ -87,7 +102,23 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
     let method = req.method().clone();
     let span = tracing::info_span!("request", %method, route = %route);
     let start = Instant::now();
-    let mut resp = next.run(req).instrument(span).await;
+    let mut resp =
+        match tokio::time::timeout(st.settings.request_timeout, next.run(req).instrument(span))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                st.metrics.rejected("timeout");
+                AppError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request was not received and answered within {}",
+                        humantime::format_duration(st.settings.request_timeout)
+                    ),
+                )
+                .into_response()
+            }
+        };
     st.metrics.request(
         &route,
         method.as_str(),

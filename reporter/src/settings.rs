@@ -2,7 +2,7 @@
 //! flags. `Debug` never shows the admin token.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,8 +96,26 @@ pub struct Settings {
     pub rollout_cache: Duration,
     /// Lifetime of a web session.
     pub session_ttl: Duration,
-    /// Mark the session cookie `Secure` (serve behind HTTPS).
+    /// Mark the session cookie `Secure` (serve behind HTTPS). Defaults to
+    /// true when `public_url` is `https://…`.
     pub cookie_secure: bool,
+    // Access limits (issue 16).
+    /// The URL clients use to reach the reporter (behind its TLS proxy).
+    pub public_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; empty: the
+    /// peer address is the client (see [`crate::auth::client_ip`]).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Enrollment requests per client address.
+    pub enroll_rate_limit: RateLimit,
+    /// Failed authentications (bearer or web login) per client address.
+    pub auth_failure_limit: RateLimit,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that sends no complete request head within this is
+    /// closed (a new connection, or an idle kept-alive one).
+    pub header_read_timeout: Duration,
+    /// A request (its body included) not answered within this gets 408.
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -121,6 +139,19 @@ impl Default for Settings {
             rollout_cache: Duration::from_secs(2),
             session_ttl: Duration::from_secs(12 * 3600),
             cookie_secure: false,
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            enroll_rate_limit: RateLimit {
+                per_second: 0.5,
+                burst: 60.0,
+            },
+            auth_failure_limit: RateLimit {
+                per_second: 10.0 / 60.0,
+                burst: 10.0,
+            },
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -159,6 +190,24 @@ pub struct FileSettings {
     pub session_ttl: Option<HumanDuration>,
     /// See [`Settings::cookie_secure`].
     pub cookie_secure: Option<bool>,
+    /// See [`Settings::public_url`].
+    pub public_url: Option<String>,
+    /// See [`Settings::trusted_proxies`].
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// See [`Settings::enroll_rate_limit`].
+    pub enroll_per_minute: Option<f64>,
+    /// See [`Settings::enroll_rate_limit`].
+    pub enroll_burst: Option<f64>,
+    /// See [`Settings::auth_failure_limit`].
+    pub auth_failures_per_minute: Option<f64>,
+    /// See [`Settings::auth_failure_limit`].
+    pub auth_failure_burst: Option<f64>,
+    /// See [`Settings::max_connections`].
+    pub max_connections: Option<usize>,
+    /// See [`Settings::header_read_timeout`].
+    pub header_read_timeout: Option<HumanDuration>,
+    /// See [`Settings::request_timeout`].
+    pub request_timeout: Option<HumanDuration>,
 }
 
 impl FileSettings {
@@ -219,8 +268,46 @@ impl FileSettings {
         if let Some(v) = self.session_ttl {
             s.session_ttl = d(v);
         }
+        if let Some(v) = self.public_url {
+            let v = v.trim_end_matches('/').to_owned();
+            if !(v.starts_with("https://") || v.starts_with("http://")) {
+                return Err(Error::Config {
+                    path: "public_url".into(),
+                    reason: format!("{v:?} is not an http:// or https:// URL"),
+                });
+            }
+            // `Secure` follows an https public URL unless set explicitly.
+            if self.cookie_secure.is_none() {
+                s.cookie_secure = v.starts_with("https://");
+            }
+            s.public_url = Some(v);
+        }
         if let Some(v) = self.cookie_secure {
             s.cookie_secure = v;
+        }
+        if let Some(v) = self.trusted_proxies {
+            s.trusted_proxies = v.into_iter().map(|ip| ip.to_canonical()).collect();
+        }
+        if let Some(v) = self.enroll_per_minute {
+            s.enroll_rate_limit.per_second = v / 60.0;
+        }
+        if let Some(v) = self.enroll_burst {
+            s.enroll_rate_limit.burst = v;
+        }
+        if let Some(v) = self.auth_failures_per_minute {
+            s.auth_failure_limit.per_second = v / 60.0;
+        }
+        if let Some(v) = self.auth_failure_burst {
+            s.auth_failure_limit.burst = v;
+        }
+        if let Some(v) = self.max_connections {
+            s.max_connections = v.max(1);
+        }
+        if let Some(v) = self.header_read_timeout {
+            s.header_read_timeout = d(v).max(Duration::from_millis(100));
+        }
+        if let Some(v) = self.request_timeout {
+            s.request_timeout = d(v).max(Duration::from_millis(100));
         }
         Ok(())
     }

@@ -37,6 +37,10 @@ pub struct Inner {
     pub manifest: ManifestStore,
     /// Web sessions.
     pub sessions: Sessions,
+    /// Enrollments per client address.
+    pub enroll_limiter: RateLimiter,
+    /// Failed authentications per client address.
+    pub auth_limiter: RateLimiter,
     gates: Mutex<HashMap<(String, String), (Instant, Gate)>>,
     rollouts: Mutex<HashMap<(String, String), (Instant, RolloutProgress)>>,
 }
@@ -59,6 +63,8 @@ impl AppState {
         AppState(Arc::new(Inner {
             limiter: RateLimiter::new(settings.rate_limit),
             sessions: Sessions::new(settings.session_ttl),
+            enroll_limiter: RateLimiter::new(settings.enroll_rate_limit),
+            auth_limiter: RateLimiter::new(settings.auth_failure_limit),
             settings,
             writer,
             reader,

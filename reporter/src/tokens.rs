@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 /// Prefix of enrollment tokens, so that they are recognisable in files.
 pub const ENROLLMENT_PREFIX: &str = "flotilla-enroll-";
 
+/// Prefix of `read` tokens (`token create --scope read`).
+pub const READ_PREFIX: &str = "flotilla-read-";
+
 /// 32 random bytes as 64 lowercase hex digits.
 pub fn random_hex256() -> String {
     let mut b = [0u8; 32];
@@ -28,6 +31,11 @@ pub fn random_id() -> String {
 /// A new enrollment token: the prefix and 256 random bits.
 pub fn new_enrollment_token() -> String {
     format!("{ENROLLMENT_PREFIX}{}", random_hex256())
+}
+
+/// A new `read` token: the prefix and 256 random bits.
+pub fn new_read_token() -> String {
+    format!("{READ_PREFIX}{}", random_hex256())
 }
 
 /// SHA-256 of a secret, lowercase hex: what the database keeps.

@@ -62,7 +62,7 @@ fn token_subcommands_print_once_list_real_states_and_revoke() {
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["token", "revoke", "--db", db, "nope"]);
     assert!(!ok);
-    assert!(err.contains("no enrollment token nope"), "{err}");
+    assert!(err.contains("no token nope"), "{err}");
 
     let (ok, list, _) = run(&["token", "list", "--db", db]);
     assert!(ok);

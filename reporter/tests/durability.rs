@@ -4,9 +4,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
 use common::{enroll_request, event, wait_until};
@@ -18,25 +17,7 @@ const AGENTS: usize = 4;
 const BATCH: usize = 50;
 
 fn spawn(db: &Path, admin: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .arg("--admin-token-file")
-        .arg(admin)
-        .env("FLOTILLA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, format!("http://{addr}"))
+    common::spawn_serve(db, admin, &[], None)
 }
 
 fn batch(agent: &str) -> Vec<Event> {

@@ -104,7 +104,7 @@ async fn refuses_to_let_another_enrollment_take_over_an_agent_id() {
     assert_eq!(r.status(), 409);
     let e: ApiError = r.json().await.unwrap();
     assert_eq!(e.field.as_deref(), Some("agent_id"));
-    assert!(e.error.contains("agent revoke"));
+    assert!(e.error.contains("agent release"));
     // a wrong proof is no better
     let mut req = enroll_request(&other, "web-01");
     req.agent_token = Some("ab".repeat(32));
@@ -154,10 +154,10 @@ async fn retried_enrollment_with_the_agents_own_token_is_idempotent() {
 }
 
 #[tokio::test]
-async fn revoked_agent_gets_401_and_may_enroll_again_with_a_new_token() {
+async fn released_agent_gets_401_and_may_enroll_again_with_a_new_token() {
     let s = Server::start().await;
     let old = s.enroll("web-07").await;
-    assert!(flotilla_reporter::db::tokens::revoke_agent(&s.conn(), "web-07").unwrap());
+    assert!(flotilla_reporter::db::tokens::release_agent(&s.conn(), "web-07").unwrap());
     let e = common::event("web-07", EventKind::AgentStartup, EventStatus::Success);
     assert_eq!(
         s.post_events(&old, std::slice::from_ref(&e)).await.status(),

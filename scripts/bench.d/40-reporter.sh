@@ -35,8 +35,9 @@ printf 'bench-admin-token-0123456789abcdef\n' > "$tmp/admin"
 start_server() {
   local dir=$tmp/$1
   mkdir -p "$dir"
-  printf '%s\n' "${2:-}" > "$dir/config.toml"
-  token=$("$bin" token create --db "$dir/r.db" 2>/dev/null)
+  # 1000 generated agents enroll from this one address with one token.
+  printf '%s\n' "enroll_burst = 1000000.0" "${2:-}" > "$dir/config.toml"
+  token=$("$bin" token create --db "$dir/r.db" --expires 1d --uses unlimited 2>/dev/null)
   FLOTILLA_LOG=warn "$bin" serve --db "$dir/r.db" --listen 127.0.0.1:0 \
     --admin-token-file "$tmp/admin" --config "$dir/config.toml" > "$dir/out" 2> "$dir/err" &
   pid=$!

@@ -9,10 +9,12 @@ use flotilla_reporter::settings::{FileSettings, Settings};
 /// `serve --help`'s epilogue: every key of the `--config` file, set to its
 /// default (a test parses it, so it cannot drift from the code).
 pub const CONFIG_HELP: &str = r#"The --config file (TOML; every key optional, an unknown key is an error).
-Each key below is set to its default, except the first three (examples):
+Each key below is set to its default, except the first four (examples):
   db = "/var/lib/flotilla-reporter/db.sqlite"
   admin_token_file = "/etc/flotilla-reporter/admin.token"
   manifest = "https://updates.example.com/fleet/manifest.json"
+  public_url = "https://reporter.example.com"  # https: the session cookie is
+                                 # Secure (unless cookie_secure says otherwise)
   listen = "127.0.0.1:8080"
   manifest_refresh = "1m"        # how often --manifest is read again
   retain_days = 90               # events older than this are pruned
@@ -27,7 +29,18 @@ Each key below is set to its default, except the first three (examples):
   stale_after = "1h"             # agents silent this long are "not reporting"
   read_connections = 4           # SQLite connections for queries
   session_ttl = "12h"            # web login lifetime
-  cookie_secure = false          # true when served over HTTPS"#;
+  cookie_secure = false          # true when served over HTTPS
+  trusted_proxies = []           # proxy addresses ("127.0.0.1") whose
+                                 # X-Forwarded-For names the client; without,
+                                 # every client behind a proxy is one address
+  enroll_per_minute = 30.0       # enrollments per client address, sustained
+  enroll_burst = 60.0            # and at once (beyond: 429, Retry-After)
+  auth_failures_per_minute = 10.0  # wrong tokens (API or login) per client
+  auth_failure_burst = 10.0      # address before it gets 429; others' are
+                                 # never refused for it
+  max_connections = 512          # served at once (keep below the fd limit)
+  header_read_timeout = "10s"    # to send a request's headers (and idle)
+  request_timeout = "1m"         # to send its body and be answered: 408"#;
 
 /// Serve the API and the web page.
 #[derive(clap::Args)]
@@ -166,12 +179,22 @@ mod tests {
             read_connections: Some(_),
             session_ttl: Some(_),
             cookie_secure: Some(_),
+            public_url: Some(_),
+            trusted_proxies: Some(_),
+            enroll_per_minute: Some(_),
+            enroll_burst: Some(_),
+            auth_failures_per_minute: Some(_),
+            auth_failure_burst: Some(_),
+            max_connections: Some(_),
+            header_read_timeout: Some(_),
+            request_timeout: Some(_),
         } = &f
         else {
             panic!("a key is missing from the help: {f:?}");
         };
-        // The first three are examples, not defaults.
+        // The first four are examples, not defaults.
         (f.db, f.admin_token_file, f.manifest) = (None, None, None);
+        f.public_url = None;
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();
         assert_eq!(

@@ -2,15 +2,19 @@
 //!
 //! The rule, in order:
 //!
-//! 1. The enrollment token must exist (else *unknown token*).
-//! 2. If the agent id is enrolled and not revoked, the request must prove
+//! 1. The enrollment token must exist (else *unknown token*) and be of
+//!    scope `enroll` (a `read` token is refused as such).
+//! 2. An agent id an admin revoked (`agent revoke`) stays out, whatever
+//!    the token, until `agent readmit ID`.
+//! 3. If the agent id is enrolled and not revoked, the request must prove
 //!    the agent's current token (in `agent_token`, or as the `Bearer`
 //!    header); then the answer is the same token again, no use is counted
 //!    and an expired or used-up enrollment token does not matter (this is
 //!    what makes a retried enrollment idempotent). Without that proof the
 //!    id is *taken*: nobody can take an agent id over; an admin must first
-//!    run `flotilla-reporter agent revoke ID`.
-//! 3. Otherwise (a new id, or a revoked one) the enrollment token must be
+//!    run `flotilla-reporter agent release ID` (a squatted id) or `agent
+//!    revoke ID` and later `agent readmit ID`.
+//! 4. Otherwise (a new id, or a released or readmitted one) the enrollment token must be
 //!    active: not revoked, not expired, uses left. One use is counted, and
 //!    the agent token (the agent's proposal or a fresh random one) is
 //!    stored as its SHA-256. A token that was revoked is never accepted
@@ -20,7 +24,7 @@ use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::tokens::{token_from_row, TokenState};
+use super::tokens::{token_from_row, Scope, TokenState};
 use super::{to_micros, DbError};
 use crate::tokens;
 
@@ -33,6 +37,10 @@ pub enum Refusal {
     Token(TokenState),
     /// The agent id is enrolled and the request did not prove its token.
     Taken,
+    /// An admin revoked this agent id and has not readmitted it.
+    Blocked,
+    /// The token presented is a `read` token, not an enrollment token.
+    ReadToken,
     /// The proposed agent token was revoked before, or belongs to another agent.
     AgentTokenUnusable,
 }
@@ -52,11 +60,20 @@ pub fn enroll(
     else {
         return Ok(Err(Refusal::UnknownToken));
     };
+    if token.scope != Scope::Enroll {
+        return Ok(Err(Refusal::ReadToken));
+    }
     let labels = serde_json::to_string(&req.labels).expect("labels serialise");
-    let existing: Option<(Option<String>, Option<i64>)> = conn
-        .prepare_cached("SELECT token_hash, revoked_at FROM agents WHERE agent_id = ?1")?
-        .query_row([&req.agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let existing: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT token_hash, revoked_at, blocked_at FROM agents WHERE agent_id = ?1",
+        )?
+        .query_row([&req.agent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
+    if existing.as_ref().is_some_and(|e| e.2.is_some()) {
+        return Ok(Err(Refusal::Blocked));
+    }
+    let existing = existing.map(|(hash, revoked, _)| (hash, revoked));
     let proof = agent_token.map(tokens::hash);
     if let Some((stored, None)) = &existing {
         // Enrolled and active: only the holder of its token may repeat it.

@@ -80,6 +80,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel, release)
     ) WITHOUT ROWID;
     ",
+    // 2 (access): token scopes (`enroll`, `read`), agents kept out by an
+    // admin until readmitted, and agents counted per enrollment token.
+    "
+    ALTER TABLE enrollment_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'enroll';
+    ALTER TABLE agents ADD COLUMN blocked_at INTEGER;
+    CREATE INDEX agents_enrolled_with ON agents(enrolled_with);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,15 +1,53 @@
-//! Enrollment tokens and agent revocation: the admin side, called by the
-//! `token` and `agent` subcommands on their own connection (SQLite's
+//! Tokens made by `token create` (scope `enroll`: enrollment tokens; scope
+//! `read`: API read tokens) and agent revocation: the admin side, called by
+//! the `token` and `agent` subcommands on their own connection (SQLite's
 //! locking makes that safe next to a running server).
 
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{from_micros, now_micros, DbError};
 use crate::tokens;
+
+/// What a token made by `token create` may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Enroll agents (`POST /api/v1/enroll`).
+    Enroll,
+    /// Read status and plan data: `GET /api/v1/agents*`, `/api/v1/rollouts*`,
+    /// `/api/v1/gate/*` and `/metrics`. Never writes, never the web page.
+    Read,
+}
+
+impl Scope {
+    /// Its name in the database and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Enroll => "enroll",
+            Scope::Read => "read",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scope, String> {
+        match s {
+            "enroll" => Ok(Scope::Enroll),
+            "read" => Ok(Scope::Read),
+            other => Err(format!("scope {other:?} is not one of enroll, read")),
+        }
+    }
+}
 
 /// An enrollment token's real state at a given time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,14 +78,19 @@ impl fmt::Display for TokenState {
 pub struct TokenInfo {
     /// Its id (not secret).
     pub id: String,
+    /// What it may do.
+    pub scope: Scope,
     /// When it was made.
     pub created_at: DateTime<Utc>,
     /// When it expires, if it does.
     pub expires_at: Option<DateTime<Utc>>,
     /// How many agents it may enroll, if limited.
     pub max_uses: Option<u64>,
-    /// How many it enrolled.
+    /// How many enrollments it made (a re-enrolled id counts again).
     pub uses: u64,
+    /// How many agents are enrolled with it now (not revoked): what a
+    /// stuffed token shows (filled by [`list`]; 0 elsewhere).
+    pub agents: u64,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
     /// The admin's note.
@@ -72,38 +115,78 @@ impl TokenInfo {
 pub(crate) fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     Ok(TokenInfo {
         id: r.get("id")?,
+        scope: r.get::<_, String>("scope")?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
         created_at: from_micros(r.get("created_at")?),
         expires_at: r.get::<_, Option<i64>>("expires_at")?.map(from_micros),
         max_uses: r.get::<_, Option<i64>>("max_uses")?.map(|v| v as u64),
         uses: r.get::<_, i64>("uses")? as u64,
+        agents: 0,
         revoked_at: r.get::<_, Option<i64>>("revoked_at")?.map(from_micros),
         note: r.get("note")?,
     })
 }
 
 /// Makes an enrollment token; returns its info and the secret, which is
-/// never stored and cannot be shown again.
+/// never stored and cannot be shown again. `None` means unlimited: the
+/// command line's defaults are in `cli::token`.
 pub fn create(
     conn: &Connection,
     expires_in: Option<Duration>,
     max_uses: Option<u64>,
     note: &str,
 ) -> Result<(TokenInfo, String), DbError> {
-    let secret = tokens::new_enrollment_token();
+    insert(
+        conn,
+        Scope::Enroll,
+        tokens::new_enrollment_token(),
+        expires_in,
+        max_uses,
+        note,
+    )
+}
+
+/// Makes a `read` token (see [`Scope::Read`]); returns its info and the
+/// secret, shown once like an enrollment token's.
+pub fn create_read(
+    conn: &Connection,
+    expires_in: Option<Duration>,
+    note: &str,
+) -> Result<(TokenInfo, String), DbError> {
+    insert(
+        conn,
+        Scope::Read,
+        tokens::new_read_token(),
+        expires_in,
+        None,
+        note,
+    )
+}
+
+fn insert(
+    conn: &Connection,
+    scope: Scope,
+    secret: String,
+    expires_in: Option<Duration>,
+    max_uses: Option<u64>,
+    note: &str,
+) -> Result<(TokenInfo, String), DbError> {
     let id = tokens::random_id();
     let now = now_micros();
     let expires =
         expires_in.map(|d| now.saturating_add(d.as_micros().min(i64::MAX as u128) as i64));
     conn.execute(
-        "INSERT INTO enrollment_tokens (id, hash, created_at, expires_at, max_uses, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO enrollment_tokens (id, hash, created_at, expires_at, max_uses, note, scope)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             id,
             tokens::hash(&secret),
             now,
             expires,
             max_uses.map(|m| m as i64),
-            note
+            note,
+            scope.as_str()
         ],
     )?;
     let info = conn.query_row(
@@ -114,10 +197,31 @@ pub fn create(
     Ok((info, secret))
 }
 
-/// Every enrollment token, newest first.
+/// Whether `secret` is a `read` token that is neither revoked nor expired.
+pub fn read_token_active(
+    conn: &Connection,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let t = conn
+        .prepare_cached("SELECT * FROM enrollment_tokens WHERE hash = ?1 AND scope = 'read'")?
+        .query_row([tokens::hash(secret)], token_from_row)
+        .optional()?;
+    Ok(t.is_some_and(|t| t.state(now) == TokenState::Active))
+}
+
+/// Every token, newest first, with the agents each one enrolled.
 pub fn list(conn: &Connection) -> Result<Vec<TokenInfo>, DbError> {
-    let mut st = conn.prepare("SELECT * FROM enrollment_tokens ORDER BY created_at DESC, id")?;
-    let rows = st.query_map([], token_from_row)?;
+    let mut st = conn.prepare(
+        "SELECT t.*, (SELECT count(*) FROM agents a
+                      WHERE a.enrolled_with = t.id AND a.revoked_at IS NULL) AS agents
+         FROM enrollment_tokens t ORDER BY t.created_at DESC, t.id",
+    )?;
+    let rows = st.query_map([], |r| {
+        let mut t = token_from_row(r)?;
+        t.agents = r.get::<_, i64>("agents")? as u64;
+        Ok(t)
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -131,12 +235,39 @@ pub fn revoke(conn: &Connection, id: &str) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
-/// Revokes an agent's token: its requests get 401 from now on, and its id
-/// may be enrolled again (with a new agent token). Its history stays.
-/// Returns false if there is no such agent.
+/// Revokes an agent and keeps it out: its requests get 401 from now on and
+/// its id cannot be enrolled again, with any token, until
+/// [`readmit_agent`]. Its history stays. Returns false if there is no
+/// such agent.
 pub fn revoke_agent(conn: &Connection, agent_id: &str) -> Result<bool, DbError> {
+    let now = now_micros();
     let n = conn.execute(
-        "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2) WHERE agent_id = ?1",
+        "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2),
+             blocked_at = COALESCE(blocked_at, ?2) WHERE agent_id = ?1",
+        params![agent_id, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Lets a revoked agent id enroll again (with an enrollment token and a new
+/// agent token; its old token stays dead). Returns false if there is no
+/// such agent.
+pub fn readmit_agent(conn: &Connection, agent_id: &str) -> Result<bool, DbError> {
+    let n = conn.execute(
+        "UPDATE agents SET blocked_at = NULL WHERE agent_id = ?1",
+        [agent_id],
+    )?;
+    Ok(n == 1)
+}
+
+/// Releases an agent id, e.g. one a squatter enrolled before the real host:
+/// its token is revoked (the holder gets 401) and the id is free to be
+/// enrolled anew by whoever has an active enrollment token, at once. Its
+/// history stays. Returns false if there is no such agent.
+pub fn release_agent(conn: &Connection, agent_id: &str) -> Result<bool, DbError> {
+    let n = conn.execute(
+        "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2), blocked_at = NULL
+         WHERE agent_id = ?1",
         params![agent_id, now_micros()],
     )?;
     Ok(n == 1)
@@ -151,6 +282,8 @@ mod tests {
         let now = Utc::now();
         let mut t = TokenInfo {
             id: "x".into(),
+            scope: Scope::Enroll,
+            agents: 0,
             created_at: now,
             expires_at: Some(now + chrono::Duration::hours(1)),
             max_uses: Some(1),

@@ -3,8 +3,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use axum::http::{Extensions, HeaderMap};
 use axum::Json;
 use flotilla_protocol::api::{is_agent_token_shaped, EnrollRequest, EnrollResponse};
 use flotilla_protocol::event::{valid_agent_id, AGENT_ID_RULE};
@@ -53,8 +53,20 @@ fn check(req: &EnrollRequest) -> Result<(), AppError> {
 pub async fn post(
     State(st): State<AppState>,
     headers: HeaderMap,
+    ext: Extensions,
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), AppError> {
+    // Every attempt counts, per client address: enrolling a crowd of fake
+    // agents, or guessing tokens, takes time.
+    let ip = crate::auth::client_ip(&st, &headers, &ext);
+    if let Err(wait) = st.enroll_limiter.check(&crate::auth::limit_key(ip)) {
+        st.metrics.enrollment("rate_limited");
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many enrollments from this address; wait and retry",
+        )
+        .retry_after(wait.as_secs().max(1)));
+    }
     let Json(req) = body.map_err(|r| AppError::new(r.status(), r.body_text()))?;
     check(&req)?;
     let proof = req.agent_token.clone().or_else(|| {
@@ -95,10 +107,24 @@ pub async fn post(
                     StatusCode::CONFLICT,
                     format!(
                         "agent {agent_id} is enrolled already; to enroll it anew an admin must \
-                         first run `flotilla-reporter agent revoke {agent_id}`"
+                         first run `flotilla-reporter agent release {agent_id}`"
                     ),
                 )
                 .at(None, Some("agent_id")),
+                Refusal::Blocked => AppError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "agent {agent_id} was revoked by an admin; it may enroll again only \
+                         after `flotilla-reporter agent readmit {agent_id}`"
+                    ),
+                )
+                .at(None, Some("agent_id")),
+                Refusal::ReadToken => AppError::new(
+                    StatusCode::FORBIDDEN,
+                    "a read token cannot enroll agents; use an enrollment token \
+                     (`flotilla-reporter token create`)",
+                )
+                .at(None, Some("enrollment_token")),
                 Refusal::AgentTokenUnusable => AppError::new(
                     StatusCode::CONFLICT,
                     "this agent token was revoked or is in use; make a new one",

@@ -8,6 +8,7 @@ use super::overview::urlenc;
 use super::session::WebSession;
 use super::{html, PageResult};
 use crate::db::queries;
+use crate::db::tokens::Scope;
 use crate::handlers::agents::AgentQuery;
 use crate::state::AppState;
 
@@ -21,6 +22,13 @@ pub async fn page(
     f.limit = q.limit.unwrap_or(200).clamp(1, 1000);
     let f2 = f.clone();
     let (agents, total) = st.reader.read(move |c| queries::agents(c, &f2)).await?;
+    let enroll_tokens: Vec<_> = st
+        .reader
+        .read(crate::db::tokens::list)
+        .await?
+        .into_iter()
+        .filter(|t| t.scope == Scope::Enroll)
+        .collect();
     let stale = chrono::Duration::from_std(st.settings.stale_after).unwrap_or_default();
     let now = chrono::Utc::now();
     let qv = q.q.clone().unwrap_or_default();
@@ -71,6 +79,24 @@ pub async fn page(
         nav.pager {
             @if f.offset > 0 { a href=(link(f.offset.saturating_sub(f.limit))) { "← previous" } }
             @if (f.offset as u64 + agents.len() as u64) < total { a href=(link(f.offset + f.limit)) { "next →" } }
+        }
+        h2 { "Enrollment tokens" }
+        p.muted { "Agents each token enrolled (not revoked). A token with more agents than hosts you gave it to was leaked: "
+            code { "flotilla-reporter token revoke ID" } ", then " code { "agent revoke" } " its agents." }
+        table #enrollment-tokens {
+            thead { tr { th { "token" } th { "state" } th { "agents" } th { "uses" } th { "expires" } th { "note" } } }
+            tbody {
+                @for t in &enroll_tokens {
+                    tr {
+                        td { code { (t.id) } }
+                        td { (t.state(now).to_string()) }
+                        td.agents { (t.agents) }
+                        td { (t.uses) @if let Some(m) = t.max_uses { " / " (m) } @else { " / unlimited" } }
+                        td { (t.expires_at.map(|e| e.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "never".into())) }
+                        td { (t.note) }
+                    }
+                }
+            }
         }
     };
     html(layout::page("Agents", "agents", &s, false, body))

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::html;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::layout;
 use super::session::{self, clear_cookie};
-use crate::auth::is_admin;
+use crate::auth::{self, is_admin};
 use crate::state::AppState;
 
 fn login_page(st: &AppState, error: Option<&str>) -> Html<String> {
@@ -48,10 +48,13 @@ pub struct LoginForm {
     token: String,
 }
 
-/// Checks the admin token and starts a session.
+/// Checks the admin token and starts a session. Wrong tokens are counted
+/// per client address ([`crate::auth::check_failures`]): one address's
+/// guesses never lock out the admin logging in from another.
 pub async fn submit(
     State(st): State<AppState>,
     headers: HeaderMap,
+    ext: Extensions,
     Form(f): Form<LoginForm>,
 ) -> Response {
     if !session::same_origin(&headers) {
@@ -61,15 +64,36 @@ pub async fn submit(
         )
             .into_response();
     }
-    if st.limiter.check("\0web-login").is_err() {
+    let ip = auth::client_ip(&st, &headers, &ext);
+    if auth::check_failures(&st, ip).is_err() {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             login_page(&st, Some("Too many attempts; wait a moment.")),
         )
             .into_response();
     }
-    if !is_admin(&st, f.token.trim()) {
-        tracing::warn!("failed web login");
+    let token = f.token.trim();
+    if !is_admin(&st, token) {
+        let t = token.to_owned();
+        let now = chrono::Utc::now();
+        let read = token.starts_with(crate::tokens::READ_PREFIX)
+            && st
+                .reader
+                .read_quick(move |c| crate::db::tokens::read_token_active(c, &t, now))
+                .await
+                .unwrap_or(false);
+        if read {
+            return (
+                StatusCode::FORBIDDEN,
+                login_page(
+                    &st,
+                    Some("A read token cannot log in; use the admin token."),
+                ),
+            )
+                .into_response();
+        }
+        auth::count_failure(&st, ip);
+        tracing::warn!(%ip, "failed web login");
         return (
             StatusCode::UNAUTHORIZED,
             login_page(&st, Some("Wrong admin token.")),

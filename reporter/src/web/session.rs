@@ -2,7 +2,7 @@
 //!
 //! `POST /login` with the admin token makes a session: a random 256-bit id
 //! in a cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`, `Secure` when
-//! configured) and a CSRF token that every state-changing form carries in a
+//! `public_url` is https or `cookie_secure` says so) and a CSRF token that every state-changing form carries in a
 //! hidden field. Sessions live in memory (a restart logs everybody out) and
 //! are stored by the SHA-256 of their id.
 

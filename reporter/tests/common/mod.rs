@@ -194,3 +194,132 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts the real `flotilla-reporter serve` on 127.0.0.1:0 with `db`, the
+/// admin token file `admin` and `extra` arguments; at most `nofile` file
+/// descriptors if given. Returns the child and its URL (read from its
+/// first line, `listening on ADDR`).
+pub fn spawn_serve(
+    db: &std::path::Path,
+    admin: &std::path::Path,
+    extra: &[&str],
+    nofile: Option<u64>,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .arg("--admin-token-file")
+        .arg(admin)
+        .args(extra)
+        .env("FLOTILLA_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+    if let Some(n) = nofile {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, format!("http://{addr}"))
+}
+
+/// The real binary serving a temp database, with the admin token [`ADMIN`]
+/// and `config` as its `--config` file; killed on drop.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub url: String,
+    pub db: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Binary {
+    pub fn start(config: &str) -> Binary {
+        Binary::start_with(config, None)
+    }
+
+    pub fn start_with(config: &str, nofile: Option<u64>) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("reporter.db");
+        let admin = dir.path().join("admin.token");
+        std::fs::write(&admin, ADMIN).unwrap();
+        let cfg = dir.path().join("reporter.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let (child, url) = spawn_serve(&db, &admin, &["--config", cfg.to_str().unwrap()], nofile);
+        Binary {
+            child,
+            url,
+            db,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// `flotilla-reporter ARGS --db DB`: success, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"))
+            .args(args)
+            .arg("--db")
+            .arg(&self.db)
+            .env("FLOTILLA_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    /// `token create ARGS`: the secret printed on stdout.
+    pub fn token(&self, args: &[&str]) -> String {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = self.cli(&all);
+        assert!(ok, "token create {args:?}: {err}");
+        out.trim().to_owned()
+    }
+
+    /// `POST /api/v1/enroll` of `agent_id` with `token`.
+    pub async fn enroll(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+        agent_id: &str,
+    ) -> reqwest::Response {
+        http.post(self.url("/api/v1/enroll"))
+            .json(&enroll_request(token, agent_id))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
