@@ -14,6 +14,14 @@
 //! 5. no drift: it equals the compilation of the current sources, serial and
 //!    timestamps aside (a merged change nobody signed yet is reported).
 //!
+//! With `--base REF` (a pull request against its base), also:
+//! 7. roots are append-only: no `root/<n>.root.json` of the base changed or
+//!    removed, and each new one chains from the one before;
+//! 8. nothing under `signed/` changed, except a `signed/manifest.json` that
+//!    carries the release threshold with a serial at most 1000 above the
+//!    base's (co-signers of a release threshold of 2 or more sign in the
+//!    pull request); see [`crate::history`].
+//!
 //! With `--check-artifacts`: 6. every artifact the signed manifest refers to
 //! (with `--sources`: every artifact in `releases/`) exists in the store with
 //! the recorded size and SHA-256, streamed through the hasher.
@@ -24,6 +32,7 @@ use chrono::{DateTime, Utc};
 use flotilla_protocol::{DowngradePolicy, Manifest, Sources, MANIFEST_PAYLOAD_TYPE};
 use flotilla_signing::ExpirationEnforcement;
 
+use crate::history::{self, Snapshot};
 use crate::repo::SIGNED_MANIFEST;
 use crate::store::ObjectCheck;
 use crate::{Error, Repo, Store};
@@ -44,6 +53,9 @@ pub struct Options<'a> {
     pub scope: Scope,
     /// Check artifacts in this store (step 6).
     pub artifacts: Option<&'a Store>,
+    /// The base of the change (`--base`): roots must be append-only over
+    /// it and `signed/` unchanged (steps 7–8).
+    pub base: Option<&'a Snapshot>,
     /// The time expiry is judged at.
     pub now: DateTime<Utc>,
 }
@@ -69,8 +81,24 @@ pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
             (None, true)
         }
     };
-    if let (Some(s), Some(sm)) = (&sources, &signed) {
-        problems.extend(downgrades(&sm.manifest, s));
+    // Downgrades are judged against the base's manifest when it verifies
+    // (the work tree's copy may be what the change edited).
+    let base_manifest = opts.base.and_then(Snapshot::verified);
+    if let Some(s) = &sources {
+        match (&base_manifest, &signed) {
+            (Some(m), _) => problems.extend(downgrades(m, s)),
+            (None, Some(sm)) => problems.extend(downgrades(&sm.manifest, s)),
+            (None, None) => {}
+        }
+    }
+    if let Some(base) = opts.base {
+        match Snapshot::work_tree(repo) {
+            Ok(head) => {
+                problems.extend(history::root_changes(base, &head, "this change"));
+                problems.extend(history::signed_changes(base, &head, "this change"));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
     }
 
     if opts.scope == Scope::Full {
