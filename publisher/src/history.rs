@@ -17,6 +17,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::convert::Infallible;
+
+use chrono::{DateTime, Utc};
+use flotilla_protocol::trust::{verify_manifest, Refusal, TrustError, VerifiedManifest};
 use flotilla_protocol::{Manifest, MANIFEST_PAYLOAD_TYPE};
 use flotilla_signing::{Envelope, TrustedRoot};
 
@@ -28,6 +32,9 @@ use crate::{Error, Repo, Result, Store};
 /// without `--allow-serial-jump`: far more than any real history between a
 /// base and its change, far less than the 2^64 that would freeze agents.
 pub const MAX_SERIAL_JUMP: u64 = 1000;
+
+/// Said after an expired root.
+pub(crate) const ROTATE_HINT: &str = "; rotate it with `flotilla-publisher root rotate`";
 
 /// How many root versions are read from a store at most.
 const MAX_ROOTS: u64 = 1024;
@@ -120,19 +127,26 @@ impl Snapshot {
         self.signed.get(SIGNED_MANIFEST).map(Vec::as_slice)
     }
 
-    /// Walks root 1 → N; every step's trusted root, oldest first. An error
-    /// names the root file that does not verify.
-    pub fn chain(&self) -> std::result::Result<Vec<TrustedRoot>, String> {
+    /// Walks root 1 → N with [`TrustedRoot::from_anchor`] and
+    /// [`TrustedRoot::update`] (the steps agents take); every step's trusted
+    /// root, oldest first. An error names the root file that does not
+    /// verify. Expiry is not checked here. This is the publisher's one walk:
+    /// [`Repo::root_chain`] is its last step.
+    pub fn chain(&self) -> Result<Vec<TrustedRoot>> {
         let mut out: Vec<TrustedRoot> = Vec::new();
         for (i, (n, bytes)) in self.roots.iter().enumerate() {
-            let rel = format!("root/{n}.root.json");
-            if *n != i as u64 + 1 {
-                return Err(format!(
-                    "root/{}.root.json: missing, but {rel} exists",
-                    i + 1
+            let rel = Repo::root_rel(*n);
+            let want = i as u64 + 1;
+            if *n != want {
+                return Err(Error::file(
+                    Repo::root_rel(want),
+                    format!(
+                        "missing, but {} exists: root versions go 1, 2, 3, …",
+                        rel.display()
+                    ),
                 ));
             }
-            let env = Envelope::from_json(bytes).map_err(|e| format!("{rel}: {e}"))?;
+            let env = Envelope::from_json(bytes).map_err(|e| Error::file(&rel, e))?;
             let next = match out.last() {
                 None => TrustedRoot::from_anchor(&env),
                 Some(t) => {
@@ -140,10 +154,43 @@ impl Snapshot {
                     t.update(&env).map(|()| t)
                 }
             }
-            .map_err(|e| format!("{rel}: {e}"))?;
+            .map_err(|e| Error::file(&rel, e))?;
             out.push(next);
         }
         Ok(out)
+    }
+
+    /// Verifies `signed/manifest.json` as an agent that ships this
+    /// snapshot's `root/1.root.json` would, at `now`:
+    /// [`flotilla_protocol::trust::verify_manifest`] (walk, thresholds,
+    /// expiry). `Ok(None)` when there is no manifest; an error is one line
+    /// naming the file.
+    pub fn verify_manifest(&self, now: DateTime<Utc>) -> Result<Option<VerifiedManifest>> {
+        let chain = self.chain()?;
+        let (Some(anchor), Some(bytes)) = (chain.first(), self.manifest_bytes()) else {
+            return match chain.is_empty() {
+                true => Err(Repo::no_root()),
+                false => Ok(None),
+            };
+        };
+        verify_manifest(
+            anchor.clone(),
+            |n| Ok::<_, Infallible>(self.roots.get(&n).cloned()),
+            bytes,
+            now,
+        )
+        .map(Some)
+        .map_err(|e| match e {
+            TrustError::Fetch { source, .. } => match source {},
+            TrustError::Rejected { what, source } => {
+                let hint = match &source {
+                    Refusal::Expired { .. } => "; re-sign with `flotilla-publisher sign`",
+                    Refusal::Signing(flotilla_signing::Error::Expired { .. }) => ROTATE_HINT,
+                    _ => "",
+                };
+                Error::file(what, format!("{source}{hint}"))
+            }
+        })
     }
 
     /// The serial of `signed/manifest.json` if it carries the release

@@ -6,7 +6,7 @@
 //! 2. the store's roots are a prefix of the repo's, byte for byte: a
 //!    published root never changes (hosts installed from it trust it), and
 //!    new ones chain ([`history::root_changes`]);
-//! 3. the manifest verifies ([`verify_manifest`], as agents do) walking from
+//! 3. the manifest verifies ([`Snapshot::verify_manifest`], as agents do) walking from
 //!    the store's `root/1.root.json` through its roots and then the repo's
 //!    newer ones;
 //! 4. read the store's current `manifest.json`: if the newest root's release
@@ -21,9 +21,8 @@
 //! `<store>/root/<N>.root.json`).
 
 use chrono::{DateTime, Utc};
-use flotilla_protocol::trust::verify_manifest;
 use flotilla_protocol::{Manifest, MANIFEST_PAYLOAD_TYPE};
-use flotilla_signing::{Envelope, TrustedRoot};
+use flotilla_signing::Envelope;
 
 use crate::history::{self, Snapshot};
 use crate::repo::SIGNED_MANIFEST;
@@ -75,29 +74,18 @@ pub fn publish(repo: &Repo, store: &Store, now: DateTime<Utc>) -> Result<Publish
             published.label
         )));
     }
-    // The manifest must verify against the published chain (extended by
-    // this checkout's newer roots), walked as agents walk it.
-    let anchor = match published.roots.get(&1).or_else(|| ours.roots.get(&1)) {
-        Some(b) => b.clone(),
-        None => return Err(Error::file("root/1.root.json", "missing")),
-    };
-    let anchor = Envelope::from_json(&anchor)
-        .and_then(|e| TrustedRoot::from_anchor(&e))
-        .map_err(|e| Error::file("root/1.root.json", e))?;
-    let envelope_bytes =
-        std::fs::read(repo.path(SIGNED_MANIFEST)).map_err(|e| Error::io(SIGNED_MANIFEST, e))?;
-    let verified = verify_manifest(
-        anchor,
-        |n| Ok::<_, std::convert::Infallible>(ours.roots.get(&n).cloned()),
-        &envelope_bytes,
-        now,
-    )
-    .map_err(|e| {
-        Error::Refused(format!(
-            "{e}\nrefusing to publish: it does not verify against the root chain published in {}",
-            published.label
-        ))
-    })?;
+    // The manifest must verify against the published chain (root 1 and on
+    // are the store's bytes, checked above, then this checkout's newer
+    // roots), walked as agents walk it.
+    let verified = ours
+        .verify_manifest(now)
+        .and_then(|v| v.ok_or_else(|| Error::file(SIGNED_MANIFEST, "missing")))
+        .map_err(|e| {
+            Error::Refused(format!(
+                "{e}\nrefusing to publish: it does not verify against the root chain published in {}",
+                published.label
+            ))
+        })?;
     // The published manifest's serial binds us if the current release keys
     // signed it. One the newest root's release keys did not sign (the keys
     // were rotated away, as after a compromise) has no serial to respect:
@@ -137,6 +125,10 @@ pub fn publish(repo: &Repo, store: &Store, now: DateTime<Utc>) -> Result<Publish
         }
         store.put_bytes(&Repo::root_rel(*n).to_string_lossy(), bytes.clone())?;
     }
+    let envelope_bytes = ours
+        .manifest_bytes()
+        .expect("verified, so present")
+        .to_vec();
     store.put_bytes(STORE_MANIFEST, envelope_bytes)?;
     Ok(Published {
         serial: signed.manifest.serial,

@@ -168,9 +168,7 @@ pub fn sign(repo: &Repo, key: &PrivateKey, opts: &Options<'_>) -> Result<Signed>
         (mode, prev) => {
             if let (Mode::IfNeeded(renew), Some(p)) = (mode, &prev) {
                 // Up to date only if it verifies: an edited payload is not.
-                if trusted
-                    .verify_release(&p.envelope, MANIFEST_PAYLOAD_TYPE)
-                    .is_ok()
+                if matches!(work.verify_manifest(now), Ok(Some(_)))
                     && verify::drift(&p.manifest, &sources).is_empty()
                     && p.manifest.expires > now + renew.to_chrono()
                 {

@@ -29,11 +29,11 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use flotilla_protocol::{DowngradePolicy, Manifest, Sources, MANIFEST_PAYLOAD_TYPE};
+use flotilla_protocol::{DowngradePolicy, Manifest, Sources};
 use flotilla_signing::ExpirationEnforcement;
 
 use crate::history::{self, Snapshot};
-use crate::repo::SIGNED_MANIFEST;
+use crate::repo::{SignedManifest, SIGNED_MANIFEST};
 use crate::store::ObjectCheck;
 use crate::{Error, Repo, Store};
 
@@ -102,42 +102,9 @@ pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
     }
 
     if opts.scope == Scope::Full {
-        let trusted = match repo.root_chain() {
-            Ok(t) => {
-                if let Err(e) = t.check_expiry(opts.now, ExpirationEnforcement::Safe) {
-                    problems.push(format!(
-                        "{}: {e}; rotate it with `flotilla-publisher root rotate`",
-                        Repo::root_rel(t.version()).display()
-                    ));
-                }
-                Some(t)
-            }
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        };
-        match &signed {
-            None if !signed_unreadable => problems.push(format!(
-                "{SIGNED_MANIFEST}: missing; sign the sources with `flotilla-publisher sign`"
-            )),
-            None => {}
-            Some(sm) => {
-                if let Some(t) = &trusted {
-                    if let Err(e) = t.verify_release(&sm.envelope, MANIFEST_PAYLOAD_TYPE) {
-                        problems.push(format!("{SIGNED_MANIFEST}: {e}"));
-                    }
-                }
-                if sm.manifest.expires <= opts.now {
-                    problems.push(format!(
-                        "{SIGNED_MANIFEST}: expired at {}; re-sign with `flotilla-publisher sign`",
-                        sm.manifest.expires.to_rfc3339()
-                    ));
-                }
-                if let Some(s) = &sources {
-                    problems.extend(drift(&sm.manifest, s));
-                }
-            }
+        problems.extend(full(repo, signed.as_ref(), signed_unreadable, opts.now));
+        if let (Some(sm), Some(s)) = (&signed, &sources) {
+            problems.extend(drift(&sm.manifest, s));
         }
     }
 
@@ -168,6 +135,52 @@ pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Steps 3–4: the root chain, and the manifest against it, with the one
+/// verification agents use ([`Snapshot::verify_manifest`]: walk, thresholds,
+/// expiry).
+fn full(
+    repo: &Repo,
+    signed: Option<&SignedManifest>,
+    signed_unreadable: bool,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let snapshot = match Snapshot::work_tree(repo) {
+        Ok(s) => s,
+        Err(e) => return vec![e.to_string()],
+    };
+    if signed.is_some() {
+        return match snapshot.verify_manifest(now) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.to_string()],
+        };
+    }
+    // No manifest to verify: the chain must still verify and be current.
+    let mut p = Vec::new();
+    match snapshot.chain() {
+        Ok(chain) => match chain.last() {
+            None => p.push(Repo::no_root().to_string()),
+            Some(newest) => {
+                if let Err(e) = newest.check_expiry(now, ExpirationEnforcement::Safe) {
+                    p.push(format!(
+                        "{}: {e}{}",
+                        Repo::root_rel(newest.version()).display(),
+                        history::ROTATE_HINT
+                    ));
+                }
+            }
+        },
+        Err(e) => p.push(e.to_string()),
+    }
+    if !signed_unreadable {
+        p.push(missing());
+    }
+    p
+}
+
+fn missing() -> String {
+    format!("{SIGNED_MANIFEST}: missing; sign the sources with `flotilla-publisher sign`")
 }
 
 /// Channels whose release is lower than in the signed manifest, without
