@@ -27,7 +27,8 @@ use super::Global;
 Examples:
   flotilla-publisher sign --key ~/keys/release-alice.pem
   flotilla-publisher sign --append --key ~/keys/release-bob.pem      # second signer
-  flotilla-publisher sign --key \"$KEYFILE\" --if-needed --renew-before 7d --store s3://updates/fleet   # CI after a merge")]
+  # CI after a merge: sign if needed, after the serial published in the store
+  flotilla-publisher sign --key \"$KEYFILE\" --if-needed --renew-before 7d --store s3://updates/fleet")]
 pub struct Args {
     /// Your release key (PKCS#8 PEM, mode 0600).
     #[arg(long, value_name = "KEY.pem")]

@@ -25,8 +25,8 @@ use super::{Global, Problems};
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
-  flotilla-publisher verify --sources --base                            # a pull request, against its merge-base with origin/main
-  flotilla-publisher verify --sources --base origin/release             # … against another base
+  flotilla-publisher verify --sources --base                 # a pull request, vs. its merge-base
+  flotilla-publisher verify --sources --base origin/release  # … with another base
   flotilla-publisher verify --check-artifacts --store s3://updates/fleet  # everything")]
 pub struct Args {
     /// Check the sources alone (before signing).
