@@ -107,7 +107,7 @@ impl Snapshot {
     /// `signed/manifest.json`).
     pub fn in_store(store: &Store) -> Result<Snapshot> {
         let mut s = Snapshot {
-            label: store.display(""),
+            label: store.display("").trim_end_matches('/').to_owned(),
             ..Snapshot::default()
         };
         for n in 1..=MAX_ROOTS {
@@ -133,31 +133,42 @@ impl Snapshot {
     /// verify. Expiry is not checked here. This is the publisher's one walk:
     /// [`Repo::root_chain`] is its last step.
     pub fn chain(&self) -> Result<Vec<TrustedRoot>> {
+        match self.chain_prefix() {
+            (chain, None) => Ok(chain),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// The roots that verify, from root 1 up to the first that does not,
+    /// and why that one does not.
+    fn chain_prefix(&self) -> (Vec<TrustedRoot>, Option<Error>) {
         let mut out: Vec<TrustedRoot> = Vec::new();
         for (i, (n, bytes)) in self.roots.iter().enumerate() {
             let rel = Repo::root_rel(*n);
             let want = i as u64 + 1;
             if *n != want {
-                return Err(Error::file(
+                let e = Error::file(
                     Repo::root_rel(want),
                     format!(
                         "missing, but {} exists: root versions go 1, 2, 3, …",
                         rel.display()
                     ),
-                ));
+                );
+                return (out, Some(e));
             }
-            let env = Envelope::from_json(bytes).map_err(|e| Error::file(&rel, e))?;
-            let next = match out.last() {
+            let next = Envelope::from_json(bytes).and_then(|env| match out.last() {
                 None => TrustedRoot::from_anchor(&env),
                 Some(t) => {
                     let mut t = t.clone();
                     t.update(&env).map(|()| t)
                 }
+            });
+            match next {
+                Ok(t) => out.push(t),
+                Err(e) => return (out, Some(Error::file(&rel, e))),
             }
-            .map_err(|e| Error::file(&rel, e))?;
-            out.push(next);
         }
-        Ok(out)
+        (out, None)
     }
 
     /// Verifies `signed/manifest.json` as an agent that ships this
@@ -236,10 +247,14 @@ pub fn verified_manifest(chain: &[TrustedRoot], bytes: &[u8]) -> Option<Manifest
 }
 
 /// What `head` changed of `base`'s roots: removed or changed roots, and new
-/// ones that do not chain. One line per problem, naming the file.
+/// ones that do not chain. One line per problem, naming the file. A root of
+/// the base that did not verify there (a rotation still being signed) was
+/// never trusted by anyone: it may still change, and is checked as new.
 pub fn root_changes(base: &Snapshot, head: &Snapshot, verb: &str) -> Vec<String> {
+    let (trusted_chain, _) = base.chain_prefix();
+    let k = trusted_chain.len() as u64;
     let mut problems = Vec::new();
-    for (n, old) in &base.roots {
+    for (n, old) in base.roots.range(..=k) {
         match head.roots.get(n) {
             None => problems.push(format!(
                 "root/{n}.root.json: {verb} removes it ({} has it); roots are append-only",
@@ -256,34 +271,27 @@ pub fn root_changes(base: &Snapshot, head: &Snapshot, verb: &str) -> Vec<String>
     if !problems.is_empty() {
         return problems;
     }
-    let mut trusted = match base.chain() {
-        Ok(c) => c.last().cloned(),
-        Err(e) => {
-            problems.push(format!(
-                "{e} (in {}: nothing can chain from a broken root)",
-                base.label
-            ));
-            return problems;
-        }
-    };
-    for (n, bytes) in head.roots.range(base.roots.len() as u64 + 1..) {
+    let mut trusted = trusted_chain.last().cloned();
+    for (n, bytes) in head.roots.range(k + 1..) {
         let rel = format!("root/{n}.root.json");
-        let stepped = Envelope::from_json(bytes)
-            .map_err(Error::from)
-            .and_then(|env| {
-                Ok(match trusted.take() {
-                    None => TrustedRoot::from_anchor(&env)?,
-                    Some(mut t) => {
-                        t.update(&env)?;
-                        t
-                    }
-                })
-            });
+        let stepped = Envelope::from_json(bytes).and_then(|env| {
+            Ok(match trusted.take() {
+                None => TrustedRoot::from_anchor(&env)?,
+                Some(mut t) => {
+                    t.update(&env)?;
+                    t
+                }
+            })
+        });
         match stepped {
             Ok(t) => trusted = Some(t),
             Err(e) => {
+                let what = match base.roots.contains_key(n) {
+                    true => "does not verify",
+                    false => "adds it, but it does not chain",
+                };
                 problems.push(format!(
-                    "{rel}: {verb} adds it, but it does not chain from {}: {e}",
+                    "{rel}: {verb} {what} from {}: {e}",
                     if *n == 1 {
                         "itself (root 1 needs a threshold of its own root keys)".to_owned()
                     } else {

@@ -127,7 +127,11 @@ pub fn sign(repo: &Repo, key: &PrivateKey, opts: &Options<'_>) -> Result<Signed>
                 m.serial,
                 format!("the verified serial {} of {label}", m.serial),
             ),
-            None => (0, "0 (no verified manifest before it)".to_owned()),
+            None => (
+                0,
+                "0 (no verified manifest to compare with: give --base REF or --store URL)"
+                    .to_owned(),
+            ),
         };
         if serial.saturating_sub(base) > MAX_SERIAL_JUMP && !opts.allow_serial_jump {
             return Err(Error::Refused(format!(

@@ -230,6 +230,28 @@ fn new_root_that_does_not_chain_is_refused() {
 }
 
 #[test]
+fn a_root_that_never_verified_may_still_be_signed() {
+    // A rotation merged before it was signed: root 2 was never trusted, so
+    // the pull request that signs it changes no trusted root.
+    let (f, _) = on_main();
+    f.keygen("root2");
+    f.ok(&["root", "rotate", "--root-key", &f.pubkey("root2")]);
+    f.commit("root 2, to be signed");
+    git(&f.repo, &["checkout", "-q", "-b", "pr"]);
+    f.ok(&["root", "sign", "--key", &f.key("root")]);
+    f.ok(&["root", "sign", "--key", &f.key("root2")]);
+    f.ok(&["verify", "--sources", "--base"]);
+    // Root 1 is still fixed.
+    let text = f.read("root/1.root.json");
+    f.write("root/1.root.json", &format!("{text}\n"));
+    let e = f.fails(&["verify", "--sources", "--base"]);
+    assert!(
+        e.contains("root/1.root.json: this change changes it"),
+        "{e}"
+    );
+}
+
+#[test]
 fn publish_never_replaces_a_newer_or_unverified_manifest() {
     let (f, www) = on_main();
     f.ok(&["sign", "--key", &f.key("release")]);
@@ -245,8 +267,12 @@ fn publish_never_replaces_a_newer_or_unverified_manifest() {
         "signed/manifest.json",
         std::str::from_utf8(&serial2).unwrap(),
     );
-    std::fs::copy(
-        f.path("root/1.root.json"),
+    f.keygen("root2");
+    f.ok(&["root", "rotate", "--root-key", &f.pubkey("root2")]);
+    f.ok(&["root", "sign", "--key", &f.key("root")]);
+    f.ok(&["root", "sign", "--key", &f.key("root2")]);
+    std::fs::rename(
+        f.path("root/2.root.json"),
         f.tmp.path().join("www/root/2.root.json"),
     )
     .unwrap();
