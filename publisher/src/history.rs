@@ -5,7 +5,9 @@
 //! - Roots are append-only: an existing `root/<n>.root.json` never changes
 //!   (not a byte), and a new `root/<n+1>.root.json` must chain from root n
 //!   (a threshold of root n's root keys and of its own), checked with
-//!   [`flotilla_signing::TrustedRoot::update`], the walk agents use.
+//!   [`flotilla_signing::TrustedRoot::update`], the walk agents use. A root
+//!   that never verified (a rotation merged before it was signed) was never
+//!   trusted, so it may still change until it chains.
 //! - `signed/` is generated: a change may only replace
 //!   `signed/manifest.json` with an envelope that carries the release
 //!   threshold of the (checked) root chain, with a serial above the base's
@@ -15,9 +17,8 @@
 //!   bytes a pull request could have edited say nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
 use std::convert::Infallible;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use flotilla_protocol::trust::{verify_manifest, Refusal, TrustError, VerifiedManifest};
@@ -287,7 +288,7 @@ pub fn root_changes(base: &Snapshot, head: &Snapshot, verb: &str) -> Vec<String>
             Ok(t) => trusted = Some(t),
             Err(e) => {
                 let what = match base.roots.contains_key(n) {
-                    true => "does not verify",
+                    true => "keeps it, and it still does not chain",
                     false => "adds it, but it does not chain",
                 };
                 problems.push(format!(
