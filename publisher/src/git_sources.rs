@@ -52,7 +52,7 @@ pub fn resolve(dir: &Path, rev: &str) -> Result<Revision> {
 pub fn default_base(dir: &Path) -> Result<Revision> {
     git_text(dir, &["rev-parse", "--git-dir"]).map_err(|e| {
         Error::Git(format!(
-            "{} is not in a git repository, and `plan` compares the sources with a git revision: {e}",
+            "{} is not in a git repository, and `plan` and `verify --base` compare the fleet repo with a git revision: {e}",
             dir.display()
         ))
     })?;
@@ -89,46 +89,63 @@ pub fn default_base(dir: &Path) -> Result<Revision> {
 /// The sources at `rev`'s commit, or `None` if it has no `fleet.toml`
 /// there (the fleet repo did not exist yet).
 pub fn sources_at(dir: &Path, rev: &Revision) -> Result<Option<Sources>> {
-    let prefix = git_text(dir, &["rev-parse", "--show-prefix"])?;
-    let listed = git(
+    let found = files_at(
         dir,
-        &[
-            "ls-tree",
-            "-r",
-            "-z",
-            "--name-only",
-            &rev.commit,
-            "--",
-            "fleet.toml",
-            "pins.toml",
-            "releases",
-            "channels",
-        ],
-        None,
+        rev,
+        &["fleet.toml", "pins.toml", "releases", "channels"],
+        is_source,
     )?;
-    let rels: Vec<String> = listed
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .filter(|n| is_source(n))
-        .collect();
-    if !rels.iter().any(|r| r == "fleet.toml") {
+    if !found.iter().any(|(r, _)| r == "fleet.toml") {
         return Ok(None);
     }
-    let mut input = String::new();
-    for r in &rels {
-        input.push_str(&format!("{}:{prefix}{r}\n", rev.commit));
+    let mut files = Vec::with_capacity(found.len());
+    for (rel, bytes) in found {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::Git(format!("{rel} at {} is not UTF-8", rev.describe())))?;
+        files.push((PathBuf::from(rel), text));
     }
-    let out = git(dir, &["cat-file", "--batch"], Some(input.into_bytes()))?;
-    let texts = parse_batch(&out, rels.len())
-        .map_err(|e| Error::Git(format!("reading the sources at {}: {e}", rev.describe())))?;
-    let files: Vec<(PathBuf, String)> = rels.into_iter().map(PathBuf::from).zip(texts).collect();
     Sources::from_files(files).map(Some).map_err(|p| {
         Error::Git(format!(
             "the fleet sources at {} do not validate:\n{p}",
             rev.describe()
         ))
     })
+}
+
+/// The files under `paths` (relative to the fleet repo) at `rev`'s commit
+/// that `keep` accepts, as (relative path, bytes), read without a checkout.
+pub fn files_at(
+    dir: &Path,
+    rev: &Revision,
+    paths: &[&str],
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let prefix = git_text(dir, &["rev-parse", "--show-prefix"])?;
+    let mut args = vec!["ls-tree", "-r", "-z", "--name-only", &rev.commit, "--"];
+    args.extend_from_slice(paths);
+    let listed = git(dir, &args, None)?;
+    let rels: Vec<String> = listed
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| keep(n))
+        .collect();
+    if rels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut input = String::new();
+    for r in &rels {
+        input.push_str(&format!("{}:{prefix}{r}\n", rev.commit));
+    }
+    let out = git(dir, &["cat-file", "--batch"], Some(input.into_bytes()))?;
+    let blobs = parse_batch(&out, rels.len()).map_err(|e| {
+        Error::Git(format!(
+            "reading {} at {}: {e}",
+            paths.join(", "),
+            rev.describe()
+        ))
+    })?;
+    Ok(rels.into_iter().zip(blobs).collect())
 }
 
 /// The files `Sources::load_dir` reads: `fleet.toml`, `pins.toml`,
@@ -142,8 +159,8 @@ fn is_source(rel: &str) -> bool {
     }
 }
 
-/// Splits `git cat-file --batch` output into `n` texts.
-fn parse_batch(out: &[u8], n: usize) -> std::result::Result<Vec<String>, String> {
+/// Splits `git cat-file --batch` output into `n` blobs.
+fn parse_batch(out: &[u8], n: usize) -> std::result::Result<Vec<Vec<u8>>, String> {
     let mut r = BufReader::new(out);
     let mut texts = Vec::with_capacity(n);
     for _ in 0..n {
@@ -157,7 +174,7 @@ fn parse_batch(out: &[u8], n: usize) -> std::result::Result<Vec<String>, String>
         let mut body = vec![0; size + 1];
         r.read_exact(&mut body).map_err(|e| e.to_string())?;
         body.pop(); // the newline after each object
-        texts.push(String::from_utf8(body).map_err(|_| "a source file is not UTF-8".to_owned())?);
+        texts.push(body);
     }
     Ok(texts)
 }
@@ -274,7 +291,7 @@ mod tests {
     #[test]
     fn batch_output_is_split_by_size() {
         let out = b"aaaa blob 3\nx\ny\nbbbb blob 0\n\n";
-        assert_eq!(parse_batch(out, 2).unwrap(), ["x\ny", ""]);
+        assert_eq!(parse_batch(out, 2).unwrap(), [b"x\ny".to_vec(), Vec::new()]);
         assert!(parse_batch(b"HEAD:x missing\n", 1)
             .unwrap_err()
             .contains("missing"));

@@ -10,6 +10,8 @@
 //! - [`rollout`], [`pins`]: comment-preserving edits of `channels/*.toml` and `pins.toml`.
 //! - [`sign`]: compile and sign the manifest; the two-person `--append`.
 //! - [`verify`]: every check CI runs, one problem per line.
+//! - [`history`]: what was trusted before a change (a base revision, the
+//!   store): append-only roots, generated `signed/`, verified serials.
 //! - [`publish`]: upload roots and the signed manifest for HTTP-pulling agents.
 //! - [`spec`]: parsing of command-line values (`--waves`, `--expires`, `--start`).
 //! - [`reporter_client`] (TLS in [`tls`]): the reporter's admin API, for
@@ -21,6 +23,7 @@
 
 pub mod error;
 pub mod git_sources;
+pub mod history;
 pub mod pins;
 pub mod plan;
 pub mod plan_text;

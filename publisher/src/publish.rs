@@ -3,10 +3,17 @@
 //! Sequence:
 //! 1. run the full [`crate::verify`] (sources, root chain, release threshold,
 //!    expiry, no drift); anything wrong and nothing is uploaded;
-//! 2. read the store's current `manifest.json`: a higher serial there means
-//!    this checkout is stale (refused); the same serial with a different
-//!    payload means two manifests were signed with one serial (refused);
-//! 3. upload `root/1.root.json` … `root/N.root.json`, then `manifest.json`,
+//! 2. the store's roots are a prefix of the repo's, byte for byte: a
+//!    published root never changes (hosts installed from it trust it), and
+//!    new ones chain ([`history::root_changes`]);
+//! 3. the manifest verifies ([`Snapshot::verify_manifest`], as agents do) walking from
+//!    the store's `root/1.root.json` through its roots and then the repo's
+//!    newer ones;
+//! 4. read the store's current `manifest.json`: if the newest root's release
+//!    keys signed it, a higher serial there means this checkout is stale
+//!    (refused), and the same serial with a different payload means two
+//!    manifests were signed with one serial (refused);
+//! 5. upload the roots the store does not have yet, then `manifest.json`,
 //!    byte for byte as in the repo. Roots go first, so an agent that sees the
 //!    new manifest can always find the root that signs it.
 //!
@@ -14,9 +21,10 @@
 //! `<store>/root/<N>.root.json`).
 
 use chrono::{DateTime, Utc};
-use flotilla_protocol::Manifest;
+use flotilla_protocol::{Manifest, MANIFEST_PAYLOAD_TYPE};
 use flotilla_signing::Envelope;
 
+use crate::history::{self, Snapshot};
 use crate::repo::SIGNED_MANIFEST;
 use crate::verify::{self, Options, Scope};
 use crate::{Error, Repo, Result, Store};
@@ -42,6 +50,7 @@ pub fn publish(repo: &Repo, store: &Store, now: DateTime<Utc>) -> Result<Publish
         &Options {
             scope: Scope::Full,
             artifacts: None,
+            base: None,
             now,
         },
     );
@@ -54,11 +63,42 @@ pub fn publish(repo: &Repo, store: &Store, now: DateTime<Utc>) -> Result<Publish
     let signed = repo
         .signed_manifest()?
         .ok_or_else(|| Error::file(SIGNED_MANIFEST, "missing"))?;
-    if let Some(bytes) = store.get_bytes(STORE_MANIFEST)? {
-        let theirs = Envelope::from_json(&bytes)
+    let ours = Snapshot::work_tree(repo)?;
+    let published = Snapshot::in_store(store)?;
+    // Published roots never change: agents installed from them trust them.
+    let rewrites = history::root_changes(&published, &ours, "this checkout");
+    if !rewrites.is_empty() {
+        return Err(Error::Refused(format!(
+            "{}\nrefusing to publish: {} has published these roots, and hosts trust them",
+            rewrites.join("\n"),
+            published.label
+        )));
+    }
+    // The manifest must verify against the published chain (root 1 and on
+    // are the store's bytes, checked above, then this checkout's newer
+    // roots), walked as agents walk it.
+    let verified = ours
+        .verify_manifest(now)
+        .and_then(|v| v.ok_or_else(|| Error::file(SIGNED_MANIFEST, "missing")))
+        .map_err(|e| {
+            Error::Refused(format!(
+                "{e}\nrefusing to publish: it does not verify against the root chain published in {}",
+                published.label
+            ))
+        })?;
+    // The published manifest's serial binds us if the current release keys
+    // signed it. One the newest root's release keys did not sign (the keys
+    // were rotated away, as after a compromise) has no serial to respect:
+    // agents forget it too when they take the new root.
+    if let Some(bytes) = published.manifest_bytes() {
+        let theirs = Envelope::from_json(bytes)
             .ok()
-            .and_then(|e| e.payload_bytes().ok())
-            .and_then(|p| Manifest::from_payload(&p).ok().map(|m| (p, m)));
+            .and_then(|e| verified.root.verify_release(&e, MANIFEST_PAYLOAD_TYPE).ok())
+            .and_then(|v| {
+                Manifest::from_payload(&v.payload)
+                    .ok()
+                    .map(|m| (v.payload, m))
+            });
         if let Some((payload, m)) = theirs {
             let ours = &signed.manifest;
             if m.serial > ours.serial {
@@ -79,14 +119,17 @@ pub fn publish(repo: &Repo, store: &Store, now: DateTime<Utc>) -> Result<Publish
         }
     }
     let newest = repo.newest_root()?;
-    for n in 1..=newest {
-        let rel = Repo::root_rel(n);
-        let bytes = std::fs::read(repo.path(&rel)).map_err(|e| Error::io(&rel, e))?;
-        store.put_bytes(&rel.to_string_lossy(), bytes)?;
+    for (n, bytes) in &ours.roots {
+        if published.roots.contains_key(n) {
+            continue; // the same bytes, checked above
+        }
+        store.put_bytes(&Repo::root_rel(*n).to_string_lossy(), bytes.clone())?;
     }
-    let bytes =
-        std::fs::read(repo.path(SIGNED_MANIFEST)).map_err(|e| Error::io(SIGNED_MANIFEST, e))?;
-    store.put_bytes(STORE_MANIFEST, bytes)?;
+    let envelope_bytes = ours
+        .manifest_bytes()
+        .expect("verified, so present")
+        .to_vec();
+    store.put_bytes(STORE_MANIFEST, envelope_bytes)?;
     Ok(Published {
         serial: signed.manifest.serial,
         roots: newest,

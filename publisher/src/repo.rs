@@ -91,14 +91,20 @@ impl Repo {
         Ok(out)
     }
 
+    /// "root/1.root.json: not found; create it with …".
+    pub(crate) fn no_root() -> Error {
+        Error::file(
+            "root/1.root.json",
+            "not found; create it with `flotilla-publisher root init`",
+        )
+    }
+
     /// The newest root version, or an error saying how to make the first.
     pub fn newest_root(&self) -> Result<u64> {
-        self.root_versions()?.last().copied().ok_or_else(|| {
-            Error::file(
-                "root/1.root.json",
-                "not found; create it with `flotilla-publisher root init`",
-            )
-        })
+        self.root_versions()?
+            .last()
+            .copied()
+            .ok_or_else(Self::no_root)
     }
 
     /// Reads a DSSE envelope at `rel`.
@@ -123,35 +129,11 @@ impl Repo {
 
     /// Walks the root chain from `root/1.root.json` (self-signed by a
     /// threshold of its own root keys) through every newer version; each
-    /// step must carry a threshold of the old and of the new root keys.
-    /// Expiry is not checked here.
+    /// step must carry a threshold of the old and of the new root keys
+    /// ([`crate::history::Snapshot::chain`]). Expiry is not checked here.
     pub fn root_chain(&self) -> Result<TrustedRoot> {
-        let versions = self.root_versions()?;
-        if versions.is_empty() {
-            return Err(Error::file(
-                "root/1.root.json",
-                "not found; create it with `flotilla-publisher root init`",
-            ));
-        }
-        for (i, v) in versions.iter().enumerate() {
-            let want = i as u64 + 1;
-            if *v != want {
-                return Err(Error::file(
-                    Self::root_rel(want),
-                    format!("missing, but root/{v}.root.json exists: root versions go 1, 2, 3, …"),
-                ));
-            }
-        }
-        let first = Self::root_rel(1);
-        let mut trusted = TrustedRoot::from_anchor(&self.read_envelope(&first)?)
-            .map_err(|e| Error::file(&first, e))?;
-        for n in 2..=versions.len() as u64 {
-            let rel = Self::root_rel(n);
-            trusted
-                .update(&self.read_envelope(&rel)?)
-                .map_err(|e| Error::file(&rel, e))?;
-        }
-        Ok(trusted)
+        let chain = crate::history::Snapshot::work_tree(self)?.chain()?;
+        chain.into_iter().last().ok_or_else(Self::no_root)
     }
 
     /// The signed manifest, if `signed/manifest.json` exists. A file that is

@@ -14,6 +14,14 @@
 //! 5. no drift: it equals the compilation of the current sources, serial and
 //!    timestamps aside (a merged change nobody signed yet is reported).
 //!
+//! With `--base REF` (a pull request against its base), also:
+//! 7. roots are append-only: no `root/<n>.root.json` of the base changed or
+//!    removed, and each new one chains from the one before;
+//! 8. nothing under `signed/` changed, except a `signed/manifest.json` that
+//!    carries the release threshold with a serial at most 1000 above the
+//!    base's (co-signers of a release threshold of 2 or more sign in the
+//!    pull request); see [`crate::history`].
+//!
 //! With `--check-artifacts`: 6. every artifact the signed manifest refers to
 //! (with `--sources`: every artifact in `releases/`) exists in the store with
 //! the recorded size and SHA-256, streamed through the hasher.
@@ -21,10 +29,11 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use flotilla_protocol::{DowngradePolicy, Manifest, Sources, MANIFEST_PAYLOAD_TYPE};
+use flotilla_protocol::{DowngradePolicy, Manifest, Sources};
 use flotilla_signing::ExpirationEnforcement;
 
-use crate::repo::SIGNED_MANIFEST;
+use crate::history::{self, Snapshot};
+use crate::repo::{SignedManifest, SIGNED_MANIFEST};
 use crate::store::ObjectCheck;
 use crate::{Error, Repo, Store};
 
@@ -44,6 +53,9 @@ pub struct Options<'a> {
     pub scope: Scope,
     /// Check artifacts in this store (step 6).
     pub artifacts: Option<&'a Store>,
+    /// The base of the change (`--base`): roots must be append-only over
+    /// it and `signed/` unchanged (steps 7–8).
+    pub base: Option<&'a Snapshot>,
     /// The time expiry is judged at.
     pub now: DateTime<Utc>,
 }
@@ -69,47 +81,30 @@ pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
             (None, true)
         }
     };
-    if let (Some(s), Some(sm)) = (&sources, &signed) {
-        problems.extend(downgrades(&sm.manifest, s));
+    // Downgrades are judged against the base's manifest when it verifies
+    // (the work tree's copy may be what the change edited).
+    let base_manifest = opts.base.and_then(Snapshot::verified);
+    if let Some(s) = &sources {
+        match (&base_manifest, &signed) {
+            (Some(m), _) => problems.extend(downgrades(m, s)),
+            (None, Some(sm)) => problems.extend(downgrades(&sm.manifest, s)),
+            (None, None) => {}
+        }
+    }
+    if let Some(base) = opts.base {
+        match Snapshot::work_tree(repo) {
+            Ok(head) => {
+                problems.extend(history::root_changes(base, &head, "this change"));
+                problems.extend(history::signed_changes(base, &head, "this change"));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
     }
 
     if opts.scope == Scope::Full {
-        let trusted = match repo.root_chain() {
-            Ok(t) => {
-                if let Err(e) = t.check_expiry(opts.now, ExpirationEnforcement::Safe) {
-                    problems.push(format!(
-                        "{}: {e}; rotate it with `flotilla-publisher root rotate`",
-                        Repo::root_rel(t.version()).display()
-                    ));
-                }
-                Some(t)
-            }
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        };
-        match &signed {
-            None if !signed_unreadable => problems.push(format!(
-                "{SIGNED_MANIFEST}: missing; sign the sources with `flotilla-publisher sign`"
-            )),
-            None => {}
-            Some(sm) => {
-                if let Some(t) = &trusted {
-                    if let Err(e) = t.verify_release(&sm.envelope, MANIFEST_PAYLOAD_TYPE) {
-                        problems.push(format!("{SIGNED_MANIFEST}: {e}"));
-                    }
-                }
-                if sm.manifest.expires <= opts.now {
-                    problems.push(format!(
-                        "{SIGNED_MANIFEST}: expired at {}; re-sign with `flotilla-publisher sign`",
-                        sm.manifest.expires.to_rfc3339()
-                    ));
-                }
-                if let Some(s) = &sources {
-                    problems.extend(drift(&sm.manifest, s));
-                }
-            }
+        problems.extend(full(repo, signed.as_ref(), signed_unreadable, opts.now));
+        if let (Some(sm), Some(s)) = (&signed, &sources) {
+            problems.extend(drift(&sm.manifest, s));
         }
     }
 
@@ -140,6 +135,52 @@ pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Steps 3–4: the root chain, and the manifest against it, with the one
+/// verification agents use ([`Snapshot::verify_manifest`]: walk, thresholds,
+/// expiry).
+fn full(
+    repo: &Repo,
+    signed: Option<&SignedManifest>,
+    signed_unreadable: bool,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let snapshot = match Snapshot::work_tree(repo) {
+        Ok(s) => s,
+        Err(e) => return vec![e.to_string()],
+    };
+    if signed.is_some() {
+        return match snapshot.verify_manifest(now) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.to_string()],
+        };
+    }
+    // No manifest to verify: the chain must still verify and be current.
+    let mut p = Vec::new();
+    match snapshot.chain() {
+        Ok(chain) => match chain.last() {
+            None => p.push(Repo::no_root().to_string()),
+            Some(newest) => {
+                if let Err(e) = newest.check_expiry(now, ExpirationEnforcement::Safe) {
+                    p.push(format!(
+                        "{}: {e}{}",
+                        Repo::root_rel(newest.version()).display(),
+                        history::ROTATE_HINT
+                    ));
+                }
+            }
+        },
+        Err(e) => p.push(e.to_string()),
+    }
+    if !signed_unreadable {
+        p.push(missing());
+    }
+    p
+}
+
+fn missing() -> String {
+    format!("{SIGNED_MANIFEST}: missing; sign the sources with `flotilla-publisher sign`")
 }
 
 /// Channels whose release is lower than in the signed manifest, without

@@ -92,12 +92,52 @@ impl Ci {
         (out.status.success(), text)
     }
 
-    /// The publish store is separate from the artifact store in these tests.
+    /// The publish store is separate from the artifact store in these tests:
+    /// `publish` writes it, and `sign` reads the published serial from it.
     fn publish_store(&self, script: &str) -> String {
-        script.replace(
-            "publish --store \"$FLOTILLA_STORE\"",
-            &format!("publish --store \"{}\"", self.www.display()),
-        )
+        let www = format!("--store \"{}\"", self.www.display());
+        script
+            .replace(
+                "publish --store \"$FLOTILLA_STORE\"",
+                &format!("publish {www}"),
+            )
+            .replace(
+                "--renew-before 7d --store \"$FLOTILLA_STORE\"",
+                &format!("--renew-before 7d {www}"),
+            )
+    }
+
+    /// The serial of the manifest published to `www`.
+    fn published_serial(&self) -> u64 {
+        use base64::Engine as _;
+        let env: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.www.join("manifest.json")).unwrap())
+                .unwrap();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&payload).unwrap()["serial"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Commits the checkout and pushes it to origin's main (a merge).
+    fn push(&self, msg: &str) {
+        git(&self.work, &["add", "--all"]);
+        git(
+            &self.work,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "commit",
+                "-q",
+                "-m",
+                msg,
+            ],
+        );
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
     }
 
     fn origin_head_subject(&self) -> String {
@@ -147,7 +187,8 @@ fn github_workflow_commands_verify_sign_commit_and_publish() {
     assert_eq!(verify.len(), 2, "{verify:?}");
     assert!(verify[0].contains("flotilla-publisher verify"));
     assert!(verify[1].contains("flotilla-publisher plan"));
-    let (ok, out) = ci.run(&verify[0], &[]);
+    let pr = [("GITHUB_BASE_REF", "main")];
+    let (ok, out) = ci.run(&verify[0], &pr);
     assert!(ok, "{out}");
     // Without a reporter the plan step says what to set, and passes.
     let (ok, out) = ci.run(&verify[1], &[]);
@@ -165,7 +206,7 @@ fn github_workflow_commands_verify_sign_commit_and_publish() {
     let ch = ci.work.join("channels/stable.toml");
     let good = std::fs::read_to_string(&ch).unwrap();
     std::fs::write(&ch, good.replace("spread = \"1h\"", "sprad = \"1h\"")).unwrap();
-    let (ok, out) = ci.run(&verify[0], &[]);
+    let (ok, out) = ci.run(&verify[0], &pr);
     assert!(
         !ok && out.contains("channels/stable.toml") && out.contains("sprad"),
         "{out}"
@@ -207,6 +248,49 @@ fn github_workflow_commands_verify_sign_commit_and_publish() {
         assert!(ok, "step failed on the second run:\n{step}\n---\n{out}");
     }
     assert_eq!(git(&ci.origin, &["rev-parse", "main"]), before);
+    assert!(
+        joined.contains("--store \"$FLOTILLA_STORE\"") && joined.contains("--if-needed"),
+        "sign reads the published serial"
+    );
+
+    // Pull requests that touch what CI writes or what hosts trust fail,
+    // naming the file: an edited signed/manifest.json, a changed root.
+    edit_signed_payload(&ci.work, |m| m["serial"] = (u64::MAX - 1).into());
+    let (ok, out) = ci.run(&verify[0], &pr);
+    assert!(
+        !ok && out.contains("signed/manifest.json: this change"),
+        "{out}"
+    );
+    git(&ci.work, &["checkout", "-q", "--", "."]);
+    let root = ci.work.join("root/1.root.json");
+    let text = std::fs::read_to_string(&root).unwrap();
+    std::fs::write(&root, format!("{text}\n")).unwrap();
+    let (ok, out) = ci.run(&verify[0], &pr);
+    assert!(
+        !ok && out.contains("root/1.root.json: this change changes it"),
+        "{out}"
+    );
+    git(&ci.work, &["checkout", "-q", "--", "."]);
+
+    // Merged anyway: a real change plus a forged serial. CI signs the next
+    // serial after the published one, not after the forged bytes.
+    assert_eq!(ci.published_serial(), 1);
+    let paused = Command::new(bin())
+        .current_dir(&ci.work)
+        .args(["rollout", "pause", "--channel", "stable"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    edit_signed_payload(&ci.work, |m| m["serial"] = (u64::MAX - 1).into());
+    ci.push("pause stable (and a forged serial)");
+    for step in &publish {
+        let (ok, out) = ci.run(&ci.publish_store(step), &env);
+        assert!(
+            ok,
+            "step failed after the forged merge:\n{step}\n---\n{out}"
+        );
+    }
+    assert_eq!(ci.published_serial(), 2);
 }
 
 #[test]
@@ -215,8 +299,19 @@ fn gitlab_ci_commands_verify_sign_commit_and_publish() {
     let file = ci.work.join(".gitlab-ci.yml");
     let verify = gitlab_script(&file, "verify");
     assert!(verify.contains("flotilla-publisher plan"), "{verify}");
-    let (ok, out) = ci.run(&verify, &[]);
+    let mr = [("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main")];
+    let (ok, out) = ci.run(&verify, &mr);
     assert!(ok && out.contains("no plan"), "{out}");
+    // A merge request that replaces root 1 fails, naming it.
+    let root = ci.work.join("root/1.root.json");
+    let text = std::fs::read_to_string(&root).unwrap();
+    std::fs::write(&root, format!("{text}\n")).unwrap();
+    let (ok, out) = ci.run(&verify, &mr);
+    assert!(
+        !ok && out.contains("root/1.root.json: this change changes it"),
+        "{out}"
+    );
+    git(&ci.work, &["checkout", "-q", "--", "."]);
     let (ok, out) = plan_with_reporter(
         &ci,
         &verify,

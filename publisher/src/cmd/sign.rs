@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use flotilla_publisher::history::Snapshot;
 use flotilla_publisher::sign::{self, Mode};
-use flotilla_publisher::spec;
+use flotilla_publisher::{git_sources, spec, Store};
 use flotilla_signing::PrivateKey;
 
 use super::Global;
@@ -12,7 +13,10 @@ use super::Global;
 /// Compile the sources into the manifest and sign it: signed/manifest.json.
 ///
 /// The serial is one above the last signed manifest's, so agents can refuse
-/// replays. Refuses to move a channel below its last signed release unless
+/// replays; "signed" means it carries the release threshold of the root
+/// chain (in the work tree, the --store's published copy, or at --base):
+/// edited bytes never set the serial. A serial more than 1000 above the last
+/// verified one is refused without --allow-serial-jump. Refuses to move a channel below its last signed release unless
 /// the channel sets allow_downgrade. With --append, adds your co-signature to
 /// the existing manifest instead, after checking it is exactly what the
 /// current sources compile to (the two-person rule for a release threshold
@@ -23,7 +27,8 @@ use super::Global;
 Examples:
   flotilla-publisher sign --key ~/keys/release-alice.pem
   flotilla-publisher sign --append --key ~/keys/release-bob.pem      # second signer
-  flotilla-publisher sign --key \"$KEYFILE\" --if-needed --renew-before 7d   # CI after a merge")]
+  # CI after a merge: sign if needed, after the serial published in the store
+  flotilla-publisher sign --key \"$KEYFILE\" --if-needed --renew-before 7d --store s3://updates/fleet")]
 pub struct Args {
     /// Your release key (PKCS#8 PEM, mode 0600).
     #[arg(long, value_name = "KEY.pem")]
@@ -45,6 +50,19 @@ pub struct Args {
         requires = "if_needed"
     )]
     renew_before: String,
+    /// Also take the last serial from the manifest published in this store
+    /// (a directory, file:///dir or s3://bucket/prefix), if it verifies.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Also take the last serial from signed/manifest.json at this git
+    /// revision, if it verifies [default: the merge-base of HEAD and
+    /// origin/main, else main, when there is one].
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
+    /// Sign even if the serial jumps by more than 1000 over the last
+    /// verified one (a jump agents can never come back from).
+    #[arg(long)]
+    allow_serial_jump: bool,
 }
 
 pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
@@ -57,7 +75,27 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
     } else {
         Mode::New
     };
-    let s = sign::sign(&g.repo(), &key, expires, mode, g.now()?)
+    let repo = g.repo();
+    let mut history = Vec::new();
+    if let Some(url) = &args.store {
+        history.push(Snapshot::in_store(&Store::open(url)?)?);
+    }
+    let base = match &args.base {
+        Some(r) => Some(git_sources::resolve(repo.dir(), r)?),
+        // Outside git, or without main: nothing to compare with.
+        None => git_sources::default_base(repo.dir()).ok(),
+    };
+    if let Some(rev) = base {
+        history.push(Snapshot::at_revision(repo.dir(), &rev)?);
+    }
+    let opts = sign::Options {
+        expires_in: expires,
+        mode,
+        history: &history,
+        allow_serial_jump: args.allow_serial_jump,
+        now: g.now()?,
+    };
+    let s = sign::sign(&repo, &key, &opts)
         .with_context(|| format!("signing with {}", args.key.display()))?;
     if s.changed {
         eprintln!(

@@ -1,7 +1,8 @@
 //! `verify`: the checks CI runs.
 
+use flotilla_publisher::history::Snapshot;
 use flotilla_publisher::verify::{self, Options, Scope};
-use flotilla_publisher::Store;
+use flotilla_publisher::{git_sources, Store};
 
 use super::{Global, Problems};
 
@@ -14,10 +15,18 @@ use super::{Global, Problems};
 /// the release threshold, has not expired, and matches the sources (no
 /// unsigned change). --check-artifacts streams every artifact from the store
 /// and compares size and SHA-256 with what was signed.
+///
+/// --base (every pull request) compares with the base revision: an
+/// existing root/N.root.json must not change, a new one must chain from the
+/// one before, and nothing under signed/ may be edited (it is CI's to
+/// write); the one exception is a signed/manifest.json that carries the
+/// release threshold with a serial at most 1000 above the base's (co-signers
+/// sign in the pull request).
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
-  flotilla-publisher verify --sources                                   # before signing, in a pull request
+  flotilla-publisher verify --sources --base                 # a pull request, vs. its merge-base
+  flotilla-publisher verify --sources --base origin/release  # … with another base
   flotilla-publisher verify --check-artifacts --store s3://updates/fleet  # everything")]
 pub struct Args {
     /// Check the sources alone (before signing).
@@ -29,6 +38,11 @@ pub struct Args {
     /// The store: a directory, file:///dir or s3://bucket/prefix.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// Check the change against this git revision (a pull request's base):
+    /// no existing root changed, new roots chain, nothing under signed/
+    /// edited. Without REF: the merge-base of HEAD and origin/main (else main).
+    #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
+    base: Option<String>,
 }
 
 pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
@@ -36,8 +50,16 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
         (Some(url), true) => Some(Store::open(url)?),
         _ => None,
     };
+    let repo = g.repo();
+    let base = match args.base.as_deref() {
+        None => None,
+        Some("") => Some(git_sources::default_base(repo.dir())?),
+        Some(r) => Some(git_sources::resolve(repo.dir(), r)?),
+    }
+    .map(|rev| Snapshot::at_revision(repo.dir(), &rev))
+    .transpose()?;
     let problems = verify::verify(
-        &g.repo(),
+        &repo,
         &Options {
             scope: if args.sources {
                 Scope::Sources
@@ -45,6 +67,7 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
                 Scope::Full
             },
             artifacts: store.as_ref(),
+            base: base.as_ref(),
             now: g.now()?,
         },
     );

@@ -193,6 +193,45 @@ impl Fleet {
     pub fn serial(&self) -> u64 {
         self.manifest()["serial"].as_u64().unwrap()
     }
+
+    /// Commits the whole fleet repo on the current branch.
+    pub fn commit(&self, msg: &str) {
+        git(&self.repo, &["add", "--all"]);
+        git(
+            &self.repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                msg,
+            ],
+        );
+    }
+
+    /// Rewrites the payload of signed/manifest.json with `edit`, leaving its
+    /// signatures as they were (what a pull request can do to the file).
+    pub fn edit_signed_payload(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        edit_signed_payload(&self.repo, edit);
+    }
+}
+
+/// [`Fleet::edit_signed_payload`] for the fleet repo checked out at `repo`.
+pub fn edit_signed_payload(repo: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let file = repo.join("signed/manifest.json");
+    let mut env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
+    edit(&mut m);
+    env["payload"] = b64.encode(serde_json::to_vec(&m).unwrap()).into();
+    std::fs::write(file, serde_json::to_string_pretty(&env).unwrap()).unwrap();
 }
 
 pub fn stderr(out: &Output) -> String {
