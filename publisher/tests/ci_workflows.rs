@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::reporter::{Reporter, ADMIN};
+use common::reporter::Reporter;
 use common::*;
 
 /// A fleet repo pushed to a bare "origin", and a CI checkout of it.
@@ -369,7 +369,7 @@ fn plan_with_reporter(ci: &Ci, script: &str, extra: &[(&str, &str)]) -> (bool, S
     let summary = summary.to_str().unwrap();
     let mut env = vec![
         ("FLOTILLA_REPORTER_URL", r.url.as_str()),
-        ("FLOTILLA_REPORTER_TOKEN", ADMIN),
+        ("FLOTILLA_REPORTER_TOKEN", r.read.as_str()),
         ("GITHUB_STEP_SUMMARY", summary),
     ];
     env.extend_from_slice(extra);

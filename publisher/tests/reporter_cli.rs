@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, Utc};
-use common::reporter::{Reporter, ADMIN};
+use common::reporter::Reporter;
 use common::{bin, git, stderr, Fleet};
 use flotilla_protocol::api::RolloutList;
 use flotilla_protocol::wave;
@@ -181,7 +181,7 @@ fn status_reads_the_token_from_the_environment_and_the_url_from_fleet_toml() {
     let table = ok(publisher(
         &f.repo,
         &["status", "--channel", "stable"],
-        &[("FLOTILLA_REPORTER_TOKEN", ADMIN)],
+        &[("FLOTILLA_REPORTER_TOKEN", r.read.as_str())],
     ));
     assert_eq!(row(&table, "canary"), [2, 1, 0, 1, 0, 0, 0], "{table}");
 }

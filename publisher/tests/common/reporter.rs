@@ -21,6 +21,8 @@ pub struct Reporter {
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
     pub enrollment: String,
+    /// A read-scoped token: what CI's plan and status steps hold.
+    pub read: String,
 }
 
 impl Reporter {
@@ -66,8 +68,11 @@ impl Reporter {
         let conn = flotilla_reporter::db::open_writer(&db, Default::default()).unwrap();
         let (_, enrollment) =
             flotilla_reporter::db::tokens::create(&conn, None, None, "publisher tests").unwrap();
-        let token_file = dir.path().join("admin.token");
-        std::fs::write(&token_file, format!("{ADMIN}\n")).unwrap();
+        let (_, read) =
+            flotilla_reporter::db::tokens::create_read(&conn, None, "publisher tests").unwrap();
+        // status and plan get a read token, as in CI: never the admin token.
+        let token_file = dir.path().join("read.token");
+        std::fs::write(&token_file, format!("{read}\n")).unwrap();
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         Reporter {
             url,
@@ -77,13 +82,14 @@ impl Reporter {
             stop: Some(stop),
             task: Some(task),
             enrollment,
+            read,
         }
     }
 
     pub fn token_file(&self) -> String {
         self.dir
             .path()
-            .join("admin.token")
+            .join("read.token")
             .to_string_lossy()
             .into_owned()
     }
