@@ -9,10 +9,11 @@ use flotilla_reporter::settings::{FileSettings, Settings};
 /// `serve --help`'s epilogue: every key of the `--config` file, set to its
 /// default (a test parses it, so it cannot drift from the code).
 pub const CONFIG_HELP: &str = r#"The --config file (TOML; every key optional, an unknown key is an error).
-Each key below is set to its default, except the first three (examples):
+Each key below is set to its default, except the first four (examples):
   db = "/var/lib/flotilla-reporter/db.sqlite"
   admin_token_file = "/etc/flotilla-reporter/admin.token"
   manifest = "https://updates.example.com/fleet/manifest.json"
+  trust_root = "/etc/flotilla-reporter/root.json"
   listen = "127.0.0.1:8080"
   manifest_refresh = "1m"        # how often --manifest is read again
   retain_days = 90               # events older than this are pruned
@@ -44,9 +45,17 @@ pub struct Args {
     /// File holding the admin token (reads, metrics, web login).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// A copy of the signed manifest (path or http(s) URL): channel thresholds and waves.
-    #[arg(long)]
+    /// The signed manifest (path or http(s) URL; roots are read from
+    /// root/N.root.json beside it, or beside its signed/ directory): what
+    /// each channel rolls out, its thresholds and waves. Verified against
+    /// --trust-root like an agent does; until one verifies, every gate is
+    /// closed.
+    #[arg(long, requires = "trust_root")]
     manifest: Option<String>,
+    /// The root the manifest's root chain starts from (the root/1.root.json
+    /// agents ship with).
+    #[arg(long, requires = "manifest")]
+    trust_root: Option<PathBuf>,
     /// Prune events older than this many days [default: 90].
     #[arg(long)]
     retain_days: Option<u32>,
@@ -67,6 +76,7 @@ impl Args {
             listen: self.listen,
             admin_token_file: self.admin_token_file,
             manifest: self.manifest,
+            trust_root: self.trust_root,
             retain_days: self.retain_days,
             retain_per_agent: self.retain_per_agent,
             ..FileSettings::default()
@@ -156,6 +166,7 @@ mod tests {
             admin_token_file: Some(_),
             manifest: Some(_),
             manifest_refresh: Some(_),
+            trust_root: Some(_),
             retain_days: Some(_),
             retain_per_agent: Some(_),
             retention_interval: Some(_),
@@ -170,8 +181,8 @@ mod tests {
         else {
             panic!("a key is missing from the help: {f:?}");
         };
-        // The first three are examples, not defaults.
-        (f.db, f.admin_token_file, f.manifest) = (None, None, None);
+        // The first four are examples, not defaults.
+        (f.db, f.admin_token_file, f.manifest, f.trust_root) = (None, None, None, None);
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();
         assert_eq!(
