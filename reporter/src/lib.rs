@@ -184,14 +184,6 @@ pub async fn launch_with_tcp_listener(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let conn = db::open_writer(&settings.db, settings.durability)?;
-    db::disable_autocheckpoint(&conn).map_err(|source| Error::Db {
-        path: settings.db.clone(),
-        source,
-    })?;
-    let checkpointer = db::checkpoint::Checkpointer::start(&settings.db)?;
-    let (writer, writer_thread) = Writer::start(conn, Some(checkpointer.state.clone()));
-    let reader = ReadPool::open(&settings.db, settings.read_connections)?;
     let mut background = Vec::new();
     let manifest = match (&settings.manifest, &settings.trust_root) {
         (None, None) => {
@@ -227,6 +219,14 @@ pub async fn launch_with_tcp_listener(
             ))
         }
     };
+    let conn = db::open_writer(&settings.db, settings.durability)?;
+    db::disable_autocheckpoint(&conn).map_err(|source| Error::Db {
+        path: settings.db.clone(),
+        source,
+    })?;
+    let checkpointer = db::checkpoint::Checkpointer::start(&settings.db)?;
+    let (writer, writer_thread) = Writer::start(conn, Some(checkpointer.state.clone()));
+    let reader = ReadPool::open(&settings.db, settings.read_connections)?;
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, writer, reader, manifest);
     background.push(tokio::spawn(retention::run(state.clone())));

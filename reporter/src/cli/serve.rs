@@ -50,11 +50,11 @@ pub struct Args {
     /// each channel rolls out, its thresholds and waves. Verified against
     /// --trust-root like an agent does; until one verifies, every gate is
     /// closed.
-    #[arg(long, requires = "trust_root")]
+    #[arg(long)]
     manifest: Option<String>,
     /// The root the manifest's root chain starts from (the root/1.root.json
-    /// agents ship with).
-    #[arg(long, requires = "manifest")]
+    /// agents ship with). Required with --manifest.
+    #[arg(long)]
     trust_root: Option<PathBuf>,
     /// Prune events older than this many days [default: 90].
     #[arg(long)]
