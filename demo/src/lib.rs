@@ -75,6 +75,10 @@ pub struct Summary {
     pub rolled_back: usize,
     /// `open` or `closed`.
     pub gate_v3: String,
+    /// Where that gate's thresholds came from: `manifest` when the reporter
+    /// verified the signed manifest itself (`unknown` otherwise, and then
+    /// the gate is closed for want of one).
+    pub gate_source_v3: String,
     /// Hosts in the 1.2.0 canary wave.
     pub canary: usize,
     /// Hosts outside the canary that ever installed 1.2.0 (must be 0).
@@ -89,12 +93,13 @@ impl Summary {
     /// The machine-readable line.
     pub fn line(&self) -> String {
         format!(
-            "DEMO agents={} on_{V2}={} on_{V3}={} rolled_back={} gate_{V3}={} canary_{V3}={} beyond_canary_installed_{V3}={} migration_failed_events={} rollback_events={}",
+            "DEMO agents={} on_{V2}={} on_{V3}={} rolled_back={} gate_{V3}={} gate_source_{V3}={} canary_{V3}={} beyond_canary_installed_{V3}={} migration_failed_events={} rollback_events={}",
             self.agents,
             self.on_v2,
             self.on_v3,
             self.rolled_back,
             self.gate_v3,
+            self.gate_source_v3,
             self.canary,
             self.beyond_canary_installed_v3,
             self.migration_failed_events,
@@ -132,7 +137,13 @@ pub fn run(opts: Options) -> Result<Summary> {
     fleet.sign_and_commit("release 1.0.0 to everyone")?;
     say("fleet repo made: keys, root, release 1.0.0 signed and committed");
 
-    let rep = reporter::Reporter::start(&bins, &root, &opts.listen, &fleet.manifest_path())?;
+    let rep = reporter::Reporter::start(
+        &bins,
+        &root,
+        &opts.listen,
+        &fleet.manifest_path(),
+        &fleet.root_path(),
+    )?;
     let enroll_token = rep.enrollment_token()?;
     say(&format!("reporter up at {}", rep.url));
 
@@ -284,6 +295,7 @@ fn summarize(hosts: &[Host], rep: &reporter::Reporter) -> Result<Summary> {
     let mut s = Summary {
         agents: hosts.len(),
         gate_v3: rep.gate(CHANNEL, V3)?,
+        gate_source_v3: rep.gate_source(CHANNEL, V3)?,
         ..Summary::default()
     };
     for h in hosts {

@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use flotilla_protocol::api::{paths, AgentList, EventPage, Gate, GateState, RolloutProgress};
+use flotilla_protocol::api::{
+    paths, AgentList, EventPage, Gate, GateState, RolloutProgress, SettingsSource,
+};
 
 use crate::build::Bins;
 
@@ -44,7 +46,15 @@ impl Drop for Reporter {
 
 impl Reporter {
     /// Starts `flotilla-reporter serve` and waits until `/healthz` answers.
-    pub fn start(bins: &Bins, root: &Path, listen: &str, manifest: &Path) -> Result<Reporter> {
+    /// It verifies `manifest` itself, from `trust_root` (the root agents
+    /// ship with) through the fleet repo's `root/`.
+    pub fn start(
+        bins: &Bins,
+        root: &Path,
+        listen: &str,
+        manifest: &Path,
+        trust_root: &Path,
+    ) -> Result<Reporter> {
         let dir = root.join("reporter");
         std::fs::create_dir_all(&dir)?;
         let admin_token = random_hex(24)?;
@@ -78,6 +88,8 @@ impl Reporter {
             .arg(&token_file)
             .arg("--manifest")
             .arg(manifest)
+            .arg("--trust-root")
+            .arg(trust_root)
             .env("FLOTILLA_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -159,6 +171,17 @@ impl Reporter {
         Ok(match g.state {
             GateState::Open => "open",
             GateState::Closed => "closed",
+        }
+        .to_owned())
+    }
+
+    /// Where the gate's thresholds came from: `manifest` (verified by the
+    /// reporter) or `unknown`.
+    pub fn gate_source(&self, channel: &str, release: &str) -> Result<String> {
+        let g: Gate = self.get(&format!("/api/v1/gate/{channel}/{release}"))?;
+        Ok(match g.settings_source {
+            SettingsSource::Manifest => "manifest",
+            _ => "unknown",
         }
         .to_owned())
     }

@@ -55,6 +55,9 @@ fn reduced_demo_rolls_out_1_1_0_and_halts_1_2_0_after_the_canary() {
     // Nobody beyond the canary wave ever installed 1.2.0; the gate closed.
     assert_eq!(n("beyond_canary_installed_1.2.0"), 0, "{line}");
     assert_eq!(f["gate_1.2.0"], "closed", "{line}");
+    // ... on the thresholds of the manifest the reporter verified itself
+    // (--manifest with --trust-root), not for want of one.
+    assert_eq!(f["gate_source_1.2.0"], "manifest", "{line}");
     // The reporter has the history: a failed migration and a rollback per
     // rolled-back host.
     assert!(n("migration_failed_events") >= rolled_back, "{line}");

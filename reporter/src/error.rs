@@ -56,6 +56,9 @@ pub enum Error {
         /// Its id.
         id: String,
     },
+    /// `--manifest` / `--trust-root` cannot be used as given.
+    #[error("{0}")]
+    Manifest(String),
     /// Listening or serving failed.
     #[error("serving on {addr}: {source}")]
     Serve {

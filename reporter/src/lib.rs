@@ -80,14 +80,17 @@
 //! newest outcome for (C, R) is `update_install` failed,
 //! `update_healthcheck` failed, `migration_execution` failed or an
 //! `update_rollback`; it *succeeded* on `update_healthcheck` success.
-//! `reports` = succeeded + failed. The gate is **closed** exactly when C's
-//! `max_failure_rate` is known, `reports >= min_reports` (default 1) and
-//! `failed / reports > max_failure_rate`; otherwise **open**. A gate can only
-//! stop an update, never start one. Channel settings come first from the
-//! manifest copy given with `--manifest PATH|URL` (DSSE envelope or bare
-//! manifest; decoded, not verified), else from what agents report in
-//! `details` (below), newest first ([`channels`]). The gate is computed at
-//! most every 2 s per channel and release.
+//! `reports` = succeeded + failed. The gate is **closed** when C's
+//! `max_failure_rate` is set, `reports >= min_reports` (default 1) and
+//! `failed / reports > max_failure_rate`, and also whenever no verified
+//! manifest names C and R; otherwise **open**. A gate can only stop an
+//! update, never start one. What each channel rolls out, its thresholds and
+//! waves come only from the manifest given with `--manifest PATH|URL`,
+//! verified against `--trust-root PATH` like an agent verifies it
+//! ([`channels`]); what agents put in `details` never sets them. Agent
+//! state is ordered by the time the reporter received it, never by the
+//! agent's clock. The gate of a pair the manifest names is computed at most
+//! every 2 s.
 //!
 //! # What agents should put in events
 //!
@@ -101,8 +104,6 @@
 //! | `from_version` | for `update_rollback`: the release rolled back *from* (`to_version` = the version restored) |
 //! | `details.release` | overrides the two rules above |
 //! | `details.agent_version` | the version the agent runs: **send it on every event** |
-//! | `details.max_failure_rate`, `details.min_reports` | the channel's thresholds from the verified manifest, on `update_*` events |
-//! | `details.waves` | the channel's wave names in order |
 //! | `details.labels` | the agent's labels (object of strings), replacing the enrolled ones |
 //! | `details.error_chain` | array of strings, outermost first: shown under the message |
 //! | `details.system` | object: os, kernel, arch, hostname, disk…: shown as a table |
@@ -199,6 +200,41 @@ pub async fn launch_with_tcp_listener(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let mut background = Vec::new();
+    let manifest = match (&settings.manifest, &settings.trust_root) {
+        (None, None) => {
+            tracing::warn!("no --manifest and --trust-root: every halt gate is closed");
+            ManifestStore::default()
+        }
+        (Some(src), Some(root)) => {
+            let anchor = channels::load_trust_root(root).map_err(Error::Manifest)?;
+            let source = channels::Source::new(src).map_err(Error::Manifest)?;
+            let store = ManifestStore::configured();
+            match store.refresh(&source, &anchor).await {
+                Ok(serial) => tracing::info!(serial, "verified manifest loaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "manifest refused; the gates stay closed until one verifies")
+                }
+            }
+            background.push(tokio::spawn(channels::refresh_loop(
+                store.clone(),
+                source,
+                anchor,
+                settings.manifest_refresh,
+            )));
+            store
+        }
+        (Some(_), None) => {
+            return Err(Error::Manifest(
+                "--manifest needs --trust-root (the root its chain is verified from)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::Manifest(
+                "--trust-root needs --manifest (the signed manifest to verify)".into(),
+            ))
+        }
+    };
     let conn = db::open_writer(&settings.db, settings.durability)?;
     db::disable_autocheckpoint(&conn).map_err(|source| Error::Db {
         path: settings.db.clone(),
@@ -207,19 +243,6 @@ pub async fn launch_with_tcp_listener(
     let checkpointer = db::checkpoint::Checkpointer::start(&settings.db)?;
     let (writer, writer_thread) = Writer::start(conn, Some(checkpointer.state.clone()));
     let reader = ReadPool::open(&settings.db, settings.read_connections)?;
-    let manifest = ManifestStore::default();
-    let mut background = Vec::new();
-    if let Some(src) = settings.manifest.clone() {
-        match channels::load(&src).await {
-            Ok(m) => manifest.set(m),
-            Err(e) => tracing::warn!(error = %e, "manifest not loaded; will retry"),
-        }
-        background.push(tokio::spawn(channels::refresh_loop(
-            manifest.clone(),
-            src,
-            settings.manifest_refresh,
-        )));
-    }
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, writer, reader, manifest);
     background.push(tokio::spawn(retention::run(state.clone())));

@@ -5,7 +5,8 @@
 //! `flotilla_enrollments_total{result}`, `flotilla_http_requests_total{route,method,status}`;
 //! histogram `flotilla_http_request_duration_seconds{route,method}`; gauges
 //! computed at scrape time: `flotilla_agents{version}`, `flotilla_agents_reporting`,
-//! `flotilla_gate_closed{channel,release}`.
+//! `flotilla_gate_closed{channel,release}` (the verified manifest's channels),
+//! `flotilla_manifest_serial`, `flotilla_manifest_refused`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -48,6 +49,10 @@ pub struct Gauges {
     pub agents_reporting: u64,
     /// The gate of each channel's current release.
     pub gates: Vec<Gate>,
+    /// The serial of the verified manifest, if any.
+    pub manifest_serial: Option<u64>,
+    /// The latest manifest copy was refused (or not read).
+    pub manifest_refused: bool,
 }
 
 fn esc(s: &str) -> String {
@@ -202,6 +207,16 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP flotilla_gate_closed 1 when the halt gate of a channel's current release is closed.\n# TYPE flotilla_gate_closed gauge"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_manifest_serial Serial of the manifest the reporter verified (0: none).\n# TYPE flotilla_manifest_serial gauge\nflotilla_manifest_serial {}",
+            g.manifest_serial.unwrap_or(0)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_manifest_refused 1 when the latest manifest copy was refused or not read.\n# TYPE flotilla_manifest_refused gauge\nflotilla_manifest_refused {}",
+            u8::from(g.manifest_refused)
         );
         for gate in &g.gates {
             let _ = writeln!(

@@ -9,10 +9,12 @@
 //! retries them (they show as "installing").
 //!
 //! **Gate.** `reports` = agents that succeeded or failed; `failed` = those
-//! that failed. The gate is *closed* exactly when the channel's
-//! `max_failure_rate` is known, `reports >= min_reports` (default 1) and
-//! `failed / reports > max_failure_rate`. Otherwise it is open; it cannot
-//! start anything: agents still follow their waves, pins and the manifest.
+//! that failed. The gate is *closed* when no verified manifest names the
+//! channel and release ([`crate::channels`]), or when the manifest's
+//! `max_failure_rate` for the channel is set, `reports >= min_reports`
+//! (default 1) and `failed / reports > max_failure_rate`. Otherwise it is
+//! open; it cannot start anything: agents still follow their waves, pins
+//! and the manifest.
 //!
 //! **Progress.** Each agent of the channel (and each agent that reported
 //! about the release on it) is in exactly one column: on release, failed,
@@ -45,6 +47,19 @@ pub struct ChannelInfo {
     /// The manifest's waves and start, when the manifest rolls out this very
     /// release on the channel (then agents' waves can be computed).
     pub wave_function: Option<(Vec<Wave>, DateTime<Utc>)>,
+    /// Why nothing is known (no verified manifest names the pair): the gate
+    /// is then closed with this reason.
+    pub missing: Option<String>,
+}
+
+impl ChannelInfo {
+    /// Nothing known, for `reason`.
+    pub fn missing(reason: String) -> ChannelInfo {
+        ChannelInfo {
+            missing: Some(reason),
+            ..ChannelInfo::default()
+        }
+    }
 }
 
 /// The gate from per-state agent counts (`ReleaseState::as_str` keys).
@@ -60,9 +75,12 @@ pub fn gate(
     let failure_rate = (reports > 0).then(|| failed as f64 / reports as f64);
     let min = info.min_reports.unwrap_or(1).max(1);
     let (state, reason) = match (info.max_failure_rate, failure_rate) {
+        _ if info.missing.is_some() => {
+            (GateState::Closed, info.missing.clone().unwrap_or_default())
+        }
         (None, _) => (
             GateState::Open,
-            "no max_failure_rate is known for this channel".to_owned(),
+            "the verified manifest sets no max_failure_rate for this channel".to_owned(),
         ),
         (Some(_), _) if reports < min as u64 => (
             GateState::Open,
@@ -196,6 +214,7 @@ mod tests {
             min_reports: min,
             waves: vec!["canary".into(), "all".into()],
             wave_function: None,
+            missing: None,
         }
     }
 
@@ -215,6 +234,12 @@ mod tests {
     fn gate_rules() {
         let g = gate("s", "1", &counts(1, 1, 0), &info(None, None));
         assert_eq!(g.state, GateState::Open);
+        let unknown = ChannelInfo::missing("no verified manifest".into());
+        let g = gate("s", "1", &counts(100, 0, 0), &unknown);
+        assert_eq!(
+            (g.state, g.reason.as_str()),
+            (GateState::Closed, "no verified manifest")
+        );
         let g = gate("s", "1", &counts(1, 1, 1), &info(Some(0.5), Some(5)));
         assert_eq!((g.state, g.reports, g.failed), (GateState::Open, 3, 2));
         let g = gate("s", "1", &counts(3, 1, 1), &info(Some(0.5), Some(5)));

@@ -73,11 +73,14 @@ pub struct Settings {
     /// The admin token (reads, web login, metrics). Without it only the
     /// agent endpoints, the gate and `/healthz` answer.
     pub admin_token: Option<Secret>,
-    /// A copy of the signed manifest (path or http(s) URL) for channel
-    /// thresholds and waves.
+    /// The signed manifest (path or http(s) URL): the channels' releases,
+    /// thresholds and waves, once verified against `trust_root`.
     pub manifest: Option<String>,
     /// How often the manifest is read again.
     pub manifest_refresh: Duration,
+    /// The root the manifest's root chain is walked from (`root/1.root.json`,
+    /// as shipped to agents). Required with `manifest`.
+    pub trust_root: Option<PathBuf>,
     /// Events older than this many days are pruned.
     pub retain_days: u32,
     /// At most this many events are kept per agent.
@@ -126,6 +129,7 @@ impl Default for Settings {
             admin_token: None,
             manifest: None,
             manifest_refresh: Duration::from_secs(60),
+            trust_root: None,
             retain_days: 90,
             retain_per_agent: 10_000,
             retention_interval: Duration::from_secs(600),
@@ -170,6 +174,8 @@ pub struct FileSettings {
     pub manifest: Option<String>,
     /// See [`Settings::manifest_refresh`].
     pub manifest_refresh: Option<HumanDuration>,
+    /// See [`Settings::trust_root`].
+    pub trust_root: Option<PathBuf>,
     /// See [`Settings::retain_days`].
     pub retain_days: Option<u32>,
     /// See [`Settings::retain_per_agent`].
@@ -240,6 +246,9 @@ impl FileSettings {
         }
         if let Some(v) = self.manifest_refresh {
             s.manifest_refresh = d(v);
+        }
+        if let Some(v) = self.trust_root {
+            s.trust_root = Some(v);
         }
         if let Some(v) = self.retain_days {
             s.retain_days = v;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flotilla_protocol::api::{Gate, RolloutProgress};
 
@@ -41,8 +41,31 @@ pub struct Inner {
     pub enroll_limiter: RateLimiter,
     /// Failed authentications per client address.
     pub auth_limiter: RateLimiter,
-    gates: Mutex<HashMap<(String, String), (Instant, Gate)>>,
-    rollouts: Mutex<HashMap<(String, String), (Instant, RolloutProgress)>>,
+    gates: Cache<Gate>,
+    rollouts: Cache<RolloutProgress>,
+}
+
+/// Most gates (and as many rollouts) kept in memory.
+pub const MAX_CACHED: usize = 256;
+
+type Cache<T> = Mutex<HashMap<(String, String), (Instant, T)>>;
+
+fn cached<T: Clone>(cache: &Cache<T>, key: &(String, String), ttl: Duration) -> Option<T> {
+    let c = cache.lock().expect("cache");
+    c.get(key)
+        .filter(|(at, _)| at.elapsed() < ttl)
+        .map(|(_, v)| v.clone())
+}
+
+fn remember<T>(cache: &Cache<T>, key: (String, String), value: T, ttl: Duration) {
+    let mut c = cache.lock().expect("cache");
+    if c.len() >= MAX_CACHED && !c.contains_key(&key) {
+        c.retain(|_, (at, _)| at.elapsed() < ttl);
+        if c.len() >= MAX_CACHED {
+            c.clear();
+        }
+    }
+    c.insert(key, (Instant::now(), value));
 }
 
 impl std::ops::Deref for AppState {
@@ -75,58 +98,42 @@ impl AppState {
         }))
     }
 
-    async fn channel_info(&self, channel: &str, release: &str) -> Result<ChannelInfo, DbError> {
-        let manifest = self.manifest.get();
-        let reported = if manifest
-            .as_ref()
-            .is_some_and(|m| m.channels.contains_key(channel))
-        {
-            None
-        } else {
-            let (c, r) = (channel.to_owned(), release.to_owned());
-            self.reader
-                .read(move |conn| queries::reported_settings(conn, &c, &r))
-                .await?
-        };
-        Ok(channels::channel_info(
-            manifest.as_deref(),
-            reported,
-            channel,
-            release,
-        ))
+    fn channel_info(&self, channel: &str, release: &str) -> ChannelInfo {
+        channels::channel_info(&self.manifest.status(), channel, release)
+    }
+
+    /// Only pairs the verified manifest names are cached (anyone with a
+    /// token can ask about any name), and at most [`MAX_CACHED`] of them.
+    fn cacheable(&self, channel: &str, release: &str) -> bool {
+        channels::is_known(self.manifest.get().as_deref(), channel, release)
     }
 
     /// The gate of a channel's release (reused for `rollout_cache`).
     pub async fn gate(&self, channel: &str, release: &str) -> Result<Gate, DbError> {
         let key = (channel.to_owned(), release.to_owned());
-        if let Some((at, g)) = self.gates.lock().expect("gate cache").get(&key) {
-            if at.elapsed() < self.settings.rollout_cache {
-                return Ok(g.clone());
-            }
+        if let Some(g) = cached(&self.gates, &key, self.settings.rollout_cache) {
+            return Ok(g);
         }
-        let info = self.channel_info(channel, release).await?;
+        let info = self.channel_info(channel, release);
         let (c, r) = key.clone();
         let counts = self
             .reader
             .read(move |conn| queries::release_state_counts(conn, &c, &r))
             .await?;
         let g = rollout::gate(channel, release, &counts, &info);
-        self.gates
-            .lock()
-            .expect("gate cache")
-            .insert(key, (Instant::now(), g.clone()));
+        if self.cacheable(channel, release) {
+            remember(&self.gates, key, g.clone(), self.settings.rollout_cache);
+        }
         Ok(g)
     }
 
     /// Rollout progress of a channel's release (reused for `rollout_cache`).
     pub async fn rollout(&self, channel: &str, release: &str) -> Result<RolloutProgress, DbError> {
         let key = (channel.to_owned(), release.to_owned());
-        if let Some((at, p)) = self.rollouts.lock().expect("rollout cache").get(&key) {
-            if at.elapsed() < self.settings.rollout_cache {
-                return Ok(p.clone());
-            }
+        if let Some(p) = cached(&self.rollouts, &key, self.settings.rollout_cache) {
+            return Ok(p);
         }
-        let info = self.channel_info(channel, release).await?;
+        let info = self.channel_info(channel, release);
         let (c, r) = key.clone();
         let rows = self
             .reader
@@ -141,23 +148,24 @@ impl AppState {
             crate::db::now_micros(),
             stale,
         );
-        self.rollouts
-            .lock()
-            .expect("rollout cache")
-            .insert(key, (Instant::now(), p.clone()));
+        if self.cacheable(channel, release) {
+            remember(&self.rollouts, key, p.clone(), self.settings.rollout_cache);
+        }
         Ok(p)
     }
 
-    /// Each channel's current release: the manifest's, else the newest one
-    /// agents reported a rollout state for.
-    pub async fn current_rollouts(&self) -> Result<Vec<(String, String)>, DbError> {
-        let mut map = self.reader.read(queries::current_releases).await?;
-        if let Some(m) = self.manifest.get() {
-            for (name, c) in &m.channels {
-                map.insert(name.clone(), c.release.to_string());
-            }
-        }
-        Ok(map.into_iter().collect())
+    /// Each channel's current release: the verified manifest's (nothing
+    /// without one; agents' reports never name a rollout).
+    pub fn current_rollouts(&self) -> Vec<(String, String)> {
+        self.manifest
+            .get()
+            .map(|m| {
+                m.channels
+                    .iter()
+                    .map(|(name, c)| (name.clone(), c.release.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Drops cached gates and rollouts (after writes that change them, in tests).

@@ -279,3 +279,55 @@ async fn redelivered_events_are_counted_as_duplicates_and_stored_once() {
     assert_eq!(agent.event_count, 11);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_cannot_shadow_another_agents_events_by_reusing_their_ids() {
+    let s = Server::start().await;
+    let victim = s.enroll("web-01").await;
+    let spy = s.enroll("spy").await;
+    // one event for the fast path, one with a large `details` for the slow one
+    let fast = event("web-01", EventKind::UpdateInstall, EventStatus::Failed);
+    let mut slow = event("web-01", EventKind::UpdateHealthcheck, EventStatus::Failed);
+    slow.details.insert(
+        "error_chain".into(),
+        serde_json::json!(["x".repeat(flotilla_protocol::event::MAX_DETAILS / 4)]),
+    );
+    // the spy sends its own events under the victim's ids first
+    let shadows: Vec<_> = [&fast, &slow]
+        .iter()
+        .map(|e| {
+            let mut own = event("spy", EventKind::AgentStartup, EventStatus::Success);
+            own.id = e.id;
+            own
+        })
+        .collect();
+    for e in &shadows {
+        let r: EventsAccepted = s
+            .post_events(&spy, std::slice::from_ref(e))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r.new, 1);
+    }
+    for e in [&fast, &slow] {
+        let r: EventsAccepted = s
+            .post_events(&victim, std::slice::from_ref(e))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((r.new, r.duplicates), (1, 0), "{}", e.kind);
+    }
+    let page: EventPage = s.admin_json("/api/v1/agents/web-01/events").await;
+    assert_eq!(page.events.len(), 2);
+    // redelivery by the same agent is still a duplicate
+    let r: EventsAccepted = s
+        .post_events(&victim, &[fast, slow])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((r.new, r.duplicates), (0, 2));
+    s.stop().await;
+}

@@ -205,10 +205,6 @@ async fn seed(s: &Server) {
     let now = Utc::now();
     let with = |mut e: Event, mins: i64| {
         e.ts = now - chrono::Duration::minutes(mins);
-        e.details.insert("max_failure_rate".into(), 0.2.into());
-        e.details.insert("min_reports".into(), 3.into());
-        e.details
-            .insert("waves".into(), json!(["canary", "early", "all"]));
         e
     };
     for i in 1..=8 {
@@ -292,7 +288,10 @@ async fn seed(s: &Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
-    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = common::SignedFleet::new(dir.path());
+    fleet.publish("2.0.0", 0.2, 3);
+    let s = Server::start_with(|st| fleet.configure(st)).await;
     seed(&s).await;
     let Some(d) = Driver::start().await else {
         eprintln!("skipped: no chromedriver");

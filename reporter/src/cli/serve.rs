@@ -13,6 +13,7 @@ Each key below is set to its default, except the first four (examples):
   db = "/var/lib/flotilla-reporter/db.sqlite"
   admin_token_file = "/etc/flotilla-reporter/admin.token"
   manifest = "https://updates.example.com/fleet/manifest.json"
+  trust_root = "/etc/flotilla-reporter/root.json"
   public_url = "https://reporter.example.com"  # https: the session cookie is
                                  # Secure (unless cookie_secure says otherwise)
   listen = "127.0.0.1:8080"
@@ -57,9 +58,17 @@ pub struct Args {
     /// File holding the admin token (reads, metrics, web login).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// A copy of the signed manifest (path or http(s) URL): channel thresholds and waves.
+    /// The signed manifest (path or http(s) URL; roots are read from
+    /// root/N.root.json beside it, or beside its signed/ directory): what
+    /// each channel rolls out, its thresholds and waves. Verified against
+    /// --trust-root like an agent does; until one verifies, every gate is
+    /// closed.
     #[arg(long)]
     manifest: Option<String>,
+    /// The root the manifest's root chain starts from (the root/1.root.json
+    /// agents ship with). Required with --manifest.
+    #[arg(long)]
+    trust_root: Option<PathBuf>,
     /// Prune events older than this many days [default: 90].
     #[arg(long)]
     retain_days: Option<u32>,
@@ -80,6 +89,7 @@ impl Args {
             listen: self.listen,
             admin_token_file: self.admin_token_file,
             manifest: self.manifest,
+            trust_root: self.trust_root,
             retain_days: self.retain_days,
             retain_per_agent: self.retain_per_agent,
             ..FileSettings::default()
@@ -169,6 +179,7 @@ mod tests {
             admin_token_file: Some(_),
             manifest: Some(_),
             manifest_refresh: Some(_),
+            trust_root: Some(_),
             retain_days: Some(_),
             retain_per_agent: Some(_),
             retention_interval: Some(_),
@@ -193,7 +204,7 @@ mod tests {
             panic!("a key is missing from the help: {f:?}");
         };
         // The first four are examples, not defaults.
-        (f.db, f.admin_token_file, f.manifest) = (None, None, None);
+        (f.db, f.admin_token_file, f.manifest, f.trust_root) = (None, None, None, None);
         f.public_url = None;
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();

@@ -1,19 +1,28 @@
 //! Storing a batch of events and keeping the derived state current.
 //!
-//! Events are inserted with `INSERT OR IGNORE` on their id, so redelivery
-//! stores nothing twice. From the *new* events the same job derives:
+//! Events are inserted with `INSERT OR IGNORE` on (agent, id), so
+//! redelivery stores nothing twice, and one agent's ids never shadow
+//! another's. From the *new* events the same job derives:
 //!
-//! - the agent's row: last seen (receipt time), version, channel, wave,
-//!   labels and newest error, taken from the newest event (by `ts`) that
-//!   is not older than what the row already reflects, so a late, old
-//!   event from a spool does not undo newer state;
+//! - the agent's row: last seen, version, channel, wave, labels and newest
+//!   error;
 //! - `agent_release`: the agent's state in the rollout of a channel's
-//!   release (see [`release_state`]), newest event wins, except that an
-//!   `update_deferred` never hides an outcome (healthy, failed, rolled back);
-//! - `channel_settings`: thresholds and waves that agents copy from the
-//!   manifest into `details`.
+//!   release (see [`release_state`]), except that an `update_deferred`
+//!   never hides an outcome (healthy, failed, rolled back).
 //!
-//! The `details` keys read here are [`flotilla_protocol::api::details`].
+//! **Order.** Newer state is what the reporter *received* later: a later
+//! batch over an earlier one, and within a batch a later event over an
+//! earlier one (the agent's spool delivers in order). The agent's `ts` is
+//! stored and shown, but never decides what is current: a clock ahead (or a
+//! forged `ts`) cannot pin state. `agent_release.ts` and `agents.state_ts`
+//! are receipt times.
+//!
+//! **Bounds.** An agent keeps at most [`MAX_RELEASES_PER_AGENT`] rollout
+//! rows; the oldest received go first.
+//!
+//! Thresholds and waves in `details` are ignored: they come only from the
+//! verified manifest ([`crate::channels`]). The `details` keys read here are
+//! [`flotilla_protocol::api::details`].
 
 use std::collections::BTreeMap;
 
@@ -137,8 +146,8 @@ pub struct Row {
     pub release: Option<Text>,
     /// `details.agent_version`, if a string.
     pub agent_version: Option<Text>,
-    /// `details` holds `labels`, `waves`, `max_failure_rate` or
-    /// `min_reports`: [`ingest`] reads them from the parsed `details`.
+    /// `details` holds `labels`: [`ingest`] reads it from the parsed
+    /// `details`.
     pub special: bool,
 }
 
@@ -210,12 +219,10 @@ impl Batch {
 
 /// The `details` keys that [`ingest`] reads from the parsed object rather
 /// than from [`Row`]'s fields.
-pub const SPECIAL_KEYS: [&str; 4] = [
-    keys::LABELS,
-    keys::WAVES,
-    keys::MAX_FAILURE_RATE,
-    keys::MIN_REPORTS,
-];
+pub const SPECIAL_KEYS: [&str; 1] = [keys::LABELS];
+
+/// Most `agent_release` rows one agent keeps (rollouts it reported on).
+pub const MAX_RELEASES_PER_AGENT: usize = 16;
 
 fn is_special(details: &Map<String, Value>) -> bool {
     SPECIAL_KEYS.iter().any(|k| details.contains_key(*k))
@@ -252,40 +259,6 @@ fn labels_json(details: &Map<String, Value>) -> Option<String> {
         }
         _ => None,
     }
-}
-
-#[derive(Default)]
-struct Settings {
-    max_failure_rate: Option<f64>,
-    min_reports: Option<i64>,
-    waves: Option<String>,
-    ts: i64,
-}
-
-fn settings_of(details: &Map<String, Value>, ts: i64) -> Option<Settings> {
-    let rate = details
-        .get(keys::MAX_FAILURE_RATE)
-        .and_then(Value::as_f64)
-        .filter(|r| (0.0..=1.0).contains(r));
-    let min = details
-        .get(keys::MIN_REPORTS)
-        .and_then(Value::as_u64)
-        .map(|m| m.min(i64::MAX as u64) as i64);
-    let waves = match details.get(keys::WAVES) {
-        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
-            Some(Value::Array(a.clone()).to_string())
-        }
-        _ => None,
-    };
-    if rate.is_none() && min.is_none() && waves.is_none() {
-        return None;
-    }
-    Some(Settings {
-        max_failure_rate: rate,
-        min_reports: min,
-        waves,
-        ts,
-    })
 }
 
 /// Stores the events of `batch` (already validated and checked to be
@@ -334,14 +307,14 @@ pub fn ingest(
         return Ok(outcome);
     }
 
-    let (stored_channel, state_ts, error_ts): (Option<String>, i64, Option<i64>) = conn
-        .prepare_cached("SELECT channel, state_ts, last_error_ts FROM agents WHERE agent_id = ?1")?
-        .query_row([agent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let stored_channel: Option<String> = conn
+        .prepare_cached("SELECT channel FROM agents WHERE agent_id = ?1")?
+        .query_row([agent_id], |r| r.get(0))
         .optional()?
-        .unwrap_or((None, 0, None));
+        .flatten();
 
-    fresh.sort_by_key(|r| r.ts);
-    // `details` of the events that carry labels or channel settings.
+    // Batch order is receipt order (see the module doc); `details` parsed
+    // only for the events that carry labels.
     let parsed: Vec<Option<Map<String, Value>>> = fresh
         .iter()
         .map(|r| {
@@ -351,35 +324,31 @@ pub fn ingest(
         })
         .collect();
     let (mut version, mut channel, mut wave, mut labels) = (None, None, None, None);
-    let mut newest = state_ts;
     let (mut error, mut error_at) = (None, None);
     for (r, details) in fresh.iter().zip(&parsed) {
-        let ts = r.ts;
-        if ts >= state_ts {
-            newest = newest.max(ts);
-            if let Some(v) = running_version(b, r) {
-                version = Some(v);
-            }
-            if let Some(c) = b.opt(&r.channel) {
-                channel = Some(c);
-            }
-            if let Some(w) = b.opt(&r.wave) {
-                wave = Some(w);
-            }
-            if let Some(l) = details.as_ref().and_then(labels_json) {
-                labels = Some(l);
-            }
+        if let Some(v) = running_version(b, r) {
+            version = Some(v);
         }
-        if r.severity >= Severity::Error && error_ts.is_none_or(|t| ts >= t) {
+        if let Some(c) = b.opt(&r.channel) {
+            channel = Some(c);
+        }
+        if let Some(w) = b.opt(&r.wave) {
+            wave = Some(w);
+        }
+        if let Some(l) = details.as_ref().and_then(labels_json) {
+            labels = Some(l);
+        }
+        if r.severity >= Severity::Error {
             error = Some(b.text(&r.message));
-            error_at = Some(ts);
+            // shown as the agent's time, but never later than receipt
+            error_at = Some(r.ts.min(now));
         }
     }
     conn.prepare_cached(
         "UPDATE agents SET last_seen = ?2, event_count = event_count + ?3,
              version = COALESCE(?4, version), channel = COALESCE(?5, channel),
-             wave = COALESCE(?6, wave), labels = COALESCE(?7, labels), state_ts = ?8,
-             last_error = COALESCE(?9, last_error), last_error_ts = COALESCE(?10, last_error_ts)
+             wave = COALESCE(?6, wave), labels = COALESCE(?7, labels), state_ts = ?2,
+             last_error = COALESCE(?8, last_error), last_error_ts = COALESCE(?9, last_error_ts)
          WHERE agent_id = ?1",
     )?
     .execute(params![
@@ -390,16 +359,14 @@ pub fn ingest(
         channel,
         wave,
         labels,
-        newest,
         error,
         error_at
     ])?;
 
-    // Rollout state and channel settings, newest event per (channel, release).
+    // Rollout state, the last event of the batch per (channel, release).
     let fallback_channel = channel.map(str::to_owned).or(stored_channel);
     let mut states: BTreeMap<(&str, &str), (&Row, ReleaseState)> = BTreeMap::new();
-    let mut settings: BTreeMap<(&str, &str), Settings> = BTreeMap::new();
-    for (r, details) in fresh.iter().zip(&parsed) {
+    for r in &fresh {
         let Some(release) = event_release(b, r) else {
             continue;
         };
@@ -409,20 +376,20 @@ pub fn ingest(
         if let Some(s) = release_state(r.kind, r.status) {
             states.insert((ch, release), (r, s));
         }
-        if let Some(s) = details.as_ref().and_then(|d| settings_of(d, r.ts)) {
-            settings.insert((ch, release), s);
-        }
     }
     if !states.is_empty() {
         let mut up = conn.prepare_cached(
             "INSERT INTO agent_release (channel, release, agent_id, state, wave, ts, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (channel, release, agent_id) DO UPDATE SET
-                 state = excluded.state, wave = COALESCE(excluded.wave, agent_release.wave),
-                 ts = excluded.ts, message = excluded.message
-             WHERE excluded.ts >= agent_release.ts
-               AND NOT (excluded.state = 'waiting'
-                        AND agent_release.state IN ('on_release', 'failed', 'rolled_back'))",
+                 state = CASE WHEN excluded.state = 'waiting'
+                                   AND agent_release.state IN ('on_release', 'failed', 'rolled_back')
+                              THEN agent_release.state ELSE excluded.state END,
+                 wave = COALESCE(excluded.wave, agent_release.wave),
+                 ts = max(excluded.ts, agent_release.ts),
+                 message = CASE WHEN excluded.state = 'waiting'
+                                     AND agent_release.state IN ('on_release', 'failed', 'rolled_back')
+                                THEN agent_release.message ELSE excluded.message END",
         )?;
         for ((ch, release), (r, s)) in states {
             up.execute(params![
@@ -431,32 +398,17 @@ pub fn ingest(
                 agent_id,
                 s.as_str(),
                 b.opt(&r.wave).or(wave),
-                r.ts,
+                now,
                 b.text(&r.message)
             ])?;
         }
-    }
-    if !settings.is_empty() {
-        let mut up = conn.prepare_cached(
-            "INSERT INTO channel_settings (channel, release, max_failure_rate, min_reports, waves, ts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (channel, release) DO UPDATE SET
-                 max_failure_rate = COALESCE(excluded.max_failure_rate, channel_settings.max_failure_rate),
-                 min_reports = COALESCE(excluded.min_reports, channel_settings.min_reports),
-                 waves = COALESCE(excluded.waves, channel_settings.waves),
-                 ts = excluded.ts
-             WHERE excluded.ts >= channel_settings.ts",
-        )?;
-        for ((ch, release), s) in settings {
-            up.execute(params![
-                ch,
-                release,
-                s.max_failure_rate,
-                s.min_reports,
-                s.waves,
-                s.ts
-            ])?;
-        }
+        // The agent's oldest rollout rows beyond the bound go.
+        conn.prepare_cached(
+            "DELETE FROM agent_release WHERE agent_id = ?1 AND (channel, release) IN (
+                 SELECT channel, release FROM agent_release WHERE agent_id = ?1
+                 ORDER BY ts DESC, channel DESC, release DESC LIMIT -1 OFFSET ?2)",
+        )?
+        .execute(params![agent_id, MAX_RELEASES_PER_AGENT as i64])?;
     }
     Ok(outcome)
 }

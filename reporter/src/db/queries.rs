@@ -317,56 +317,6 @@ pub fn release_state_counts(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Thresholds and waves agents reported for a channel's release (or, failing
-/// that, for the channel's most recent release that has any).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ReportedSettings {
-    /// `details.max_failure_rate`.
-    pub max_failure_rate: Option<f64>,
-    /// `details.min_reports`.
-    pub min_reports: Option<u32>,
-    /// `details.waves`.
-    pub waves: Option<Vec<String>>,
-}
-
-/// See [`ReportedSettings`].
-pub fn reported_settings(
-    conn: &Connection,
-    channel: &str,
-    release: &str,
-) -> Result<Option<ReportedSettings>, DbError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT max_failure_rate, min_reports, waves FROM channel_settings
-             WHERE channel = ?1 ORDER BY (release = ?2) DESC, ts DESC LIMIT 1",
-        )?
-        .query_row(params![channel, release], |r| {
-            Ok(ReportedSettings {
-                max_failure_rate: r.get(0)?,
-                min_reports: r
-                    .get::<_, Option<i64>>(1)?
-                    .map(|v| v.clamp(0, u32::MAX as i64) as u32),
-                waves: r
-                    .get::<_, Option<String>>(2)?
-                    .and_then(|w| serde_json::from_str(&w).ok()),
-            })
-        })
-        .optional()?;
-    Ok(row)
-}
-
-/// For every channel agents reported a rollout on: its newest release.
-pub fn current_releases(conn: &Connection) -> Result<BTreeMap<String, String>, DbError> {
-    let mut st = conn.prepare_cached(
-        "SELECT channel, release FROM (
-             SELECT channel, release, max(ts) AS t FROM agent_release GROUP BY channel, release
-         ) ORDER BY t",
-    )?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    // later rows (newer) overwrite earlier ones
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// Non-revoked agents per version (`None`: not known yet).
 pub fn agents_by_version(conn: &Connection) -> Result<Vec<(Option<String>, u64)>, DbError> {
     let mut st = conn.prepare_cached(

@@ -80,7 +80,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel, release)
     ) WITHOUT ROWID;
     ",
-    // 2 (access): token scopes (`enroll`, `read`), agents kept out by an
+    // 2: event ids are unique per agent, not across agents (one agent's id
+    // must not make another's event a "duplicate"); agents' thresholds are
+    // no longer stored (they come from the verified manifest); an agent's
+    // rollout rows are found by agent, to bound them.
+    "
+    CREATE TABLE events_v2 (
+        seq           INTEGER PRIMARY KEY,
+        id            BLOB NOT NULL,
+        agent_id      TEXT NOT NULL,
+        ts            INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        severity      TEXT NOT NULL,
+        component     TEXT NOT NULL,
+        message       TEXT NOT NULL,
+        from_version  TEXT,
+        to_version    TEXT,
+        channel       TEXT,
+        wave          TEXT,
+        details       TEXT NOT NULL,
+        UNIQUE (agent_id, id)
+    );
+    INSERT INTO events_v2 SELECT seq, id, agent_id, ts, kind, status, severity, component,
+        message, from_version, to_version, channel, wave, details FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_agent_ts ON events(agent_id, ts);
+    CREATE INDEX events_ts ON events(ts);
+    DROP TABLE channel_settings;
+    CREATE INDEX agent_release_agent ON agent_release(agent_id, ts);
+    ",
+    // 3 (access): token scopes (`enroll`, `read`), agents kept out by an
     // admin until readmitted, and agents counted per enrollment token.
     "
     ALTER TABLE enrollment_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'enroll';
@@ -146,6 +177,31 @@ mod tests {
             migrate(&mut c, &path),
             Err(Error::SchemaTooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn version_2_keeps_events_and_makes_ids_unique_per_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.execute_batch("PRAGMA user_version = 1").unwrap();
+        let ins = "INSERT INTO events (id, agent_id, ts, kind, status, severity, component,
+                       message, details) VALUES (x'01', ?1, 1, 'k', 's', 'info', 'c', 'm', '{}')";
+        c.execute(ins, ["a"]).unwrap();
+        assert!(
+            c.execute(ins, ["b"]).is_err(),
+            "version 1: ids unique across agents"
+        );
+        drop(c);
+        let mut c = Connection::open(&path).unwrap();
+        migrate(&mut c, &path).unwrap();
+        c.execute(ins, ["b"]).unwrap();
+        assert!(c.execute(ins, ["a"]).is_err(), "still unique per agent");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
     }
 
     #[test]

@@ -41,13 +41,16 @@ pub async fn metrics(
         })
         .await?;
     let mut gates = Vec::new();
-    for (channel, release) in st.current_rollouts().await? {
+    for (channel, release) in st.current_rollouts() {
         gates.push(st.gate(&channel, &release).await?);
     }
+    let manifest = st.manifest.status();
     let text = st.metrics.render(&Gauges {
         agents_by_version,
         agents_reporting,
         gates,
+        manifest_serial: manifest.verified.as_ref().map(|m| m.serial),
+        manifest_refused: manifest.error.is_some(),
     });
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -25,7 +25,7 @@ pub async fn list(
     Query(q): Query<RolloutQuery>,
 ) -> Result<Json<RolloutList>, AppError> {
     let mut rollouts = Vec::new();
-    for (channel, release) in st.current_rollouts().await? {
+    for (channel, release) in st.current_rollouts() {
         if q.channel.as_deref().is_some_and(|c| c != channel) {
             continue;
         }

@@ -7,6 +7,7 @@ use maud::{html, Markup};
 use super::layout::{self, pct, when};
 use super::session::WebSession;
 use super::{html, PageResult};
+use crate::channels::ManifestStatus;
 use crate::db::queries;
 use crate::state::AppState;
 
@@ -24,10 +25,11 @@ pub async fn page(s: WebSession, State(st): State<AppState>) -> PageResult {
         })
         .await?;
     let mut rollouts = Vec::new();
-    for (channel, release) in st.current_rollouts().await? {
+    for (channel, release) in st.current_rollouts() {
         rollouts.push(st.rollout(&channel, &release).await?);
     }
     let active = rollouts.iter().any(|r| r.active);
+    let manifest = st.manifest.status();
     let silent = total - reporting;
     let body = html! {
         h1 { "Fleet overview" }
@@ -68,10 +70,28 @@ pub async fn page(s: WebSession, State(st): State<AppState>) -> PageResult {
             }
         }
         h2 { "Rollouts" }
-        @if rollouts.is_empty() { p.muted { "No rollout reported yet." } }
+        (manifest_note(&manifest))
+        @if rollouts.is_empty() { p.muted { "No rollout: the gate is closed for every channel until a manifest verifies." } }
         @for r in &rollouts { (rollout_card(r)) }
     };
     html(layout::page("Overview", "overview", &s, active, body))
+}
+
+/// Which verified manifest the rollouts and gates come from, and why the
+/// latest copy was refused, if it was.
+fn manifest_note(m: &ManifestStatus) -> Markup {
+    html! {
+        @match &m.verified {
+            Some(v) => p.muted #manifest {
+                "Verified manifest: fleet " (v.fleet) ", serial " (v.serial)
+                ", expires " (v.expires.format("%Y-%m-%d %H:%M UTC"))
+            },
+            None => p.warn #manifest { (m.missing_reason()) },
+        }
+        @if let (Some(_), Some(e)) = (&m.verified, &m.error) {
+            p.warn #manifest-refused { "The latest manifest copy was refused (the last verified one is used): " (e) }
+        }
+    }
 }
 
 /// Percent-encodes a query or path component.
@@ -119,7 +139,7 @@ fn rollout_card(r: &RolloutProgress) -> Markup {
             }
             p.muted.gate-reason {
                 "Gate: " (r.gate.reason) " · " (r.agents) " agents"
-                @if r.gate.settings_source == SettingsSource::Unknown { " · no thresholds known" }
+                @if r.gate.settings_source == SettingsSource::Unknown { " · no verified thresholds" }
             }
             table.waves {
                 thead { tr { th { "wave" } th { "progress" } th.n { "on release" } th.n { "installing" } th.n { "failed" } th.n { "rolled back" } th.n { "waiting" } th.n { "silent" } } }

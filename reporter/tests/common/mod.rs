@@ -323,3 +323,105 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// A fleet's signed metadata laid out as `flotilla-publisher publish` lays
+/// out a store: `<dir>/manifest.json` and `<dir>/root/<n>.root.json`, with a
+/// root key and a release key of its own.
+pub struct SignedFleet {
+    pub dir: PathBuf,
+    pub root_key: flotilla_signing::PrivateKey,
+    pub release_key: flotilla_signing::PrivateKey,
+    pub serial: std::cell::Cell<u64>,
+}
+
+impl SignedFleet {
+    /// Writes root 1 under `dir`.
+    pub fn new(dir: &std::path::Path) -> SignedFleet {
+        let f = SignedFleet {
+            dir: dir.to_owned(),
+            root_key: flotilla_signing::PrivateKey::generate(),
+            release_key: flotilla_signing::PrivateKey::generate(),
+            serial: std::cell::Cell::new(0),
+        };
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let root = flotilla_signing::Root::new(
+            1,
+            chrono::Utc::now() + chrono::Duration::days(365),
+            &[f.root_key.public_key()],
+            1,
+            &[f.release_key.public_key()],
+            1,
+        )
+        .unwrap();
+        let mut env = flotilla_signing::Envelope::new(
+            flotilla_signing::ROOT_PAYLOAD_TYPE,
+            &root.to_payload(),
+        );
+        env.sign(&f.root_key).unwrap();
+        std::fs::write(f.root_path(), env.to_json_pretty()).unwrap();
+        f
+    }
+
+    /// The trust root (`--trust-root`).
+    pub fn root_path(&self) -> PathBuf {
+        self.dir.join("root/1.root.json")
+    }
+
+    /// The manifest (`--manifest`).
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.json")
+    }
+
+    /// Points settings at this fleet.
+    pub fn configure(&self, s: &mut Settings) {
+        s.manifest = Some(self.manifest_path().display().to_string());
+        s.trust_root = Some(self.root_path());
+        s.manifest_refresh = Duration::from_secs(1);
+    }
+
+    /// The envelope of a manifest rolling `release` out on `stable` with
+    /// these thresholds (canary 50%, then all after a day), signed by `key`.
+    pub fn envelope(
+        &self,
+        key: &flotilla_signing::PrivateKey,
+        release: &str,
+        max_failure_rate: f64,
+        min_reports: u32,
+    ) -> Vec<u8> {
+        self.serial.set(self.serial.get() + 1);
+        let now = chrono::Utc::now();
+        let payload = serde_json::json!({
+            "fleet": "test",
+            "serial": self.serial.get(),
+            "issued": now,
+            "expires": now + chrono::Duration::days(7),
+            "releases": {
+                release: {"version": release, "artifacts": {}}
+            },
+            "channels": {
+                "stable": {
+                    "release": release,
+                    "start": "2026-01-01T00:00:00Z",
+                    "max_failure_rate": max_failure_rate,
+                    "min_reports": min_reports,
+                    "waves": [
+                        {"name": "canary", "percent": 50.0, "after": "0s", "spread": "0s"},
+                        {"name": "all", "percent": 100.0, "after": "1d", "spread": "0s"}
+                    ]
+                }
+            }
+        });
+        let mut env = flotilla_signing::Envelope::new(
+            flotilla_protocol::MANIFEST_PAYLOAD_TYPE,
+            payload.to_string().as_bytes(),
+        );
+        env.sign(key).unwrap();
+        env.to_json_pretty().into_bytes()
+    }
+
+    /// Signs and writes a manifest with the release key.
+    pub fn publish(&self, release: &str, max_failure_rate: f64, min_reports: u32) {
+        let env = self.envelope(&self.release_key, release, max_failure_rate, min_reports);
+        std::fs::write(self.manifest_path(), env).unwrap();
+    }
+}
