@@ -701,7 +701,7 @@ impl<'a> Pass<'a> {
             Fetched::New { envelope, origin } => (envelope, true, origin),
         };
         let v = trust::verify(
-            trust::Trusted { root: trusted.root },
+            trusted,
             &mut *src,
             new,
             &envelope,
