@@ -64,6 +64,7 @@ use crate::trust::{self, Verified};
 use crate::version::{self, VERSION};
 use crate::{download, fault};
 use crate::{migrate, migrations};
+use flotilla_protocol::redact_urls;
 
 /// How a pass ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -700,14 +701,7 @@ impl<'a> Pass<'a> {
             },
             Fetched::New { envelope, origin } => (envelope, true, origin),
         };
-        let v = trust::verify(
-            trusted,
-            &mut *src,
-            new,
-            &envelope,
-            self.now,
-            &self.state,
-        )?;
+        let v = trust::verify(trusted, &mut *src, new, &envelope, self.now, &self.state)?;
         let serial = v.manifest.serial;
         let first_time = self.state.highest_serial != Some(serial);
         if new {
@@ -946,6 +940,7 @@ impl<'a> Pass<'a> {
             sha256: &a.sha256,
             size: a.size,
             dir: &dir,
+            min_rate: self.config.update.min_rate(),
         };
         let file = match download::fetch(&self.http, &req) {
             Ok(f) => f,
@@ -957,7 +952,7 @@ impl<'a> Pass<'a> {
         for (kind, msg) in [
             (
                 EventKind::UpdateDownload,
-                format!("downloaded {to} from {url}"),
+                format!("downloaded {to} from {}", redact_urls(url.as_str())),
             ),
             (
                 EventKind::UpdateVerify,
@@ -969,7 +964,8 @@ impl<'a> Pass<'a> {
         ] {
             let mut e = self.ev.event(kind, EventStatus::Success, "download", msg);
             e.to_version = Some(to.clone());
-            e.details.insert("url".into(), json!(url.as_str()));
+            e.details
+                .insert("url".into(), json!(redact_urls(url.as_str())));
             e.details.insert("size".into(), json!(a.size));
             e.details.insert("sha256".into(), json!(a.sha256));
             e.details.insert("serial".into(), json!(serial));

@@ -12,4 +12,5 @@ mod crash;
 mod delivery;
 mod migration_rollback;
 mod reporter;
+mod transport;
 mod update;
