@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
             sha256: sha,
             size: size.parse()?,
             dir: &dir,
+            min_rate: flotilla_agent::http::MinRate::OFF,
         },
     )?;
     println!("{}", path.display());

@@ -29,6 +29,7 @@
 //! keep_versions = 2
 //! connect_timeout = "10s"
 //! stall_timeout = "30s"
+//! min_rate = 1024                     # bytes/s averaged over each stall_timeout; 0: off
 //!
 //! [migrations]                        # optional; see crate::migrate
 //! keep_backups = 3
@@ -146,6 +147,21 @@ pub struct Update {
     /// A transfer that receives nothing for this long is abandoned (and
     /// resumed on a later pass).
     pub stall_timeout: Duration,
+    /// A transfer (manifest, root, artifact; HTTP or git) that averages
+    /// fewer bytes a second than this over a `stall_timeout`-long window is
+    /// abandoned: a trickling server cannot hold a pass forever. 0: no
+    /// minimum.
+    pub min_rate: u64,
+}
+
+impl Update {
+    /// The minimum transfer rate, for [`crate::http::RateGuard`].
+    pub fn min_rate(&self) -> crate::http::MinRate {
+        crate::http::MinRate {
+            bytes_per_sec: self.min_rate,
+            window: self.stall_timeout,
+        }
+    }
 }
 
 impl Default for Update {
@@ -155,6 +171,7 @@ impl Default for Update {
             keep_versions: 2,
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
+            min_rate: 1024,
         }
     }
 }
@@ -215,6 +232,7 @@ struct RawUpdate {
     keep_versions: Option<u32>,
     connect_timeout: Option<HumanDuration>,
     stall_timeout: Option<HumanDuration>,
+    min_rate: Option<u64>,
 }
 
 impl Config {
@@ -376,6 +394,7 @@ impl Config {
                 .stall_timeout
                 .map(|h| h.0)
                 .unwrap_or(d.stall_timeout),
+            min_rate: raw.update.min_rate.unwrap_or(d.min_rate),
         };
         if update.health_attempts == 0 {
             return Err(bad("update.health_attempts", "must be at least 1".into()));

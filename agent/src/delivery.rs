@@ -226,7 +226,10 @@ pub fn deliver(http: &ureq::Agent, s: &Settings, spool: &mut Spool) -> Delivered
                     ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
                 );
                 if down || !sleep_within(backoff, deadline) {
-                    out.error = Some(format!("reporter unreachable: {e}"));
+                    out.error = Some(format!(
+                        "reporter unreachable: {}",
+                        crate::http::describe(&e)
+                    ));
                     break;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -291,7 +294,12 @@ fn enroll(
                 .unwrap_or_default();
             return Err(format!("enrollment refused ({code}): {reason}"));
         }
-        Err(e) => return Err(format!("reporter unreachable for enrollment: {e}")),
+        Err(e) => {
+            return Err(format!(
+                "reporter unreachable for enrollment: {}",
+                crate::http::describe(&e)
+            ))
+        }
     };
     let body = resp
         .into_string()

@@ -17,8 +17,8 @@
 //!    `downloads/<sha256>`. A mismatch deletes it; a transport failure (stall,
 //!    connection lost, short body) keeps it for the next pass to resume.
 //!
-//! Timeouts: connect and stall (see [`crate::http`]); `file://` URLs are
-//! read directly with the same cap and hashing.
+//! Timeouts: connect, stall and the minimum rate (see [`crate::http`]);
+//! `file://` URLs are read directly with the same cap and hashing.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -33,6 +33,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::fault;
+use crate::http::{MinRate, RateGuard};
 
 /// Size of one transfer buffer.
 const BUF: usize = 256 * 1024;
@@ -77,6 +78,8 @@ pub struct Request<'a> {
     pub size: u64,
     /// `state_dir/downloads`.
     pub dir: &'a Path,
+    /// The slowest transfer accepted (`update.min_rate`).
+    pub min_rate: MinRate,
 }
 
 /// Where the time of a [`fetch`] went.
@@ -163,7 +166,9 @@ pub fn fetch_timed(http: &ureq::Agent, req: &Request<'_>) -> Result<(PathBuf, Ph
             }
             Err(CopyError::Read(e)) => {
                 let _ = file.sync_data();
-                let reason = if crate::http::is_timeout(&e) {
+                let reason = if let Some(slow) = crate::http::too_slow(&e) {
+                    format!("{slow}; the partial file is kept and resumed on the next pass")
+                } else if crate::http::is_timeout(&e) {
                     format!("stalled: no data for the stall timeout ({e}); the partial file is kept and resumed on the next pass")
                 } else {
                     format!("{e}; the partial file is kept and resumed on the next pass")
@@ -285,7 +290,10 @@ fn open_body(
             });
         }
     }
-    Ok((Box::new(resp.into_reader()), start))
+    Ok((
+        Box::new(RateGuard::new(resp.into_reader(), req.min_rate)),
+        start,
+    ))
 }
 
 fn open_body_plain(http: &ureq::Agent, req: &Request<'_>) -> Result<(Box<dyn Read + Send>, u64)> {
@@ -481,6 +489,7 @@ mod tests {
             sha256: &digest,
             size: body.len() as u64,
             dir: &dl,
+            min_rate: MinRate::OFF,
         };
         let out = fetch(&http, &req).unwrap();
         assert_eq!(fs::read(&out).unwrap(), body);

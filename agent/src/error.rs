@@ -1,7 +1,11 @@
 //! The agent library's error type. Every variant names the file, URL, field
 //! or version it is about, so the message alone tells an operator where to look.
+//! URLs are shown without their credentials ([`flotilla_protocol::redact_urls`]),
+//! here and in [`chain`]: an error's text goes to events, `status` and logs.
 
 use std::path::PathBuf;
+
+use flotilla_protocol::redact_urls as r;
 
 /// What went wrong in a pass or a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +61,7 @@ pub enum Error {
     },
     /// The fleet source could not be reached or read (transient: retried on
     /// a later pass).
-    #[error("fetching {url}: {reason}")]
+    #[error("fetching {}: {}", r(url), r(reason))]
     Fetch {
         /// What was fetched.
         url: String,
@@ -75,7 +79,7 @@ pub enum Error {
     },
     /// A download failed in transport (connect, stall, short body). The
     /// partial file is kept, and the next pass resumes it.
-    #[error("downloading {url}: {reason}")]
+    #[error("downloading {}: {}", r(url), r(reason))]
     Download {
         /// The artifact URL.
         url: String,
@@ -83,7 +87,10 @@ pub enum Error {
         reason: String,
     },
     /// The server sent more bytes than the signed size.
-    #[error("downloading {url}: body exceeds the signed size of {limit} bytes; transfer cut off")]
+    #[error(
+        "downloading {}: body exceeds the signed size of {limit} bytes; transfer cut off",
+        r(url)
+    )]
     TooLarge {
         /// The artifact URL.
         url: String,
@@ -91,7 +98,10 @@ pub enum Error {
         limit: u64,
     },
     /// The downloaded artifact does not hash to the signed SHA-256.
-    #[error("{url}: SHA-256 mismatch: expected {expected}, calculated {calculated}")]
+    #[error(
+        "{}: SHA-256 mismatch: expected {expected}, calculated {calculated}",
+        r(url)
+    )]
     HashMismatch {
         /// The artifact URL.
         url: String,
@@ -101,7 +111,11 @@ pub enum Error {
         calculated: String,
     },
     /// An artifact path or URL would leave the artifact base URL.
-    #[error("artifact path {path:?} escapes the artifact base URL {base}: {reason}")]
+    #[error(
+        "artifact path {path:?} escapes the artifact base URL {}: {}",
+        r(base),
+        r(reason)
+    )]
     PathEscapes {
         /// The signed relative path.
         path: String,
@@ -127,7 +141,7 @@ pub enum Error {
         reason: String,
     },
     /// The git source failed (transport or repository).
-    #[error("git {url}: {message}")]
+    #[error("git {}: {}", r(url), r(message))]
     Git {
         /// The remote URL.
         url: String,
@@ -164,10 +178,10 @@ impl Error {
 
 /// An error and its causes, outermost first (the `error_chain` event detail).
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
-    let mut out = vec![e.to_string()];
+    let mut out = vec![r(&e.to_string()).into_owned()];
     let mut cur = e.source();
     while let Some(s) = cur {
-        let text = s.to_string();
+        let text = r(&s.to_string()).into_owned();
         if out.last() != Some(&text) {
             out.push(text);
         }

@@ -11,7 +11,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use flotilla_protocol::api::details;
 use flotilla_protocol::sources::Artifact;
-use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
+use flotilla_protocol::{redact_urls, Event, EventKind, EventStatus, Severity};
 use serde_json::{json, Map, Value};
 use url::Url;
 
@@ -71,7 +71,11 @@ impl Events {
     }
 
     /// Appends `event` to the spool.
-    pub fn emit(&mut self, event: Event) {
+    pub fn emit(&mut self, mut event: Event) {
+        // The last line of defence: whatever a constructor put in, no URL
+        // leaves the host with its credentials.
+        event.message = redact_urls(&event.message).into_owned();
+        event.details.values_mut().for_each(redact_value);
         tracing::info!(
             kind = %event.kind,
             status = %event.status,
@@ -247,7 +251,7 @@ impl Events {
         for (kind, msg) in [
             (
                 EventKind::UpdateDownload,
-                format!("downloaded {to} from {url}"),
+                format!("downloaded {to} from {}", redact_urls(url.as_str())),
             ),
             (
                 EventKind::UpdateVerify,
@@ -259,7 +263,8 @@ impl Events {
         ] {
             let mut e = self.event(kind, EventStatus::Success, "download", msg);
             e.to_version = Some(to.to_owned());
-            e.details.insert(details::URL.into(), json!(url.as_str()));
+            e.details
+                .insert(details::URL.into(), json!(redact_urls(url.as_str())));
             e.details.insert(details::SIZE.into(), json!(a.size));
             e.details.insert(details::SHA256.into(), json!(a.sha256));
             e.details.insert(details::SERIAL.into(), json!(serial));
@@ -374,5 +379,19 @@ impl Events {
             err,
             Some(&p.from),
         );
+    }
+}
+
+/// Strips URL userinfo from every string in `v`.
+fn redact_value(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(r) = redact_urls(s) {
+                *s = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_value),
+        Value::Object(o) => o.values_mut().for_each(redact_value),
+        _ => {}
     }
 }

@@ -36,17 +36,20 @@ pub fn ask(
         reporter_url.trim_end_matches('/'),
         flotilla_protocol::api::paths::gate(channel, release)
     );
+    let shown = flotilla_protocol::redact_urls(&url);
     let mut req = http.get(&url);
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));
     }
     let resp = match req.call() {
         Ok(r) => r,
-        Err(e) => return GateAnswer::Unreachable(format!("{url}: {}", crate::http::describe(&e))),
+        Err(e) => {
+            return GateAnswer::Unreachable(format!("{shown}: {}", crate::http::describe(&e)))
+        }
     };
     let mut body = Vec::new();
     if let Err(e) = resp.into_reader().take(1 << 20).read_to_end(&mut body) {
-        return GateAnswer::Unreachable(format!("{url}: {e}"));
+        return GateAnswer::Unreachable(format!("{shown}: {e}"));
     }
     match serde_json::from_slice::<Gate>(&body) {
         Ok(g) if g.state == GateState::Open => GateAnswer::Open,
@@ -55,6 +58,6 @@ pub fn ask(
         } else {
             g.reason
         }),
-        Err(e) => GateAnswer::Unreachable(format!("{url}: not a gate answer: {e}")),
+        Err(e) => GateAnswer::Unreachable(format!("{shown}: not a gate answer: {e}")),
     }
 }

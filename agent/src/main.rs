@@ -62,12 +62,31 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("flotilla-agent: error: {e}");
+            // Causes (a ureq error, say) may quote a URL with credentials.
+            let shown = |t: String| flotilla_protocol::redact_urls(&t).into_owned();
+            eprintln!("flotilla-agent: error: {}", shown(e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", shown(cause.to_string()));
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Stderr for the log, with credentials taken out of URLs: a library's
+/// debug lines (ureq's "sending request GET https://user:token@…") quote
+/// URLs as they are. The formatter writes each line with one `write`.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(flotilla_protocol::redact_urls(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -85,7 +104,7 @@ fn init_logging() {
         .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_target(false)
         .init();
 }

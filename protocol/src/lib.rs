@@ -15,6 +15,7 @@
 //!   implementation agents, the reporter and the publisher use.
 //! - [`api`]: request and response bodies of the reporter's HTTP API.
 //! - [`duration`]: human-friendly durations (`"90s"`, `"6h"`, `"3d"`).
+//! - [`redact`]: credentials stripped from URLs before they are shown.
 //!
 //! This crate does no network I/O; [`sources::Sources::load_dir`] reads files.
 #![deny(missing_docs)]
@@ -25,6 +26,7 @@ pub mod duration;
 mod error;
 pub mod event;
 pub mod manifest;
+pub mod redact;
 pub mod sources;
 pub mod trust;
 pub mod wave;
@@ -33,6 +35,7 @@ pub use duration::HumanDuration;
 pub use error::{chain_text, Error, Problems};
 pub use event::{Event, EventKind, EventStatus, Severity};
 pub use manifest::{Manifest, MANIFEST_PAYLOAD_TYPE};
+pub use redact::redact_urls;
 pub use sources::{
     Artifact, Channel, DowngradePolicy, Fleet, Pin, PinTarget, Release, Sources, Wave,
 };

@@ -23,14 +23,7 @@ impl Pass<'_> {
             },
             Fetched::New { envelope, origin } => (envelope, true, origin),
         };
-        let v = trust::verify(
-            trust::Trusted { root: trusted.root },
-            &mut *src,
-            new,
-            &envelope,
-            self.now,
-            &self.state,
-        )?;
+        let v = trust::verify(trusted, &mut *src, new, &envelope, self.now, &self.state)?;
         let serial = v.manifest.serial;
         let first_time = self.state.highest_serial != Some(serial);
         if new {

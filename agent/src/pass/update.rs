@@ -30,6 +30,7 @@ impl Pass<'_> {
             sha256: &a.sha256,
             size: a.size,
             dir: &dir,
+            min_rate: self.config.update.min_rate(),
         };
         let file = match download::fetch(&self.http, &req) {
             Ok(f) => f,

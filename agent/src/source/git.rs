@@ -8,16 +8,22 @@
 //! 3. If the branch tip is the commit of the last accepted manifest, report
 //!    [`Fetched::Unchanged`]. Otherwise read the blob `signed/manifest.json`
 //!    from the tip commit's tree; [`GitSource::root`] reads
-//!    `root/<n>.root.json` from the same tree.
+//!    `root/<n>.root.json` from the same tree. A blob's size is read from
+//!    its object header first: one larger than [`MAX_METADATA`] is refused
+//!    without being loaded.
+//!
+//! A fetch whose pack arrives slower than `update.min_rate` is abandoned
+//! (libgit2's transfer progress, checked like an HTTP body).
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
-use git2::{AutotagOption, ErrorClass, FetchOptions, Oid, Repository};
+use git2::{AutotagOption, ErrorClass, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
 
-use super::{Fetched, ManifestSource};
+use super::{Fetched, ManifestSource, MAX_METADATA};
 use crate::error::{Error, Result};
+use crate::http::{MinRate, RateCheck, TooSlow};
 
 /// A fleet repo reached with git2.
 pub struct GitSource {
@@ -26,6 +32,7 @@ pub struct GitSource {
     dir: PathBuf,
     last_commit: Option<String>,
     connect_timeout: Duration,
+    min_rate: MinRate,
     repo: Option<Repository>,
     tip: Option<Oid>,
 }
@@ -39,6 +46,7 @@ impl GitSource {
         dir: &Path,
         last_commit: Option<&str>,
         connect_timeout: Duration,
+        min_rate: MinRate,
     ) -> Self {
         GitSource {
             url: url.to_owned(),
@@ -46,6 +54,7 @@ impl GitSource {
             dir: dir.to_owned(),
             last_commit: last_commit.map(str::to_owned),
             connect_timeout,
+            min_rate,
             repo: None,
             tip: None,
         }
@@ -89,11 +98,21 @@ impl GitSource {
             Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
             Err(e) => return Err(self.err(e)),
         };
-        let obj = entry.to_object(repo).map_err(|e| self.err(e))?;
-        match obj.as_blob() {
-            Some(b) => Ok(Some(b.content().to_vec())),
-            None => Ok(None),
+        if entry.kind() != Some(ObjectType::Blob) {
+            return Ok(None);
         }
+        let odb = repo.odb().map_err(|e| self.err(e))?;
+        let (size, _) = odb.read_header(entry.id()).map_err(|e| self.err(e))?;
+        if size as u64 > MAX_METADATA {
+            return Err(Error::Fetch {
+                url: self.url.clone(),
+                reason: format!(
+                    "{path} in commit {tip} is {size} bytes, larger than {MAX_METADATA} bytes; not read"
+                ),
+            });
+        }
+        let blob = repo.find_blob(entry.id()).map_err(|e| self.err(e))?;
+        Ok(Some(blob.content().to_vec()))
     }
 }
 
@@ -117,14 +136,48 @@ impl ManifestSource for GitSource {
         let local = self.url.starts_with("file://");
         {
             let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.err(e))?;
+            // The window starts with the first bytes of the pack (the
+            // server may take a while to prepare it) and ends with the last
+            // object received (indexing adds no bytes).
+            let mut check: Option<RateCheck> = None;
+            let mut seen = 0u64;
+            let mut slow: Option<TooSlow> = None;
+            let min_rate = self.min_rate;
+            let mut callbacks = RemoteCallbacks::new();
+            callbacks.transfer_progress(|p| {
+                let now = p.received_bytes() as u64;
+                let added = now.saturating_sub(seen);
+                seen = now;
+                if p.received_objects() >= p.total_objects() {
+                    return true;
+                }
+                let Some(check) = &mut check else {
+                    check = Some(RateCheck::new(min_rate));
+                    return true;
+                };
+                match check.add(added) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        slow = Some(e);
+                        false
+                    }
+                }
+            });
             let mut opts = FetchOptions::new();
             opts.download_tags(AutotagOption::None);
+            opts.remote_callbacks(callbacks);
             if !local {
                 opts.depth(1);
             }
-            remote
-                .fetch(&[&refspec], Some(&mut opts), None)
-                .map_err(|e| self.err(e))?;
+            let fetched = remote.fetch(&[&refspec], Some(&mut opts), None);
+            drop(opts);
+            if let Some(slow) = slow {
+                return Err(Error::Fetch {
+                    url: self.url.clone(),
+                    reason: slow.to_string(),
+                });
+            }
+            fetched.map_err(|e| self.err(e))?;
         }
         let tip = repo
             .refname_to_id(&format!("refs/remotes/origin/{}", self.branch))

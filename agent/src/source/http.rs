@@ -6,18 +6,17 @@
 //! `state_dir/manifest.json` is verified again). Roots are
 //! `GET <url>/root/<n>.root.json`; 404, 403 (what S3 answers for a missing
 //! key without list permission) and 410 end the chain. A body larger than
-//! [`MAX_METADATA`] is refused.
+//! [`MAX_METADATA`] is refused, and so is one that arrives slower than
+//! `update.min_rate`.
 
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fetched, ManifestSource};
+use super::{Fetched, ManifestSource, MAX_METADATA};
 use crate::error::{Error, Result};
+use crate::http::{MinRate, RateGuard};
 use crate::state::StateDir;
-
-/// Largest manifest or root document accepted.
-pub const MAX_METADATA: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct HttpCache {
@@ -33,12 +32,13 @@ pub struct HttpSource {
     base: String,
     state: StateDir,
     http: ureq::Agent,
+    min_rate: MinRate,
     fetched: Option<HttpCache>,
 }
 
 impl HttpSource {
     /// A source at `base` (a trailing `/` is implied).
-    pub fn new(base: &str, state: &StateDir, http: ureq::Agent) -> Self {
+    pub fn new(base: &str, state: &StateDir, http: ureq::Agent, min_rate: MinRate) -> Self {
         let mut base = base.to_owned();
         if !base.ends_with('/') {
             base.push('/');
@@ -47,6 +47,7 @@ impl HttpSource {
             base,
             state: state.clone(),
             http,
+            min_rate,
             fetched: None,
         }
     }
@@ -82,14 +83,17 @@ impl HttpSource {
     }
 }
 
-fn body(url: &str, resp: ureq::Response) -> Result<Vec<u8>> {
+fn body(url: &str, resp: ureq::Response, min_rate: MinRate) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    resp.into_reader()
+    RateGuard::new(resp.into_reader(), min_rate)
         .take(MAX_METADATA + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::Fetch {
             url: url.to_owned(),
-            reason: format!("reading the body: {e}"),
+            reason: match crate::http::too_slow(&e) {
+                Some(slow) => slow.to_string(),
+                None => format!("reading the body: {e}"),
+            },
         })?;
     if out.len() as u64 > MAX_METADATA {
         return Err(Error::Fetch {
@@ -124,11 +128,11 @@ impl ManifestSource for HttpSource {
             etag: resp.header("ETag").map(str::to_owned),
             last_modified: resp.header("Last-Modified").map(str::to_owned),
         };
-        let envelope = body(&url, resp)?;
+        let envelope = body(&url, resp, self.min_rate)?;
         self.fetched = Some(next);
         Ok(Fetched::New {
             envelope,
-            origin: url,
+            origin: flotilla_protocol::redact_urls(&url).into_owned(),
         })
     }
 
@@ -136,7 +140,7 @@ impl ManifestSource for HttpSource {
         let url = format!("{}root/{n}.root.json", self.base);
         match self.get(&url, None)? {
             None => Ok(None),
-            Some(r) if r.status() == 200 => body(&url, r).map(Some),
+            Some(r) if r.status() == 200 => body(&url, r, self.min_rate).map(Some),
             Some(r) => Err(Error::Fetch {
                 url,
                 reason: format!("unexpected HTTP {}", r.status()),

@@ -5,9 +5,15 @@
 //! the envelope bytes of `signed/manifest.json`; [`ManifestSource::root`]
 //! reads `root/<n>.root.json` from the same snapshot (the same git commit, or
 //! the same HTTP base URL). Nothing here is trusted: [`crate::trust`] checks it.
+//!
+//! Either source caps each document at [`MAX_METADATA`] bytes and abandons a
+//! transfer slower than `update.min_rate` ([`crate::http::MinRate`]).
 
 pub mod git;
 pub mod http;
+
+/// Largest manifest or root document accepted, from any source.
+pub const MAX_METADATA: u64 = 16 * 1024 * 1024;
 
 use crate::config::{Config, Source};
 use crate::error::Result;
@@ -23,7 +29,8 @@ pub enum Fetched {
     New {
         /// The DSSE envelope bytes, exactly as fetched.
         envelope: Vec<u8>,
-        /// Where it came from (a git commit id, or the URL).
+        /// Where it came from (a git commit id, or the URL without
+        /// credentials).
         origin: String,
     },
 }
@@ -57,7 +64,13 @@ pub fn open(
             &state.git_dir(),
             last_commit,
             config.update.connect_timeout,
+            config.update.min_rate(),
         )),
-        Source::Http { url } => Box::new(http::HttpSource::new(url, state, http.clone())),
+        Source::Http { url } => Box::new(http::HttpSource::new(
+            url,
+            state,
+            http.clone(),
+            config.update.min_rate(),
+        )),
     })
 }

@@ -292,3 +292,68 @@ fn abandons_stalled_download_and_resumes_it_next_pass() {
     assert_eq!(resumed.headers["range"], "bytes=300000-");
     assert_eq!(resumed.status, 206);
 }
+
+#[test]
+fn recovers_from_a_compromised_release_key_by_rotating_it_out() {
+    let s = scene(false);
+    let id = format!("host-{}", s.host.dir.file_name().unwrap().to_string_lossy());
+    s.fleet
+        .publisher(&["pin", "add", "--agent", &id, "--release", "1.0.0"]);
+    s.fleet.sign();
+    // The stolen release key signs a huge serial; the host takes it.
+    let old = s.fleet.private("release");
+    let huge = 1_000_000_000_000u64;
+    let frozen = s.fleet.craft(|v| v["serial"] = json!(huge), &[&old]);
+    s.fleet.put_manifest(&frozen);
+    assert!(s.host.pass().contains("up to date"));
+    assert_eq!(s.host.state()["highest_serial"], huge);
+
+    // Recovery: root 2 (signed by the root key) replaces the release key,
+    // and the new key signs serial 1.
+    let root_key = s.fleet.private("root");
+    let new = PrivateKey::generate();
+    s.fleet
+        .put_new_root(2, &[&root_key], &[&new], 1, &[&root_key]);
+    let first = s.fleet.craft(|v| v["serial"] = json!(1), &[&new]);
+    s.fleet.put_manifest(&first);
+    let out = s.host.pass();
+    assert!(out.contains("up to date"), "{out}");
+    let st = s.host.state();
+    assert_eq!(
+        (&st["highest_serial"], &st["root_version"]),
+        (&json!(1), &json!(2))
+    );
+    let accepted = s
+        .host
+        .events_of(EventKind::ManifestCheck, EventStatus::Success);
+    assert!(
+        accepted
+            .last()
+            .unwrap()
+            .message
+            .contains("serial 1 accepted"),
+        "{:?}",
+        accepted.last()
+    );
+
+    // The old key's manifests are refused from now on, whatever the serial.
+    let replay = s.fleet.craft(|v| v["serial"] = json!(huge + 1), &[&old]);
+    s.fleet.put_manifest(&replay);
+    s.refused(
+        EventKind::ManifestCheck,
+        EventStatus::Rejected,
+        "threshold not met",
+    );
+    assert_eq!(s.host.state()["highest_serial"], 1);
+    // And the new key's later serials still go through replay protection.
+    let second = s.fleet.craft(|v| v["serial"] = json!(2), &[&new]);
+    s.fleet.put_manifest(&second);
+    s.host.pass();
+    assert_eq!(s.host.state()["highest_serial"], 2);
+    s.fleet.put_manifest(&first);
+    s.refused(
+        EventKind::ManifestCheck,
+        EventStatus::Rejected,
+        "below the highest serial",
+    );
+}

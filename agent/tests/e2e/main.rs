@@ -13,4 +13,5 @@ mod delivery;
 mod migration_rollback;
 mod pending_health;
 mod reporter;
+mod transport;
 mod update;

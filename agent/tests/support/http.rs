@@ -29,6 +29,10 @@ pub enum Knob {
     Status(u16),
     /// Answer 200 with this body (JSON etc.).
     Body(String),
+    /// Send the headers, then the file one byte at a time with this pause
+    /// between bytes (never long enough for a stall timeout), until the
+    /// client hangs up.
+    Trickle(std::time::Duration),
 }
 
 /// One logged request.
@@ -198,6 +202,24 @@ fn handle(
             let chunk = vec![0x5au8; 64 * 1024];
             while !stop.load(Ordering::SeqCst) {
                 conn.write_all(&chunk)?;
+            }
+            return Ok(());
+        }
+        Some(Knob::Trickle(gap)) => {
+            log(200);
+            let bytes = fs::read(&file)?;
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            )?;
+            for b in bytes {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                conn.write_all(&[b])?;
+                conn.flush()?;
+                thread::sleep(gap);
             }
             return Ok(());
         }

@@ -1,0 +1,177 @@
+//! Hostile transports: a git host serving an oversized blob, a server that
+//! trickles, and URLs that carry credentials.
+
+use std::process::Output;
+use std::time::Duration;
+
+use flotilla_protocol::{EventKind, EventStatus};
+
+use crate::support::bins;
+use crate::support::fleet::Fleet;
+use crate::support::host::Host;
+use crate::support::http::{Knob, Server};
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn host(tmp: &std::path::Path, fleet: &Fleet, source: &str, base: &str, extra: &str) -> Host {
+    Host::new(
+        &tmp.join("host"),
+        &bins::agent("v1"),
+        "1.0.0",
+        &fleet.root1(),
+        source,
+        base,
+        extra,
+    )
+}
+
+#[test]
+fn git_source_refuses_an_oversized_manifest_blob_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = crate::update::fleet_v1_v2(tmp.path());
+    let server = Server::start(&fleet.store);
+    // 17 MiB, a MiB over the cap (`MAX_METADATA`, 16 MiB, as for HTTP);
+    // spaces compress well, so the repo stays small.
+    let cap = 16 * 1024 * 1024;
+    std::fs::write(
+        fleet.repo.join("signed/manifest.json"),
+        vec![b' '; cap + 1024 * 1024],
+    )
+    .unwrap();
+    fleet.commit("a huge manifest");
+    let h = host(
+        tmp.path(),
+        &fleet,
+        &format!("git = \"{}\"", fleet.file_url()),
+        &server.url(),
+        "",
+    );
+    h.pass();
+    assert_eq!(h.current(), "1.0.0");
+    let failed = h.events_of(EventKind::ManifestCheck, EventStatus::Failed);
+    let e = failed.last().expect("a failed manifest check");
+    assert!(
+        e.message.contains("signed/manifest.json")
+            && e.message.contains(&format!("larger than {cap} bytes")),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn trickling_server_is_cut_off_below_the_minimum_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = crate::update::fleet_v1_v2(tmp.path());
+    let server = Server::start(&fleet.store);
+    // 10 bytes a second: a byte well within every stall timeout (2s), far
+    // below the minimum of 1000 bytes/s averaged over 2s.
+    let h = host(
+        tmp.path(),
+        &fleet,
+        &format!("url = \"{}\"", server.url()),
+        &server.url(),
+        "min_rate = 1000\n",
+    );
+    let gap = Duration::from_millis(100);
+
+    // Metadata.
+    server.knob("/manifest.json", Knob::Trickle(gap));
+    let out = h.agent(&["run"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.current(), "1.0.0");
+    let failed = h.events_of(EventKind::ManifestCheck, EventStatus::Failed);
+    let e = failed.last().expect("a failed manifest check");
+    let url = format!("{}manifest.json", server.url());
+    assert!(
+        e.message.contains(&url) && e.message.contains("bytes/s") && e.message.contains("too slow"),
+        "{}",
+        e.message
+    );
+
+    // An artifact: abandoned the same way, the partial file kept.
+    server.clear_knobs();
+    let artifact = format!("/{}", fleet.artifact_path("2.0.0"));
+    server.knob(&artifact, Knob::Trickle(gap));
+    let out = h.agent(&["run"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.current(), "1.0.0");
+    let failed = h.events_of(EventKind::UpdateDownload, EventStatus::Failed);
+    let e = failed.last().expect("a failed download");
+    assert!(
+        e.message.contains(&artifact) && e.message.contains("too slow"),
+        "{}",
+        e.message
+    );
+    // Served at full speed again, the next pass installs.
+    server.clear_knobs();
+    assert!(h.pass().contains("installed 2.0.0"));
+}
+
+#[test]
+fn credentials_in_urls_never_reach_events_logs_or_status() {
+    const TOKEN: &str = "s3cr3tT0ken";
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = crate::update::fleet_v1_v2(tmp.path());
+    let server = Server::start(&fleet.store);
+    let with_token = server
+        .url()
+        .replace("http://", &format!("http://deploy:{TOKEN}@"));
+    let shown = server.url().replace("http://", "http://***@");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = host(
+        tmp.path(),
+        &fleet,
+        &format!("url = \"{with_token}\""),
+        &with_token,
+        &format!("\n[reporter]\nurl = \"http://deploy:{TOKEN}@127.0.0.1:{closed}\"\n"),
+    );
+    let mut outputs = Vec::new();
+    // A pass that downloads and installs (URLs in success events), one
+    // whose manifest fetch fails (the URL in an error), and `status`.
+    let out = h.agent(&["run"], &[("FLOTILLA_LOG", "debug")]);
+    assert!(text(&out).contains("installed 2.0.0"), "{}", text(&out));
+    outputs.push(text(&out));
+    server.knob("/manifest.json", Knob::Status(500));
+    outputs.push(text(&h.agent(&["run"], &[("FLOTILLA_LOG", "debug")])));
+    outputs.push(text(&h.agent(&["status"], &[])));
+    outputs.push(text(&h.agent(&["status", "--json"], &[])));
+
+    // A git source with a token, on a host that answers 404.
+    std::fs::write(
+        &h.config,
+        std::fs::read_to_string(&h.config).unwrap().replace(
+            &format!("url = \"{with_token}\"\n\n[artifacts]"),
+            &format!("git = \"{with_token}fleet.git\"\n\n[artifacts]"),
+        ),
+    )
+    .unwrap();
+    outputs.push(text(&h.agent(&["run"], &[("FLOTILLA_LOG", "debug")])));
+    outputs.push(text(&h.agent(&["status"], &[])));
+
+    let spool = std::fs::read_to_string(h.state_dir.join("spool/events.jsonl")).unwrap();
+    let state = std::fs::read_to_string(h.state_dir.join("state.json")).unwrap();
+    for (what, t) in outputs
+        .iter()
+        .map(|o| ("output", o.as_str()))
+        .chain([("spool", spool.as_str()), ("state.json", state.as_str())])
+    {
+        assert!(!t.contains(TOKEN), "{what} shows the token:\n{t}");
+    }
+    // The URLs are there, without their credentials.
+    assert!(spool.contains(&format!("{shown}manifest.json")), "{spool}");
+    assert!(spool.contains(&format!("{shown}fleet.git")), "{spool}");
+    assert!(
+        spool.contains(&format!("{shown}{}", fleet.artifact_path("2.0.0"))),
+        "{spool}"
+    );
+}
