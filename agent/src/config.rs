@@ -459,7 +459,7 @@ pub fn template(
     reporter_url: Option<&str>,
 ) -> String {
     let mut s = format!(
-        "# flotilla-agent config; see `flotilla-agent --help` and DESIGN.md.\n\
+        "# flotilla-agent config; see `flotilla-agent --help` and the config reference in the README.\n\
          config_schema = {CONFIG_SCHEMA}\n\
          # agent_id = \"web-01\"   # default: a UUID made once and kept in state_dir/agent_id\n\
          channel = {}\n\

@@ -1,4 +1,4 @@
-//! Deciding the target (DESIGN.md, pass step 5): pins, channel, up to date,
+//! Deciding the target (docs/design.md, pass step 5): pins, channel, up to date,
 //! downgrade policy, paused, the wave, stepping stones, a blocked release
 //! and the target triple.
 //!

@@ -1,4 +1,4 @@
-//! Downloading an artifact (DESIGN.md, pass step 6), the rustup way.
+//! Downloading an artifact (docs/design.md, pass step 6), the rustup way.
 //!
 //! 1. The URL is the artifact base URL joined with the signed relative path;
 //!    the path is checked again here ([`artifact_url`]): no `..`, no absolute

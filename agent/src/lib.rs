@@ -1,4 +1,4 @@
-//! flotilla-agent: one pass per timer tick (see DESIGN.md, "The agent").
+//! flotilla-agent: one pass per timer tick (see docs/design.md, "The agent").
 //!
 //! The pass and its steps are documented in [`pass`] (a module per step;
 //! the pending update is a state machine in `pass/pending.rs`). Modules, by

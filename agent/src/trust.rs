@@ -1,4 +1,4 @@
-//! Deciding whether fetched metadata may be obeyed (DESIGN.md, pass step 4).
+//! Deciding whether fetched metadata may be obeyed (docs/design.md, pass step 4).
 //!
 //! 1. Start from the newest trusted root: the shipped anchor
 //!    (`trust_root` in the config) or the newest root this host accepted

@@ -1,4 +1,4 @@
-//! One pass of the agent (`flotilla-agent run`), DESIGN.md "The agent".
+//! One pass of the agent (`flotilla-agent run`), docs/design.md, "The agent".
 //! `run_locked` reads as this sequence; each step lives in its own file.
 //!
 //! 1. Lock the state dir (`flock`); if another pass holds it, exit 0.
