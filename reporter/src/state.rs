@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
 use flotilla_protocol::api::{Gate, RolloutProgress};
 
 use crate::channels::{self, ManifestStore};
@@ -15,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::rollout::{self, ChannelInfo};
 use crate::settings::Settings;
-use crate::web::session::Sessions;
+use crate::web::session::{cookie_value, Sessions, WebSession};
 
 /// Cheap to clone.
 #[derive(Clone)]
@@ -167,10 +170,14 @@ impl AppState {
             })
             .unwrap_or_default()
     }
+}
 
-    /// Drops cached gates and rollouts (after writes that change them, in tests).
-    pub fn forget_cached(&self) {
-        self.gates.lock().expect("gate cache").clear();
-        self.rollouts.lock().expect("rollout cache").clear();
+/// A request's admin session; without one, a redirect to the login page.
+impl FromRequestParts<AppState> for WebSession {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
+        cookie_value(&parts.headers)
+            .and_then(|c| st.sessions.get(&c))
+            .ok_or_else(|| Redirect::to("/login").into_response())
     }
 }

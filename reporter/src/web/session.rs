@@ -5,18 +5,17 @@
 //! `public_url` is https or `cookie_secure` says so) and a CSRF token that every state-changing form carries in a
 //! hidden field. Sessions live in memory (a restart logs everybody out) and
 //! are stored by the SHA-256 of their id.
+//!
+//! This module knows nothing of the app's state; the extractor that finds a
+//! request's [`WebSession`] in [`crate::state::AppState`] lives there.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
 use axum::http::header::COOKIE;
-use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::state::AppState;
 use crate::tokens;
 
 /// The session cookie's name.
@@ -114,15 +113,6 @@ pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE_NAME)
         .map(|(_, v)| v.to_owned())
-}
-
-impl FromRequestParts<AppState> for WebSession {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
-        cookie_value(&parts.headers)
-            .and_then(|c| st.sessions.get(&c))
-            .ok_or_else(|| Redirect::to("/login").into_response())
-    }
 }
 
 /// Whether a form POST comes from this site: the `Origin` header, when the
