@@ -12,6 +12,59 @@ use flotilla_reporter::settings::{RateLimit, Secret, Settings};
 
 pub const ADMIN: &str = "admin-token-for-publisher-tests-0123";
 
+/// Where the reporter's verified manifest starts stable's rollout.
+pub const START: &str = "2020-01-01T00:00:00Z";
+
+/// The waves of stable's 2.0.0 rollout in the reporter's manifest.
+pub fn stable_waves() -> Vec<flotilla_protocol::Wave> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "canary", "percent": 50.0, "after": "0s", "spread": "0s"},
+        {"name": "all", "percent": 100.0, "after": "1d", "spread": "0s"},
+    ]))
+    .unwrap()
+}
+
+/// Writes a fleet's signed metadata as `publish` lays it out, for the
+/// reporter to verify itself (`--manifest`, `--trust-root`): stable rolls
+/// out 2.0.0 in [`stable_waves`] and halts above 30% failures after 2
+/// reports. Returns (manifest, trust root).
+fn signed_store(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use flotilla_signing::{Envelope, PrivateKey, Root, ROOT_PAYLOAD_TYPE};
+    let (root_key, release_key) = (PrivateKey::generate(), PrivateKey::generate());
+    let now = chrono::Utc::now();
+    let root = Root::new(
+        1,
+        now + chrono::Duration::days(365),
+        &[root_key.public_key()],
+        1,
+        &[release_key.public_key()],
+        1,
+    )
+    .unwrap();
+    let mut env = Envelope::new(ROOT_PAYLOAD_TYPE, &root.to_payload());
+    env.sign(&root_key).unwrap();
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    let root_path = dir.join("root/1.root.json");
+    std::fs::write(&root_path, env.to_json_pretty()).unwrap();
+    let manifest = serde_json::json!({
+        "fleet": "prod", "serial": 1, "issued": now,
+        "expires": now + chrono::Duration::days(30),
+        "releases": {"2.0.0": {"version": "2.0.0", "artifacts": {}}},
+        "channels": {"stable": {
+            "release": "2.0.0", "start": START,
+            "max_failure_rate": 0.3, "min_reports": 2, "waves": stable_waves(),
+        }},
+    });
+    let mut env = Envelope::new(
+        flotilla_protocol::MANIFEST_PAYLOAD_TYPE,
+        manifest.to_string().as_bytes(),
+    );
+    env.sign(&release_key).unwrap();
+    let manifest_path = dir.join("manifest.json");
+    std::fs::write(&manifest_path, env.to_json_pretty()).unwrap();
+    (manifest_path, root_path)
+}
+
 /// A reporter served from its own runtime; stopped on drop.
 pub struct Reporter {
     pub url: String,
@@ -28,8 +81,11 @@ pub struct Reporter {
 impl Reporter {
     pub fn start() -> Reporter {
         let dir = tempfile::tempdir().unwrap();
+        let (manifest, trust_root) = signed_store(&dir.path().join("store"));
         let settings = Settings {
             db: dir.path().join("reporter.db"),
+            manifest: Some(manifest.display().to_string()),
+            trust_root: Some(trust_root),
             admin_token: Some(Secret::new(ADMIN)),
             rate_limit: RateLimit {
                 per_second: 1000.0,
