@@ -39,7 +39,15 @@ async fn login(c: &reqwest::Client, b: &Binary, token: &str) -> reqwest::Respons
 
 #[tokio::test]
 async fn a_read_token_reads_status_and_plan_data_and_every_write_is_refused() {
-    let b = Binary::start("");
+    // The reporter lists only the rollouts of a manifest it verified.
+    let store = tempfile::tempdir().unwrap();
+    let fleet = common::SignedFleet::new(store.path());
+    fleet.publish("1.1.0", 0.5, 2);
+    let b = Binary::start(&format!(
+        "manifest = {:?}\ntrust_root = {:?}\n",
+        fleet.manifest_path().display().to_string(),
+        fleet.root_path().display().to_string()
+    ));
     let http = client_from("127.0.0.1");
     let enroll = b.token(&["--uses", "2"]);
     let r = b.enroll(&http, &enroll, "web-01").await;
