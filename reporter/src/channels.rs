@@ -267,7 +267,7 @@ impl Source {
                 format!(
                     "{}: refused: {what}: {}",
                     self.manifest,
-                    error_chain(&source)
+                    flotilla_protocol::chain_text(&source)
                 )
             }
         })?;
@@ -277,20 +277,6 @@ impl Source {
             root: v.root,
         })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let more = c.to_string();
-        if !s.contains(&more) {
-            s.push_str(": ");
-            s.push_str(&more);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn is_url(s: &str) -> bool {
@@ -303,7 +289,7 @@ async fn fetch_capped(client: &reqwest::Client, url: &str) -> Result<Option<Vec<
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("{url}: {}", flotilla_protocol::chain_text(&e)))?;
     if matches!(resp.status().as_u16(), 404 | 403 | 410) {
         return Ok(None);
     }
@@ -315,11 +301,12 @@ async fn fetch_capped(client: &reqwest::Client, url: &str) -> Result<Option<Vec<
         return Err(too_big());
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("{url}: reading the body: {}", error_chain(&e)))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        format!(
+            "{url}: reading the body: {}",
+            flotilla_protocol::chain_text(&e)
+        )
+    })? {
         if (out.len() + chunk.len()) as u64 > MAX_METADATA {
             return Err(too_big());
         }
