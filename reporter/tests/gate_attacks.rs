@@ -300,40 +300,20 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn gate_lookups_of_unknown_names_are_not_kept_in_memory() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
     std::fs::write(&token, common::ADMIN).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"))
-        .arg("serve")
-        .arg("--db")
-        .arg(dir.path().join("r.db"))
-        .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
-        .arg(&token)
-        .env("FLOTILLA_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, url) = common::spawn_serve(&dir.path().join("r.db"), &token, &[], None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let lookups = |n: usize| {
         let http = http.clone();
-        let addr = addr.clone();
+        let url = url.clone();
         async move {
             for i in 0..n {
                 let name = format!("{i}{}", "x".repeat(20_000));
                 let r = http
-                    .get(format!("http://{addr}/api/v1/gate/{name}/{name}"))
+                    .get(format!("{url}/api/v1/gate/{name}/{name}"))
                     .bearer_auth(common::ADMIN)
                     .send()
                     .await
