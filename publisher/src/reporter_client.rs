@@ -165,6 +165,14 @@ impl ReporterClient {
             url: base.to_owned(),
             reason: reason.to_owned(),
         };
+        if !base.contains("://") {
+            // `127.0.0.1:9` or `reporter.example.com`: the url crate would say
+            // "relative URL without a base".
+            return Err(bad(&format!(
+                "no scheme: give http:// or https://, e.g. http://{base} (https:// for a \
+                 reporter behind TLS)"
+            )));
+        }
         let mut url = Url::parse(base).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(bad(
