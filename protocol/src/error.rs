@@ -5,17 +5,27 @@ use std::path::PathBuf;
 
 /// An error and its causes on one line, `: `-separated, leaving out a cause
 /// whose text an earlier message already holds (many say "{path}: {source}").
-/// The agent's and the publisher's error lines use it.
+/// The agent's, the publisher's and the reporter's error lines use it.
 pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    chain_text_until(e, |_| false)
+}
+
+/// [`chain_text`], ending after the first layer for which `last` holds: one
+/// whose text says all its causes would say (the reporter's database
+/// error, whose rusqlite cause repeats SQLite's reason in other words).
+pub fn chain_text_until(
+    e: &(dyn std::error::Error + 'static),
+    last: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> String {
     let mut text = e.to_string();
-    let mut cause = e.source();
+    let mut cause = if last(e) { None } else { e.source() };
     while let Some(c) = cause {
         let s = c.to_string();
         if !text.contains(&s) {
             text.push_str(": ");
             text.push_str(&s);
         }
-        cause = c.source();
+        cause = if last(c) { None } else { c.source() };
     }
     text
 }

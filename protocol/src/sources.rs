@@ -244,7 +244,9 @@ pub fn parse_strict<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, E
         serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(|e| {
             Error::Parse {
                 file: file.to_owned(),
-                reason: e.to_string().trim_end().replace('\n', " "),
+                // The parser's snippet (line, source line, caret) stays
+                // on its lines: flattened it no longer points anywhere.
+                reason: e.to_string().trim_end().to_owned(),
             }
         })?;
     if let Some(field) = unknown.into_iter().next() {

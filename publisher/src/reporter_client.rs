@@ -17,7 +17,6 @@
 //! connection failure names the address that did not answer.
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,11 +127,10 @@ impl AdminToken {
             reason,
         };
         let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = flotilla_signing::fs::loose_mode(&meta) {
             return Err(fail(format!(
-                "admin token file has mode {mode:04o}, readable by others; run `chmod 600 {}`",
-                path.display()
+                "admin token file {}",
+                flotilla_signing::fs::loose_mode_advice(path, mode)
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
@@ -167,6 +165,14 @@ impl ReporterClient {
             url: base.to_owned(),
             reason: reason.to_owned(),
         };
+        if !base.contains("://") {
+            // `127.0.0.1:9` or `reporter.example.com`: the url crate would say
+            // "relative URL without a base".
+            return Err(bad(&format!(
+                "no scheme: give http:// or https://, e.g. http://{base} (https:// for a \
+                 reporter behind TLS)"
+            )));
+        }
         let mut url = Url::parse(base).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(bad(
@@ -344,6 +350,7 @@ fn address(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn client(base: &str) -> Result<ReporterClient, ReporterError> {
         ReporterClient::new(base, AdminToken("t".into()))

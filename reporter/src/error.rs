@@ -30,7 +30,7 @@ pub enum Error {
         reason: String,
     },
     /// The database failed.
-    #[error("database {}: {source}", path.display())]
+    #[error("database {}: {}", path.display(), sqlite_reason(source, path))]
     Db {
         /// The database file.
         path: PathBuf,
@@ -38,8 +38,31 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// A command other than `serve` and `init` was pointed at a database
+    /// that does not exist (a typo'd `--db` must not create a new one).
+    #[error(
+        "database {} does not exist; give the reporter's database with --db (or the `db` of \
+         --config), or create it with `flotilla-reporter init --db {}`",
+        path.display(),
+        path.display()
+    )]
+    NoDatabase {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A file that is never overwritten unless asked (a backup) exists.
+    #[error("{} exists; not replacing it (--force does)", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
     /// The database schema is newer than this binary knows.
-    #[error("database {}: schema version {found} is newer than this reporter's {known}", path.display())]
+    #[error(
+        "database {}: schema version {found} is newer than this reporter's {known}; \
+         migrations are forward-only: run the newer flotilla-reporter that wrote it \
+         (or restore a backup made before the upgrade)",
+        path.display()
+    )]
     SchemaTooNew {
         /// The database file.
         path: PathBuf,
@@ -68,6 +91,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// SQLite's reason, once: rusqlite shows `sqlite3_errmsg` (with the path
+/// appended when opening failed), and its source repeats the code's
+/// description ("Error code 14: Unable to open the database file"), so
+/// [`error_text`] ends the line at an [`Error::Db`].
+fn sqlite_reason(e: &rusqlite::Error, path: &std::path::Path) -> String {
+    let s = e.to_string();
+    match s.strip_suffix(&format!(": {}", path.display())) {
+        Some(short) => short.to_owned(),
+        None => s,
+    }
+}
+
+/// An error and its causes on one line, each once
+/// ([`flotilla_protocol::chain_text`]), ending at the reporter's
+/// [`Error::Db`], whose text already holds SQLite's reason. The binary
+/// prints every error through this.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    flotilla_protocol::chain_text_until(e, |layer| {
+        matches!(layer.downcast_ref::<Error>(), Some(Error::Db { .. }))
+    })
 }
 
 /// An error answered to an HTTP client.

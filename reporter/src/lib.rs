@@ -131,7 +131,9 @@
 //! pool of read-only connections. Retention
 //! ([`retention`]) deletes events older than `--retain-days` (90) and beyond
 //! `--retain-per-agent` (10,000) per agent; rollout state is kept, so the
-//! gate still counts outcomes whose events were pruned.
+//! gate still counts outcomes whose events were pruned. `flotilla-reporter
+//! backup` copies the live database ([`db::backup`]); only `serve` and
+//! `init` create one (mode 0600).
 //!
 //! # Web page
 //!

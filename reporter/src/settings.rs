@@ -322,13 +322,26 @@ impl FileSettings {
     }
 }
 
-/// Reads the admin token from a file; it must not be empty and should be
-/// long (at least 16 characters).
+/// Reads the admin token from a file; it must not be empty, should be
+/// long (at least 16 characters), and group and others must not be able to
+/// read it (the rule the publisher applies to keys:
+/// [`flotilla_signing::fs::loose_mode`]).
 pub fn read_admin_token(path: &Path) -> Result<Secret, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let io_err = |source| Error::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if let Some(mode) = flotilla_signing::fs::loose_mode(&meta) {
+        return Err(Error::Config {
+            path: path.to_owned(),
+            reason: format!(
+                "the admin token file {}",
+                flotilla_signing::fs::loose_mode_advice(path, mode)
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io_err)?;
     let secret = Secret::new(text);
     if secret.expose().len() < 16 {
         return Err(Error::Config {

@@ -35,7 +35,7 @@ async fn sigkilled_reporter_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("reporter.db");
     let admin = dir.path().join("admin.token");
-    std::fs::write(&admin, common::ADMIN).unwrap();
+    common::write_admin_token(&admin);
     let conn = flotilla_reporter::db::open_writer(&db, Default::default()).unwrap();
     let (_, enrollment) = flotilla_reporter::db::tokens::create(&conn, None, None, "").unwrap();
     drop(conn);

@@ -302,7 +302,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn gate_lookups_of_unknown_names_are_not_kept_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
-    std::fs::write(&token, common::ADMIN).unwrap();
+    common::write_admin_token(&token);
     let (mut child, url) = common::spawn_serve(&dir.path().join("r.db"), &token, &[], None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();

@@ -29,7 +29,7 @@ tmp=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/reporter.XXXXXX")
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-printf 'bench-admin-token-0123456789abcdef\n' > "$tmp/admin"
+(umask 077 && printf 'bench-admin-token-0123456789abcdef\n' > "$tmp/admin")
 
 # start_server NAME [CONFIG-LINES]: sets $pid, $url and $token.
 start_server() {
@@ -37,6 +37,7 @@ start_server() {
   mkdir -p "$dir"
   # 1000 generated agents enroll from this one address with one token.
   printf '%s\n' "enroll_burst = 1000000.0" "${2:-}" > "$dir/config.toml"
+  "$bin" init --db "$dir/r.db" 2>/dev/null
   token=$("$bin" token create --db "$dir/r.db" --expires 1d --uses unlimited 2>/dev/null)
   FLOTILLA_LOG=warn "$bin" serve --db "$dir/r.db" --listen 127.0.0.1:0 \
     --admin-token-file "$tmp/admin" --config "$dir/config.toml" > "$dir/out" 2> "$dir/err" &

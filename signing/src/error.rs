@@ -35,7 +35,7 @@ pub enum Error {
         reason: String,
     },
     /// A private key file is readable or writable by group or others.
-    #[error("{}: private key file has mode {mode:04o}, readable by others; run `chmod 600 {}`", path.display(), path.display())]
+    #[error("{}: private key file {}", path.display(), crate::fs::loose_mode_advice(path, *mode))]
     LoosePermissions {
         /// The file.
         path: PathBuf,

@@ -62,6 +62,24 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The permission bits of a secret file (a private key, a token) if group
+/// or others may read or write it. Every reader of a secret refuses such a
+/// file, with [`loose_mode_advice`]; one rule for the publisher's keys and
+/// token files and the reporter's admin token.
+pub fn loose_mode(meta: &fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// What to say about a [`loose_mode`] file: its mode and the chmod to run.
+pub fn loose_mode_advice(path: &Path, mode: u32) -> String {
+    format!(
+        "has mode {mode:04o}, readable by others; run `chmod 600 {}`",
+        path.display()
+    )
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -6,7 +6,6 @@
 //! lowercase hex SHA-256 of its raw 32-byte public key.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -89,17 +88,28 @@ impl PrivateKey {
             .to_string()
     }
 
-    /// Loads a private key file, refusing one that group or others may read.
+    /// Loads a private key file, refusing one that group or others may
+    /// read, and saying so first when it is a public key (`NAME.pub.pem`
+    /// given where `NAME.pem` was meant: its mode is not the problem).
     pub fn load(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        let pem = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        if pem.trim_start().starts_with("-----BEGIN PUBLIC KEY-----") {
+            let private = match path.to_string_lossy().strip_suffix(".pub.pem") {
+                Some(stem) => format!("{stem}.pem"),
+                None => "the .pem beside it, without .pub".into(),
+            };
+            return Err(Error::PrivateKey {
+                path: path.to_owned(),
+                reason: format!("it is a public key; sign with the private key ({private})"),
+            });
+        }
+        if let Some(mode) = crate::fs::loose_mode(&meta) {
             return Err(Error::LoosePermissions {
                 path: path.to_owned(),
                 mode,
             });
         }
-        let pem = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_pkcs8_pem(&pem).map_err(|reason| Error::PrivateKey {
             path: path.to_owned(),
             reason,
@@ -224,6 +234,7 @@ impl PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn pem_round_trip_and_key_id() {

@@ -20,6 +20,8 @@ pub struct Args {
 enum Command {
     Add(AddArgs),
     Remove(RemoveArgs),
+    /// List the pins of pins.toml in order, with the INDEX `pin remove`
+    /// takes (the first pin that matches an agent wins).
     List,
 }
 

@@ -17,7 +17,11 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     Set(SetArgs),
+    /// Pause a channel: its agents stay on the release they run, none starts
+    /// the update (sets `paused = true` in channels/<channel>.toml).
     Pause(ChannelArgs),
+    /// Resume a paused channel: its waves go on from where their times say
+    /// (removes `paused` from channels/<channel>.toml).
     Resume(ChannelArgs),
 }
 
@@ -60,7 +64,7 @@ struct SetArgs {
     allow_downgrade: bool,
 }
 
-/// Name a channel.
+/// The channel to pause or resume.
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:

@@ -118,6 +118,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "no --admin-token-file: the read API, metrics and the web page are disabled"
         );
     }
+    // Create (0600) and migrate the database before listening: a bad --db
+    // fails before the address is announced, and once it is, the admin
+    // commands (which open only an existing database) find it.
+    drop(flotilla_reporter::db::open_writer(
+        &settings.db,
+        settings.durability,
+    )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,10 +5,12 @@
 //!   requests share a transaction, and each is answered after the commit.
 //! - [`pool`]: a few read-only connections for queries.
 //! - [`checkpoint`]: WAL checkpoints on their own thread.
+//! - [`backup`]: a consistent copy of the live database.
 //! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
+pub mod backup;
 pub mod checkpoint;
 pub mod enroll;
 pub mod ingest;
@@ -58,17 +60,54 @@ const WRITER_CACHE_KIB: u32 = 8192;
 /// with `discard` each truncate stalled the writer ~6 ms on the discard.
 pub const WAL_LIMIT: u64 = 128 << 20;
 
-/// Opens the database for writing, creating and migrating it.
+/// Opens the database for writing, creating (mode 0600) and migrating it:
+/// for `serve` and `init`.
 pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Error> {
+    create_private(path)?;
+    open_rw(path, durability)
+}
+
+/// Opens an existing database for writing, migrating it: for the admin
+/// commands, so that a typo'd `--db` is an error rather than a new, empty
+/// database whose tokens the running reporter never sees.
+pub fn open_existing(path: &Path, durability: Durability) -> Result<Connection, Error> {
+    if !path.try_exists().unwrap_or(true) {
+        return Err(Error::NoDatabase {
+            path: path.to_owned(),
+        });
+    }
+    open_rw(path, durability)
+}
+
+/// Creates an empty database file with mode 0600 unless one exists.
+/// SQLite gives its `-wal` and `-shm` files the database file's mode, so
+/// they are 0600 too (it would create the database 0644, less the umask).
+fn create_private(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Opens `path` (which must exist) for writing and migrates it.
+fn open_rw(path: &Path, durability: Durability) -> Result<Connection, Error> {
     let db_err = |source| Error::Db {
         path: path.to_owned(),
         source,
     };
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(db_err)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;

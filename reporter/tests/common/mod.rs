@@ -195,6 +195,36 @@ where
     }
 }
 
+/// Writes the admin token [`ADMIN`] to `path`, mode 0600 (`serve` refuses
+/// a token file group or others may read).
+pub fn write_admin_token(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, ADMIN).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `flotilla-reporter ARGS`, stdin closed, stderr piped: success, stdout,
+/// stderr.
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    run_cli_in(std::path::Path::new("."), args)
+}
+
+/// [`run_cli`] in the working directory `cwd`.
+pub fn run_cli_in(cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"))
+        .args(args)
+        .current_dir(cwd)
+        .env("FLOTILLA_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// Starts the real `flotilla-reporter serve` on 127.0.0.1:0 with `db`, the
 /// admin token file `admin` and `extra` arguments; at most `nofile` file
 /// descriptors if given. Returns the child and its URL (read from its
@@ -261,7 +291,7 @@ impl Binary {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("reporter.db");
         let admin = dir.path().join("admin.token");
-        std::fs::write(&admin, ADMIN).unwrap();
+        write_admin_token(&admin);
         let cfg = dir.path().join("reporter.toml");
         std::fs::write(&cfg, config).unwrap();
         let (child, url) = spawn_serve(&db, &admin, &["--config", cfg.to_str().unwrap()], nofile);
