@@ -146,6 +146,7 @@ pub mod db;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod notify;
 pub mod ratelimit;
 pub mod retention;
 pub mod rollout;
@@ -246,6 +247,10 @@ pub async fn launch_with_tcp_listener(
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, writer, reader, manifest);
     background.push(tokio::spawn(retention::run(state.clone())));
+    if !state.settings.notify.webhooks.is_empty() {
+        background.push(tokio::spawn(notify::deliver::run(state.clone())));
+        background.push(tokio::spawn(notify::watch::run(state.clone())));
+    }
     let app = router::router(state.clone());
     let served = serve(listener, app, &state.settings, shutdown).await;
     for task in background {

@@ -33,6 +33,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::{to_micros, DbError};
+use crate::notify::{self, Notice, Notifier};
 
 /// What a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct IngestOutcome {
     pub new: usize,
     /// Already stored.
     pub duplicates: usize,
+    /// Notices were queued ([`crate::notify`]): wake the delivery task.
+    pub notices: bool,
 }
 
 /// An agent's state in one release's rollout.
@@ -262,12 +265,14 @@ fn labels_json(details: &Map<String, Value>) -> Option<String> {
 }
 
 /// Stores the events of `batch` (already validated and checked to be
-/// `agent_id`'s) and updates the derived state. `now`: receipt time, µs.
+/// `agent_id`'s) and updates the derived state; queues a notice for each
+/// new rollback and failed migration. `now`: receipt time, µs.
 pub fn ingest(
     conn: &Connection,
     agent_id: &str,
     batch: &Batch,
     now: i64,
+    notifier: &Notifier,
 ) -> Result<IngestOutcome, DbError> {
     let b = batch;
     let mut insert = conn.prepare_cached(
@@ -296,9 +301,10 @@ pub fn ingest(
             fresh.push(r);
         }
     }
-    let outcome = IngestOutcome {
+    let mut outcome = IngestOutcome {
         new: fresh.len(),
         duplicates: b.rows.len() - fresh.len(),
+        notices: false,
     };
     if fresh.is_empty() {
         // Only redelivery: the agent was heard from, nothing else changed.
@@ -409,6 +415,35 @@ pub fn ingest(
                  ORDER BY ts DESC, channel DESC, release DESC LIMIT -1 OFFSET ?2)",
         )?
         .execute(params![agent_id, MAX_RELEASES_PER_AGENT as i64])?;
+    }
+    for r in &fresh {
+        let notice = match (r.kind, r.status) {
+            (EventKind::UpdateRollback, status) if notifier.wants("rollback") => Notice::Rollback {
+                agent_id: agent_id.to_owned(),
+                channel: b
+                    .opt(&r.channel)
+                    .or(fallback_channel.as_deref())
+                    .map(Into::into),
+                release: event_release(b, r).map(Into::into),
+                status: status.as_str().to_owned(),
+                message: b.text(&r.message).to_owned(),
+            },
+            (EventKind::MigrationExecution, EventStatus::Failed)
+                if notifier.wants("migration_failed") =>
+            {
+                Notice::MigrationFailed {
+                    agent_id: agent_id.to_owned(),
+                    channel: b
+                        .opt(&r.channel)
+                        .or(fallback_channel.as_deref())
+                        .map(Into::into),
+                    release: event_release(b, r).map(Into::into),
+                    message: b.text(&r.message).to_owned(),
+                }
+            }
+            _ => continue,
+        };
+        outcome.notices |= notify::insert(conn, notifier, &notice, now)?;
     }
     Ok(outcome)
 }

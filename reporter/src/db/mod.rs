@@ -5,13 +5,14 @@
 //!   requests share a transaction, and each is answered after the commit.
 //! - [`pool`]: a few read-only connections for queries.
 //! - [`checkpoint`]: WAL checkpoints on their own thread.
-//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`]: the SQL of
+//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`], [`outbox`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
 pub mod checkpoint;
 pub mod enroll;
 pub mod ingest;
+pub mod outbox;
 pub mod pool;
 pub mod prune;
 pub mod queries;
