@@ -108,6 +108,16 @@ pub fn release_state(kind: EventKind, status: EventStatus) -> Option<ReleaseStat
     })
 }
 
+/// The severity stored for an event: what the agent said, except that an
+/// `update_rollback` is at least a warning (a successful rollback still
+/// means the release failed here, so "warning and worse" must show it).
+pub fn stored_severity(kind: EventKind, severity: Severity) -> Severity {
+    match kind {
+        EventKind::UpdateRollback => severity.max(Severity::Warning),
+        _ => severity,
+    }
+}
+
 /// A text of a [`Batch`]: a span of its request body (most strings need
 /// no unescaping), or its own copy.
 #[derive(Clone, Debug)]
@@ -288,7 +298,7 @@ pub fn ingest(
             r.ts,
             r.kind.as_str(),
             r.status.as_str(),
-            r.severity.as_str(),
+            stored_severity(r.kind, r.severity).as_str(),
             b.text(&r.component),
             b.text(&r.message),
             b.opt(&r.from_version),
