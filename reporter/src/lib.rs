@@ -109,7 +109,8 @@
 //! | `details.system` | object: os, kernel, arch, hostname, disk…: shown as a table |
 //!
 //! Without `details.agent_version`, a successful `update_healthcheck` or
-//! `update_rollback` sets the version to its `to_version`. Rollout states
+//! `update_rollback` sets the version to its `to_version`. An `update_rollback`
+//! is stored at least as a `warning` ([`db::ingest::stored_severity`]). Rollout states
 //! per event kind: [`db::ingest::release_state`].
 //!
 //! # Storage and durability
@@ -132,6 +133,12 @@
 //! ([`retention`]) deletes events older than `--retain-days` (90) and beyond
 //! `--retain-per-agent` (10,000) per agent; rollout state is kept, so the
 //! gate still counts outcomes whose events were pruned.
+//!
+//! # Notifications
+//!
+//! Webhooks for gates closed and reopened, manual halts, rollbacks, failed
+//! migrations, silent agents and expiring roots or manifests, from a
+//! durable outbox: see [`notify`].
 //!
 //! # Web page
 //!
