@@ -362,6 +362,8 @@ impl Events {
             "rollback",
             format!("rolled back from {} to {}: {reason}", p.to, p.from),
         );
+        // The release failed here: "warning and worse" must show it.
+        e.severity = Severity::Warning;
         e.from_version = Some(p.to.clone());
         e.to_version = Some(p.from.clone());
         e.wave = p.wave.clone();

@@ -111,8 +111,45 @@ pub struct Blocked {
     pub serial: u64,
     /// Why it was rolled back.
     pub reason: String,
+    /// What failed (older state files: unknown).
+    #[serde(default)]
+    pub cause: BlockCause,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+/// What made a release fail on this host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockCause {
+    /// Its health check failed.
+    HealthCheck,
+    /// A migration of its config or state failed.
+    Migration,
+    /// The new binary failed its self-test before the swap.
+    SelfTest,
+    /// It did not start (the rollback service ran).
+    Start,
+    /// Not recorded (an interrupted rollback, an older agent).
+    #[default]
+    Unknown,
+}
+
+impl Blocked {
+    /// Why the release is not installed again, naming what failed.
+    pub fn deferral(&self) -> String {
+        let what = match self.cause {
+            BlockCause::HealthCheck => "failed its health check here and was rolled back",
+            BlockCause::Migration => "failed a migration here and was rolled back",
+            BlockCause::SelfTest => "failed its self-test here",
+            BlockCause::Start => "failed to start here and was rolled back",
+            BlockCause::Unknown => "was rolled back here",
+        };
+        format!(
+            "this release {what} ({}); waiting for a manifest that names another",
+            self.reason
+        )
+    }
 }
 
 /// The newest decision, as `status` shows it.

@@ -19,7 +19,7 @@
 //!    and report it; the gate closes; later waves never install 1.2.0.
 //! 5. Print a summary, its last line machine-readable (`DEMO agents=…`),
 //!    then serve the reporter until Ctrl-C (or exit with `--exit`). The temp
-//!    dirs are removed on exit.
+//!    dirs are removed on exit, unless `--keep`.
 
 mod build;
 mod fleet;
@@ -180,6 +180,12 @@ pub fn run(opts: Options) -> Result<Summary> {
     )?;
     fleet.sign_and_commit("roll out 1.1.0: canary 10%, half, all")?;
     say(&format!("rollout of {V2} committed and signed"));
+    wait_for(
+        &stop,
+        Duration::from_secs(60),
+        &format!("the reporter to verify the manifest of {V2}"),
+        || rep.rolls_out(CHANNEL, V2),
+    )?;
     let mut last = String::new();
     wait_for(
         &stop,
@@ -211,6 +217,14 @@ pub fn run(opts: Options) -> Result<Summary> {
     say(&format!(
         "rollout of {V3} committed and signed; its migration fails on role=db hosts"
     ));
+    // Tables before the reporter verified the new manifest would show the
+    // waves agents last reported (1.1.0's), not 1.2.0's.
+    wait_for(
+        &stop,
+        Duration::from_secs(60),
+        &format!("the reporter to verify the manifest of {V3}"),
+        || rep.rolls_out(CHANNEL, V3),
+    )?;
     let canary: Vec<&Host> = hosts.iter().filter(|h| h.in_v3_canary).collect();
     let db_canaries: Vec<&Host> = canary.iter().copied().filter(|h| h.db).collect();
     last.clear();
@@ -269,10 +283,7 @@ pub fn run(opts: Options) -> Result<Summary> {
         if !db.is_empty() {
             eprintln!("  a host whose migration failed: {}/agents/{db}", rep.url);
         }
-        eprintln!(
-            "Agents keep running their passes. Ctrl-C stops everything and removes {}.",
-            root.display()
-        );
+        eprintln!("{}", ctrl_c_note(opts.keep, &root));
         runner.resume();
     }
     println!("{}", summary.line());
@@ -289,6 +300,21 @@ pub fn run(opts: Options) -> Result<Summary> {
         eprintln!("kept {}", kept.display());
     }
     Ok(summary)
+}
+
+/// What Ctrl-C will do, as the demo says it while it serves.
+fn ctrl_c_note(keep: bool, root: &std::path::Path) -> String {
+    if keep {
+        format!(
+            "Agents keep running their passes. Ctrl-C stops everything; {} is kept (--keep).",
+            root.display()
+        )
+    } else {
+        format!(
+            "Agents keep running their passes. Ctrl-C stops everything and removes {}.",
+            root.display()
+        )
+    }
 }
 
 fn summarize(hosts: &[Host], rep: &reporter::Reporter) -> Result<Summary> {
@@ -351,4 +377,18 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("demo/ has a parent")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_keep_ctrl_c_does_not_claim_to_remove_the_temp_dir() {
+        let root = std::path::Path::new("/tmp/flotilla-demo-x");
+        assert!(ctrl_c_note(false, root).contains("removes /tmp/flotilla-demo-x"));
+        let kept = ctrl_c_note(true, root);
+        assert!(!kept.contains("removes"), "{kept}");
+        assert!(kept.contains("/tmp/flotilla-demo-x is kept"), "{kept}");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use flotilla_protocol::api::{
-    paths, AgentList, EventPage, Gate, GateState, RolloutProgress, SettingsSource,
+    paths, AgentList, EventPage, Gate, GateState, RolloutList, RolloutProgress, SettingsSource,
 };
 
 use crate::build::Bins;
@@ -186,6 +186,16 @@ impl Reporter {
         .to_owned())
     }
 
+    /// Whether the reporter's verified manifest rolls `release` out on
+    /// `channel` (it reads the signed manifest every second): until then
+    /// it knows neither the release's waves nor its thresholds.
+    pub fn rolls_out(&self, channel: &str, release: &str) -> Result<bool> {
+        let l: RolloutList = self.get("/api/v1/rollouts")?;
+        Ok(l.rollouts
+            .iter()
+            .any(|r| r.channel == channel && r.release == release))
+    }
+
     /// How many events of `kind` (and `status`) one agent reported.
     pub fn count_events(&self, agent: &str, kind: &str, status: Option<&str>) -> Result<usize> {
         let mut q = format!("{}?kind={kind}&limit=500", paths::agent_events(agent));
@@ -217,7 +227,7 @@ impl Reporter {
                 ".".repeat((width as usize).saturating_sub(done + bad))
             );
             out.push_str(&format!(
-                "    {:<8} [{bar}] {:>3} agents: {:>3} updated, {:>3} installing, {:>3} waiting, {:>3} failed, {:>3} rolled back\n",
+                "    {:<8} [{bar}] {:>3} agents: {:>3} on release, {:>3} installing, {:>3} waiting, {:>3} failed, {:>3} rolled back\n",
                 w.wave, w.agents, w.on_release, w.installing, w.waiting, w.failed, w.rolled_back
             ));
         }

@@ -62,6 +62,34 @@ fn reduced_demo_rolls_out_1_1_0_and_halts_1_2_0_after_the_canary() {
     // rolled-back host.
     assert!(n("migration_failed_events") >= rolled_back, "{line}");
     assert!(n("rollback_events") >= rolled_back, "{line}");
+    // The first 1.2.0 table: 1.2.0's waves in order, its canary's size,
+    // and the page's words ("on release").
+    let after = stderr
+        .split_once("rollout of 1.2.0 committed")
+        .expect("the demo says it committed 1.2.0")
+        .1;
+    let table: Vec<&str> = after
+        .lines()
+        .skip_while(|l| !l.contains("stable -> 1.2.0"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect();
+    let waves: Vec<&str> = table
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(waves, ["canary", "half", "all"], "{after}");
+    let size = |l: &str| -> usize {
+        let (_, rest) = l.split_once(']').unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        size(table[0]),
+        canary,
+        "1.2.0's canary, not 1.1.0's: {after}"
+    );
+    assert!(table[0].contains("on release"), "{}", table[0]);
+    assert!(!stderr.contains(" updated,"), "{stderr}");
     // It cleaned up its temp dir.
     let dir = stderr
         .lines()

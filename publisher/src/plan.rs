@@ -116,6 +116,8 @@ pub struct ChannelPlan {
     pub held: Vec<Held>,
     /// Agents of the channel this change does not move.
     pub unaffected: Unaffected,
+    /// Waves too thin for the gate to judge (see [`thin_waves`]).
+    pub warnings: Vec<String>,
 }
 
 /// One wave of a channel section.
@@ -369,6 +371,10 @@ pub fn compute(
             w.agents
                 .sort_by(|x, y| (x.eligible_at, &x.agent_id).cmp(&(y.eligible_at, &y.agent_id)));
         }
+        if let Some(c) = head_m.channels.get(&sec.channel) {
+            let known: Vec<usize> = sec.waves.iter().map(|w| w.agents.len()).collect();
+            sec.warnings = thin_waves(c, &known);
+        }
     }
     plan.channels = channels.into_values().collect();
     plan.pins = pins.into_values().collect();
@@ -455,7 +461,37 @@ fn channel_section(
         waves,
         held: Vec::new(),
         unaffected: Unaffected::default(),
+        warnings: Vec::new(),
     }
+}
+
+/// Warnings for the waves before the last whose agents, with those of the
+/// waves before them, number fewer than the channel's `min_reports`
+/// (default 1): the halt gate counts no failure below `min_reports`
+/// reports, so it cannot stop the rollout before the next wave opens.
+/// `known[i]`: the agents known to land in wave `i`. Nothing when the
+/// channel sets no `max_failure_rate` (its gate never closes anyway).
+pub fn thin_waves(c: &flotilla_protocol::Channel, known: &[usize]) -> Vec<String> {
+    if c.max_failure_rate.is_none() {
+        return Vec::new();
+    }
+    let min = c.min_reports.unwrap_or(1).max(1) as usize;
+    let mut out = Vec::new();
+    let mut so_far = 0;
+    for (i, pair) in c.waves.windows(2).enumerate() {
+        let (w, next) = (&pair[0], &pair[1]);
+        so_far += known.get(i).copied().unwrap_or(0);
+        if so_far < min {
+            out.push(format!(
+                "wave {} ({}%) has {so_far} known agent{} by its end (waves before included),                  fewer than min_reports {min}: the halt gate cannot judge it before wave {}                  opens; make it larger or lower min_reports",
+                w.name,
+                w.percent,
+                if so_far == 1 { "" } else { "s" },
+                next.name
+            ));
+        }
+    }
+    out
 }
 
 /// `field: old → new` for every setting that differs (all of the head's for
@@ -586,6 +622,40 @@ mod tests {
             .flat_map(|w| &w.agents)
             .map(|m| (m.agent_id.as_str(), m.via.as_ref().map(|v| v.to_string())))
             .collect()
+    }
+
+    #[test]
+    fn warns_of_a_wave_too_thin_for_the_gate_to_judge() {
+        let base = sources(&[("stable", "release = \"1.0.0\"\n")], "");
+        let waves = "max_failure_rate = 0.2\nmin_reports = 2\n\
+            [[waves]]\nname = \"canary\"\npercent = 0.01\nafter = \"0s\"\nspread = \"0s\"\n\
+            [[waves]]\nname = \"all\"\npercent = 100\nafter = \"1d\"\nspread = \"0s\"\n";
+        let head = sources(&[("stable", &format!("release = \"1.5.0\"\n{waves}"))], "");
+        let agents: Vec<_> = (0..15)
+            .map(|i| agent(&format!("h{i}"), "stable", "1.0.0"))
+            .collect();
+        let p = compute(&ctx(), Some(&base), &head, &agents);
+        let s = &p.channels[0];
+        assert_eq!(s.waves[0].agents.len(), 0, "nobody in the 0.01% canary");
+        assert_eq!(s.waves[1].agents.len(), 15);
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("wave canary")
+                && s.warnings[0].contains("0 known agents")
+                && s.warnings[0].contains("min_reports 2"),
+            "{}",
+            s.warnings[0]
+        );
+        let text = crate::plan_text::render(&p, false);
+        assert!(text.contains("WARNING: wave canary"), "{text}");
+
+        // Enough agents before the last wave, or no threshold: no warning.
+        let c = &head.channels["stable"];
+        assert!(thin_waves(c, &[2, 13]).is_empty());
+        assert_eq!(thin_waves(c, &[1, 14]).len(), 1);
+        let mut open = c.clone();
+        open.max_failure_rate = None;
+        assert!(thin_waves(&open, &[0, 15]).is_empty());
     }
 
     #[test]

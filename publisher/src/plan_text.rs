@@ -134,6 +134,9 @@ fn channel(out: &mut String, c: &ChannelPlan, now: DateTime<Utc>, all: bool) {
         );
         moves(out, &w.agents, now, all);
     }
+    for warning in &c.warnings {
+        let _ = writeln!(out, "  WARNING: {warning}");
+    }
     held(out, &c.held, all);
     unaffected(out, &c.unaffected, c.to_release.as_ref());
 }

@@ -1,7 +1,7 @@
 // Flotilla reporter: small progressive enhancements, no build step.
 // 1. Filter forms marked "auto" apply as soon as a select changes.
 // 2. While a rollout runs (body data-refresh="1"), <main> is reloaded every
-//    5 seconds; open <details> stay open, and refreshing stops once the
+//    5 seconds; <details> stay open or closed as the reader left them, and refreshing stops once the
 //    server says nothing is rolling out any more.
 (function () {
   "use strict";
@@ -20,9 +20,11 @@
         var main = document.getElementById("main");
         if (!fresh || !main) { return; }
         var open = {};
-        main.querySelectorAll("details[open]").forEach(function (d) { if (d.id) { open[d.id] = true; } });
+        main.querySelectorAll("details").forEach(function (d) { if (d.id) { open[d.id] = d.open; } });
         main.replaceWith(fresh);
-        fresh.querySelectorAll("details").forEach(function (d) { if (open[d.id]) { d.open = true; } });
+        fresh.querySelectorAll("details").forEach(function (d) {
+          if (Object.prototype.hasOwnProperty.call(open, d.id)) { d.open = open[d.id]; }
+        });
         wireFilters(fresh);
         var still = doc.body.dataset.refresh === "1";
         document.body.dataset.refresh = still ? "1" : "0";

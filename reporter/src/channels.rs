@@ -99,6 +99,12 @@ impl ManifestStore {
         self.status.read().expect("manifest lock").verified.clone()
     }
 
+    /// The newest verified root: its version and expiry.
+    pub fn root_expiry(&self) -> Option<(u64, DateTime<Utc>)> {
+        let r = self.root.read().expect("manifest lock");
+        r.as_ref().map(|r| (r.version(), r.root().expires))
+    }
+
     /// Everything known.
     pub fn status(&self) -> ManifestStatus {
         self.status.read().expect("manifest lock").clone()

@@ -109,7 +109,8 @@
 //! | `details.system` | object: os, kernel, arch, hostname, disk…: shown as a table |
 //!
 //! Without `details.agent_version`, a successful `update_healthcheck` or
-//! `update_rollback` sets the version to its `to_version`. Rollout states
+//! `update_rollback` sets the version to its `to_version`. An `update_rollback`
+//! is stored at least as a `warning` ([`db::ingest::stored_severity`]). Rollout states
 //! per event kind: [`db::ingest::release_state`].
 //!
 //! # Storage and durability
@@ -135,6 +136,12 @@
 //! backup` copies the live database ([`db::backup`]); only `serve` and
 //! `init` create one (mode 0600).
 //!
+//! # Notifications
+//!
+//! Webhooks for gates closed and reopened, manual halts, rollbacks, failed
+//! migrations, silent agents and expiring roots or manifests, from a
+//! durable outbox: see [`notify`].
+//!
 //! # Web page
 //!
 //! See [`web`]: `GET /login` takes the admin token and sets a session cookie
@@ -148,6 +155,7 @@ pub mod db;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod notify;
 pub mod ratelimit;
 pub mod retention;
 pub mod rollout;
@@ -248,6 +256,10 @@ pub async fn launch_with_tcp_listener(
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, writer, reader, manifest);
     background.push(tokio::spawn(retention::run(state.clone())));
+    if !state.settings.notify.webhooks.is_empty() {
+        background.push(tokio::spawn(notify::deliver::run(state.clone())));
+        background.push(tokio::spawn(notify::watch::run(state.clone())));
+    }
     let app = router::router(state.clone());
     let served = serve(listener, app, &state.settings, shutdown).await;
     for task in background {

@@ -5,8 +5,17 @@
 //! `flotilla_enrollments_total{result}`, `flotilla_http_requests_total{route,method,status}`;
 //! histogram `flotilla_http_request_duration_seconds{route,method}`; gauges
 //! computed at scrape time: `flotilla_agents{version}`, `flotilla_agents_reporting`,
-//! `flotilla_gate_closed{channel,release}` (the verified manifest's channels),
-//! `flotilla_manifest_serial`, `flotilla_manifest_refused`.
+//! `flotilla_agents_not_reporting`, `flotilla_gate_max_failure_rate{channel,release}`,
+//! `flotilla_gate_closed{channel,release}` and `flotilla_gate_failure_rate{channel,release}`
+//! (the verified manifest's channels; the rate only once an agent reported),
+//! `flotilla_manifest_serial`, `flotilla_manifest_refused`,
+//! `flotilla_manifest_verified_timestamp_seconds` (the last successful
+//! refresh, 0: none); notifications: `flotilla_notifications_sent_total{receiver}`,
+//! `flotilla_notifications_failed_total{receiver}` (attempts),
+//! `flotilla_notifications_dropped_total{receiver,reason}` (`max_attempts`,
+//! `max_age`, `max_rows`, `unknown_receiver`) and `flotilla_notifications_queued`.
+//! `reporter/dist/alerts.yml` alerts on these; `reporter/dist/grafana-dashboard.json`
+//! shows them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -47,12 +56,20 @@ pub struct Gauges {
     pub agents_by_version: Vec<(Option<String>, u64)>,
     /// Agents heard from within `stale_after`.
     pub agents_reporting: u64,
+    /// Enrolled agents not heard from within `stale_after`.
+    pub agents_not_reporting: u64,
     /// The gate of each channel's current release.
     pub gates: Vec<Gate>,
     /// The serial of the verified manifest, if any.
     pub manifest_serial: Option<u64>,
     /// The latest manifest copy was refused (or not read).
     pub manifest_refused: bool,
+    /// When a manifest was last verified (a refresh that succeeded).
+    pub manifest_verified_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The notifier's counters.
+    pub notify: crate::notify::Stats,
+    /// Notices waiting in the outbox.
+    pub notify_queued: u64,
 }
 
 fn esc(s: &str) -> String {
@@ -206,6 +223,11 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
+            "# HELP flotilla_agents_not_reporting Enrolled agents not heard from within stale_after.\n# TYPE flotilla_agents_not_reporting gauge\nflotilla_agents_not_reporting {}",
+            g.agents_not_reporting
+        );
+        let _ = writeln!(
+            o,
             "# HELP flotilla_gate_closed 1 when the halt gate of a channel's current release is closed.\n# TYPE flotilla_gate_closed gauge"
         );
         let _ = writeln!(
@@ -227,6 +249,73 @@ impl Metrics {
                 u8::from(gate.state == GateState::Closed)
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_gate_failure_rate Failed / reported agents of a channel's current release.\n# TYPE flotilla_gate_failure_rate gauge"
+        );
+        for gate in &g.gates {
+            if let Some(rate) = gate.failure_rate {
+                let _ = writeln!(
+                    o,
+                    "flotilla_gate_failure_rate{{channel=\"{}\",release=\"{}\"}} {rate}",
+                    esc(&gate.channel),
+                    esc(&gate.release),
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_gate_max_failure_rate The manifest's max_failure_rate of a channel's current release.\n# TYPE flotilla_gate_max_failure_rate gauge"
+        );
+        for gate in &g.gates {
+            if let Some(max) = gate.max_failure_rate {
+                let _ = writeln!(
+                    o,
+                    "flotilla_gate_max_failure_rate{{channel=\"{}\",release=\"{}\"}} {max}",
+                    esc(&gate.channel),
+                    esc(&gate.release),
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_manifest_verified_timestamp_seconds When the manifest was last read and verified (0: never).\n# TYPE flotilla_manifest_verified_timestamp_seconds gauge\nflotilla_manifest_verified_timestamp_seconds {}",
+            g.manifest_verified_at.map_or(0, |t| t.timestamp())
+        );
+        let per_receiver = |o: &mut String, name: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (r, v) in rows {
+                let _ = writeln!(o, "{name}{{receiver=\"{}\"}} {v}", esc(r));
+            }
+        };
+        per_receiver(
+            &mut o,
+            "flotilla_notifications_sent_total",
+            "Notifications delivered (the receiver answered 2xx).",
+            &g.notify.sent,
+        );
+        per_receiver(
+            &mut o,
+            "flotilla_notifications_failed_total",
+            "Notification delivery attempts that failed (retried later).",
+            &g.notify.failed,
+        );
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_notifications_dropped_total Notifications dropped undelivered, by reason.\n# TYPE flotilla_notifications_dropped_total counter"
+        );
+        for (r, why, v) in &g.notify.dropped {
+            let _ = writeln!(
+                o,
+                "flotilla_notifications_dropped_total{{receiver=\"{}\",reason=\"{why}\"}} {v}",
+                esc(r)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP flotilla_notifications_queued Notifications waiting for delivery.\n# TYPE flotilla_notifications_queued gauge\nflotilla_notifications_queued {}",
+            g.notify_queued
+        );
         o
     }
 }

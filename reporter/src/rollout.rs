@@ -152,6 +152,8 @@ pub fn progress(
                 let b = wave::bucket(channel, release, &row.agent_id);
                 wave::slot(ws, *start, b).map(|s| s.wave)
             })
+            // Its latest wave may be another release's: only a last resort.
+            .or_else(|| row.latest_wave.clone())
             .unwrap_or_else(|| "unknown".to_owned());
         let idx = match waves.iter().position(|w| w.wave == wave_name) {
             Some(i) => i,
@@ -253,12 +255,51 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_silent_on_a_release_is_in_the_wave_the_manifest_gives_it() {
+        let ws: Vec<Wave> = serde_json::from_value(serde_json::json!([
+            {"name": "canary", "percent": 50.0, "after": "0s", "spread": "0s"},
+            {"name": "all", "percent": 100.0, "after": "1d", "spread": "0s"}
+        ]))
+        .unwrap();
+        let start = "2026-01-01T00:00:00Z".parse().unwrap();
+        let i = ChannelInfo {
+            wave_function: Some((ws.clone(), start)),
+            ..info(Some(0.1), None)
+        };
+        let rows: Vec<RolloutRow> = (0..40)
+            .map(|n| RolloutRow {
+                agent_id: format!("h{n}"),
+                version: Some("1".into()),
+                wave: None,
+                // the previous release's wave
+                latest_wave: Some("half".into()),
+                last_seen: Some(0),
+                state: None,
+            })
+            .collect();
+        let p = progress("s", "2", &rows, &i, 0, 1_000_000);
+        let names: Vec<&str> = p.waves.iter().map(|w| w.wave.as_str()).collect();
+        assert_eq!(names, ["canary", "all"], "no wave of another release");
+        for w in &p.waves {
+            let expect = rows
+                .iter()
+                .filter(|r| {
+                    let b = wave::bucket("s", "2", &r.agent_id);
+                    wave::slot(&ws, start, b).unwrap().wave == w.wave
+                })
+                .count() as u64;
+            assert_eq!(w.agents, expect, "{}", w.wave);
+        }
+    }
+
+    #[test]
     fn progress_columns_are_exclusive() {
         let now = 10_000_000_000;
         let row = |id: &str, state: Option<&str>, wave: &str, seen: i64, v: &str| RolloutRow {
             agent_id: id.into(),
             version: Some(v.into()),
             wave: Some(wave.into()),
+            latest_wave: None,
             last_seen: Some(seen),
             state: state.map(str::to_owned),
         };

@@ -119,6 +119,8 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// A request (its body included) not answered within this gets 408.
     pub request_timeout: Duration,
+    /// Outgoing notifications ([`crate::notify`]).
+    pub notify: NotifySettings,
 }
 
 impl Default for Settings {
@@ -156,7 +158,214 @@ impl Default for Settings {
             max_connections: 512,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            notify: NotifySettings::default(),
         }
+    }
+}
+
+/// The body a webhook receiver gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The notice as JSON (`kind`, `summary`, `at` and the kind's fields),
+    /// signed in `X-Flotilla-Signature`.
+    #[default]
+    Json,
+    /// `{"text": summary}`: what a Slack (or Mattermost, Rocket.Chat)
+    /// incoming webhook takes. Signed too when a secret is given.
+    Slack,
+}
+
+/// One webhook receiver.
+#[derive(Clone, PartialEq)]
+pub struct Webhook {
+    /// Its name, in logs and metrics.
+    pub name: String,
+    /// Where notices are POSTed (http or https).
+    pub url: String,
+    /// The HMAC-SHA256 key; required for `json`.
+    pub secret: Option<Secret>,
+    /// The body.
+    pub format: WebhookFormat,
+    /// The notice kinds it wants (`crate::notify::Notice::kind`); empty: all.
+    pub kinds: Vec<String>,
+}
+
+impl fmt::Debug for Webhook {
+    /// The URL's path may be the secret (Slack's are): only its origin shows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let origin = self
+            .url
+            .splitn(4, '/')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("/");
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("url", &format!("{origin}/…"))
+            .field("secret", &self.secret)
+            .field("format", &self.format)
+            .field("kinds", &self.kinds)
+            .finish()
+    }
+}
+
+/// Outgoing notifications: receivers, delivery and its bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifySettings {
+    /// The receivers; none: nothing is queued.
+    pub webhooks: Vec<Webhook>,
+    /// First retry after this; each next one waits twice as long.
+    pub retry_min: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+    /// A notice not delivered after this many attempts is dropped.
+    pub max_attempts: u32,
+    /// A notice not delivered within this is dropped.
+    pub max_age: Duration,
+    /// At most this many notices wait; beyond, the oldest are dropped.
+    pub max_rows: u64,
+    /// One delivery attempt's time limit.
+    pub timeout: Duration,
+    /// How often gates, silent agents and expiry dates are checked.
+    pub check_every: Duration,
+    /// A root or manifest that expires within this is announced (once).
+    pub expiry_warning: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            webhooks: Vec::new(),
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            max_attempts: 50,
+            max_age: Duration::from_secs(86_400),
+            max_rows: 10_000,
+            timeout: Duration::from_secs(10),
+            check_every: Duration::from_secs(30),
+            expiry_warning: Duration::from_secs(14 * 86_400),
+        }
+    }
+}
+
+/// `[notify]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// See [`NotifySettings::retry_min`].
+    pub retry_min: Option<HumanDuration>,
+    /// See [`NotifySettings::retry_max`].
+    pub retry_max: Option<HumanDuration>,
+    /// See [`NotifySettings::max_attempts`].
+    pub max_attempts: Option<u32>,
+    /// See [`NotifySettings::max_age`].
+    pub max_age: Option<HumanDuration>,
+    /// See [`NotifySettings::max_rows`].
+    pub max_rows: Option<u64>,
+    /// See [`NotifySettings::timeout`].
+    pub timeout: Option<HumanDuration>,
+    /// See [`NotifySettings::check_every`].
+    pub check_every: Option<HumanDuration>,
+    /// See [`NotifySettings::expiry_warning`].
+    pub expiry_warning: Option<HumanDuration>,
+    /// `[[notify.webhook]]`: the receivers.
+    #[serde(default)]
+    pub webhook: Vec<WebhookFile>,
+}
+
+/// `[[notify.webhook]]` of the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// See [`Webhook::name`].
+    pub name: String,
+    /// See [`Webhook::url`].
+    pub url: String,
+    /// A file holding the HMAC key (at least 16 characters).
+    pub secret_file: Option<PathBuf>,
+    /// See [`Webhook::format`].
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// See [`Webhook::kinds`].
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+impl NotifyFile {
+    /// Applies `[notify]` over `n`; a receiver's mistakes name it.
+    pub fn apply(self, n: &mut NotifySettings) -> Result<(), Error> {
+        let bad = |field: String, reason: String| Error::Config {
+            path: field.into(),
+            reason,
+        };
+        let d = |h: HumanDuration| h.0;
+        if let Some(v) = self.retry_min {
+            n.retry_min = d(v).max(Duration::from_millis(10));
+        }
+        if let Some(v) = self.retry_max {
+            n.retry_max = d(v);
+        }
+        n.retry_max = n.retry_max.max(n.retry_min);
+        if let Some(v) = self.max_attempts {
+            n.max_attempts = v.max(1);
+        }
+        if let Some(v) = self.max_age {
+            n.max_age = d(v);
+        }
+        if let Some(v) = self.max_rows {
+            n.max_rows = v.max(1);
+        }
+        if let Some(v) = self.timeout {
+            n.timeout = d(v).max(Duration::from_millis(100));
+        }
+        if let Some(v) = self.check_every {
+            n.check_every = d(v).max(Duration::from_millis(100));
+        }
+        if let Some(v) = self.expiry_warning {
+            n.expiry_warning = d(v);
+        }
+        if !self.webhook.is_empty() {
+            n.webhooks.clear();
+        }
+        for (i, w) in self.webhook.into_iter().enumerate() {
+            let at = |f: &str| format!("notify.webhook[{i}] ({:?}).{f}", w.name);
+            if w.name.is_empty() || n.webhooks.iter().any(|o| o.name == w.name) {
+                return Err(bad(at("name"), "must be given and unique".into()));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return Err(bad(at("url"), "is not an http:// or https:// URL".into()));
+            }
+            for k in &w.kinds {
+                if !crate::notify::KINDS.contains(&k.as_str()) {
+                    return Err(bad(
+                        at("kinds"),
+                        format!(
+                            "{k:?} is not a notice kind (one of {})",
+                            crate::notify::KINDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let secret =
+                match &w.secret_file {
+                    Some(p) => Some(read_secret(p, "the webhook secret")?),
+                    None if w.format == WebhookFormat::Json => return Err(bad(
+                        at("secret_file"),
+                        "a json webhook needs a secret_file (the HMAC key that signs each body)"
+                            .into(),
+                    )),
+                    None => None,
+                };
+            n.webhooks.push(Webhook {
+                name: w.name,
+                url: w.url,
+                secret,
+                format: w.format,
+                kinds: w.kinds,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -214,6 +423,8 @@ pub struct FileSettings {
     pub header_read_timeout: Option<HumanDuration>,
     /// See [`Settings::request_timeout`].
     pub request_timeout: Option<HumanDuration>,
+    /// See [`Settings::notify`].
+    pub notify: Option<NotifyFile>,
 }
 
 impl FileSettings {
@@ -318,6 +529,9 @@ impl FileSettings {
         if let Some(v) = self.request_timeout {
             s.request_timeout = d(v).max(Duration::from_millis(100));
         }
+        if let Some(v) = self.notify {
+            v.apply(&mut s.notify)?;
+        }
         Ok(())
     }
 }
@@ -327,6 +541,12 @@ impl FileSettings {
 /// read it (the rule the publisher applies to keys:
 /// [`flotilla_signing::fs::loose_mode`]).
 pub fn read_admin_token(path: &Path) -> Result<Secret, Error> {
+    read_secret(path, "the admin token")
+}
+
+/// Reads a secret of at least 16 characters from a file that group and
+/// others cannot read.
+fn read_secret(path: &Path, what: &str) -> Result<Secret, Error> {
     let io_err = |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -336,7 +556,7 @@ pub fn read_admin_token(path: &Path) -> Result<Secret, Error> {
         return Err(Error::Config {
             path: path.to_owned(),
             reason: format!(
-                "the admin token file {}",
+                "{what} file {}",
                 flotilla_signing::fs::loose_mode_advice(path, mode)
             ),
         });
@@ -346,7 +566,7 @@ pub fn read_admin_token(path: &Path) -> Result<Secret, Error> {
     if secret.expose().len() < 16 {
         return Err(Error::Config {
             path: path.to_owned(),
-            reason: "the admin token must be at least 16 characters".into(),
+            reason: format!("{what} must be at least 16 characters"),
         });
     }
     Ok(secret)
@@ -379,5 +599,53 @@ mod tests {
         assert_eq!(s.durability, Durability::PowerLoss);
         assert_eq!(s.stale_after, Duration::from_secs(7200));
         assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn webhooks_name_their_mistakes() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("hook.secret");
+        std::fs::write(&secret, "a-webhook-secret-0123456789\n").unwrap();
+        let parse = |extra: &str| {
+            let text = format!(
+                "[notify]\nretry_min = \"1s\"\n[[notify.webhook]]\nname = \"ops\"\n\
+                 url = \"https://h.example/x\"\n{extra}"
+            );
+            let f: FileSettings = toml::from_str(&text).unwrap();
+            let mut s = Settings::default();
+            f.apply(&mut s).map(|()| s)
+        };
+        let s = parse(&format!(
+            "secret_file = {:?}\nkinds = [\"rollback\"]\n",
+            secret.display().to_string()
+        ))
+        .unwrap();
+        let w = &s.notify.webhooks[0];
+        assert_eq!(
+            w.secret.as_ref().unwrap().expose(),
+            "a-webhook-secret-0123456789"
+        );
+        assert_eq!(
+            (w.format, w.kinds.as_slice()),
+            (WebhookFormat::Json, &["rollback".to_owned()][..])
+        );
+        assert_eq!(s.notify.retry_min, Duration::from_secs(1));
+        assert!(
+            !format!("{s:?}").contains("/x"),
+            "the URL's path may be a secret"
+        );
+        let e = parse("").unwrap_err().to_string();
+        assert!(
+            e.contains("notify.webhook[0]") && e.contains("secret_file"),
+            "{e}"
+        );
+        let e = parse("format = \"slack\"\nkinds = [\"gate_shut\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gate_shut") && e.contains("kinds"), "{e}");
+        assert!(
+            parse("format = \"slack\"\n").is_ok(),
+            "slack URLs carry their own secret"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::db::queries;
 use crate::db::writer::Writer;
 use crate::db::DbError;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::rollout::{self, ChannelInfo};
 use crate::settings::Settings;
@@ -44,6 +45,8 @@ pub struct Inner {
     pub enroll_limiter: RateLimiter,
     /// Failed authentications per client address.
     pub auth_limiter: RateLimiter,
+    /// Outgoing notifications.
+    pub notifier: Notifier,
     gates: Cache<Gate>,
     rollouts: Cache<RolloutProgress>,
 }
@@ -91,6 +94,7 @@ impl AppState {
             sessions: Sessions::new(settings.session_ttl),
             enroll_limiter: RateLimiter::new(settings.enroll_rate_limit),
             auth_limiter: RateLimiter::new(settings.auth_failure_limit),
+            notifier: Notifier::new(settings.notify.clone()),
             settings,
             writer,
             reader,
@@ -125,6 +129,7 @@ impl AppState {
             .await?;
         let g = rollout::gate(channel, release, &counts, &info);
         if self.cacheable(channel, release) {
+            self.notifier.observe_gate(&self.writer, &g);
             remember(&self.gates, key, g.clone(), self.settings.rollout_cache);
         }
         Ok(g)
@@ -152,6 +157,7 @@ impl AppState {
             stale,
         );
         if self.cacheable(channel, release) {
+            self.notifier.observe_gate(&self.writer, &p.gate);
             remember(&self.rollouts, key, p.clone(), self.settings.rollout_cache);
         }
         Ok(p)

@@ -270,7 +270,8 @@ async fn seed(s: &Server) {
     );
     failed.details.insert(
         "system".into(),
-        json!({"os": "Debian GNU/Linux 12", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "free_disk_mib": 18234}),
+        json!({"os": "Debian GNU/Linux 12", "kernel": "6.1.0-18-amd64", "arch": "x86_64",
+               "state_dir_free_bytes": 12_884_901_888u64, "host_uptime_s": 273_600}),
     );
     failed
         .details
@@ -280,7 +281,8 @@ async fn seed(s: &Server) {
         update("db-01", UpdateRollback, Success, "2.0.0", "canary"),
         26,
     );
-    rb.severity = Severity::Warning;
+    // As agents have sent it: info. The reporter stores it as a warning.
+    rb.severity = Severity::Info;
     rb.message = "rolled back to 1.0.0".into();
     evs.push(rb);
     assert_eq!(s.post_events(&t, &evs).await.status(), 200);
@@ -355,19 +357,51 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     assert_eq!(items.len(), 2, "detection and execution");
     assert!(d.find_all("#timeline li.event.update").await.is_empty());
 
-    // Expand the failed migration's error details and read the error.
+    // The failed migration's error details are open from the start.
     let failed = d.find("#timeline li.event.migration.sev-error").await;
-    let before = d.text(&failed).await;
-    assert!(before.contains("migration config-v2 failed; backup restored"));
-    assert!(!before.contains("Permission denied"), "collapsed at first");
+    let text = d.text(&failed).await;
+    assert!(text.contains("migration config-v2 failed; backup restored"));
+    assert!(text.contains("Permission denied (os error 13)"), "{text}");
+    assert!(text.contains("rewriting /etc/flotilla/agent.toml"));
+    assert!(text.contains("Debian GNU/Linux 12"), "system info shown");
+    assert!(
+        text.contains("12.0 GiB") && text.contains("3d 4h"),
+        "system facts in human units: {text}"
+    );
+    // The absolute time beside the relative one.
+    let at = (Utc::now() - chrono::Duration::minutes(27))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(
+        text.contains(&at) && text.contains("UTC") && text.contains("m ago)"),
+        "{text}"
+    );
     let summary = d.find("#timeline li.event.sev-error details summary").await;
     d.click(&summary).await;
     let details = d.find("#timeline li.event.sev-error details").await;
-    assert_eq!(d.property(&details, "open").await, json!(true));
-    let after = d.text(&failed).await;
-    assert!(after.contains("Permission denied (os error 13)"), "{after}");
-    assert!(after.contains("rewriting /etc/flotilla/agent.toml"));
-    assert!(after.contains("Debian GNU/Linux 12"), "system info shown");
+    assert_eq!(
+        d.property(&details, "open").await,
+        json!(false),
+        "a click closes it"
+    );
+
+    // "warning and worse" shows the rollback an agent sent as info.
+    d.goto(&s.url("/agents/db-01?severity=warning,error,critical"))
+        .await;
+    d.find("#timeline").await;
+    let kinds: Vec<String> = {
+        let mut v = Vec::new();
+        for el in d.find_all("#timeline li.event").await {
+            v.push(d.text(&el).await);
+        }
+        v
+    };
+    assert!(
+        kinds
+            .iter()
+            .any(|t| t.contains("update_rollback") && t.contains("warning")),
+        "{kinds:?}"
+    );
     let shot = d.screenshot("agent-history").await;
     eprintln!("screenshot: {}", shot.display());
 

@@ -121,6 +121,14 @@ impl Pass<'_> {
         self.ev.wave = d.wave.clone();
         let reason = match (&d.reason, d.eligible_at) {
             (DeferReason::WaveNotOpen, Some(at)) => format!("{} (turn at {at})", d.reason),
+            // decide() knows only that the release is blocked; the state
+            // says what failed (a health check, a migration...).
+            (DeferReason::Blocked, _) if self.state.blocked.is_some() => self
+                .state
+                .blocked
+                .as_ref()
+                .map(|b| b.deferral())
+                .unwrap_or_default(),
             _ => d.reason.to_string(),
         };
         let summary = match &d.target {

@@ -127,7 +127,9 @@ impl Pass<'_> {
     /// is reported, and retried up to `migrations.retries` times).
     pub(super) fn migration_failed(&mut self, e: Error) -> Result<Outcome> {
         match self.state.pending.clone() {
-            Some(p) if p.to == VERSION => self.roll_back(p, e.to_string()),
+            Some(p) if p.to == VERSION => {
+                self.roll_back(p, e.to_string(), crate::state::BlockCause::Migration)
+            }
             _ => Ok(match self.work()? {
                 Outcome::UpToDate { .. } | Outcome::Deferred { .. } | Outcome::Waiting { .. } => {
                     Outcome::Failed {

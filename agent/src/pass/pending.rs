@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::lock::StateLock;
 use crate::migrations;
-use crate::state::{Blocked, Pending, Phase, StateDir};
+use crate::state::{BlockCause, Blocked, Pending, Phase, StateDir};
 use crate::trust::Verified;
 use crate::version::VERSION;
 use crate::versions;
@@ -88,7 +88,11 @@ impl Pass<'_> {
         let step = match phase {
             PendingPhase::None => Step::Continue(None),
             PendingPhase::RollingBack(p) => {
-                Step::Done(self.finish_rollback(p, "rollback interrupted; completed".into())?)
+                Step::Done(self.finish_rollback(
+                    p,
+                    "rollback interrupted; completed".into(),
+                    BlockCause::Unknown,
+                )?)
             }
             PendingPhase::NeverSwapped(p) => {
                 self.ev.install_interrupted(&p.to);
@@ -143,7 +147,9 @@ impl Pass<'_> {
             let attempts_left = p.attempts_left.saturating_sub(1);
             self.ev.unhealthy(&p, &err, attempts_left);
             if attempts_left == 0 {
-                return self.roll_back(p, err.to_string()).map(Step::Done);
+                return self
+                    .roll_back(p, err.to_string(), BlockCause::HealthCheck)
+                    .map(Step::Done);
             }
             self.state.pending = Some(Pending { attempts_left, ..p });
             self.sd.save(&self.state)?;
@@ -192,7 +198,12 @@ impl Pass<'_> {
 
     /// -> rolling back: recorded before `current` is swapped back, so a
     /// killed rollback is finished by the next pass.
-    pub(super) fn roll_back(&mut self, p: Pending, reason: String) -> Result<Outcome> {
+    pub(super) fn roll_back(
+        &mut self,
+        p: Pending,
+        reason: String,
+        cause: BlockCause,
+    ) -> Result<Outcome> {
         let install_dir = &self.config.install_dir;
         if !versions::binary_path(install_dir, &p.from).exists() {
             let err = Error::Install {
@@ -212,7 +223,7 @@ impl Pass<'_> {
         self.sd.save(&self.state)?;
         versions::point(install_dir, "current", &p.from)?;
         fault::point("after-rollback-swap");
-        self.finish_rollback(p, reason)
+        self.finish_rollback(p, reason, cause)
     }
 
     /// Restores the backup the migration run of `p.to` made, so the
@@ -230,13 +241,19 @@ impl Pass<'_> {
     /// Rolling back -> none: the migration backup restored, `current` at
     /// the old version, the release blocked until a newer serial names
     /// another. Idempotent: finishes what an interrupted rollback began.
-    fn finish_rollback(&mut self, p: Pending, reason: String) -> Result<Outcome> {
+    fn finish_rollback(
+        &mut self,
+        p: Pending,
+        reason: String,
+        cause: BlockCause,
+    ) -> Result<Outcome> {
         self.restore_migration_backup(&p);
         versions::point(&self.config.install_dir, "current", &p.from)?;
         self.state.blocked = Some(Blocked {
             version: p.to.clone(),
             serial: p.serial,
             reason: reason.clone(),
+            cause,
             at: self.now,
         });
         self.state.pending = None;
@@ -276,6 +293,7 @@ pub fn rollback(config: &Config) -> Result<Outcome> {
     let out = pass.roll_back(
         p,
         "the new version failed to start (flotilla-agent-rollback.service)".into(),
+        BlockCause::Start,
     )?;
     pass.sd.save(&pass.state)?;
     Ok(out)

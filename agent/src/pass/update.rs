@@ -50,6 +50,7 @@ impl Pass<'_> {
                     version: to.clone(),
                     serial,
                     reason: e.to_string(),
+                    cause: crate::state::BlockCause::SelfTest,
                     at: self.now,
                 });
             }

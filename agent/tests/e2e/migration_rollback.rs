@@ -83,15 +83,22 @@ fn a_version_whose_migration_fails_rolls_back_and_restores_the_config() {
     assert_eq!(rb.len(), 1, "{:?}", db.events());
     assert_eq!(rb[0].from_version.as_deref(), Some("5.0.0"));
     assert_eq!(rb[0].to_version.as_deref(), Some("1.0.0"));
+    assert_eq!(rb[0].severity, flotilla_protocol::Severity::Warning);
     let st = db.state();
     assert_eq!(st["blocked"]["version"], "5.0.0");
+    assert_eq!(st["blocked"]["cause"], "migration");
     assert!(st.get("pending").is_none(), "{st}");
 
     // 1.0.0 runs on as before; 5.0.0 is not tried again, so no second
     // migration attempt and no second backup.
     for _ in 0..3 {
         let out = db.pass();
-        assert!(out.contains("rolled back"), "{out}");
+        // The deferral names the real cause, not a health check.
+        assert!(
+            out.contains("failed a migration here and was rolled back"),
+            "{out}"
+        );
+        assert!(!out.contains("health check"), "{out}");
         assert_eq!(db.current(), "1.0.0");
     }
     assert_eq!(

@@ -41,7 +41,26 @@ Each key below is set to its default, except the first four (examples):
                                  # never refused for it
   max_connections = 512          # served at once (keep below the fd limit)
   header_read_timeout = "10s"    # to send a request's headers (and idle)
-  request_timeout = "1m"         # to send its body and be answered: 408"#;
+  request_timeout = "1m"         # to send its body and be answered: 408
+  [notify]                       # outgoing notifications (webhooks), kept in
+                                 # the database until the receiver answers 2xx
+  retry_min = "5s"               # first retry; each next one waits twice as
+  retry_max = "10m"              # long, up to this
+  max_attempts = 50              # then a notice is dropped (logged, counted in
+  max_age = "1d"                 # flotilla_notifications_dropped_total), also
+  max_rows = 10000               # when older, or the oldest beyond this many
+  timeout = "10s"                # each attempt
+  check_every = "30s"            # gates, silent agents and expiry dates
+  expiry_warning = "14d"         # announce a root or manifest expiring within
+  [[notify.webhook]]             # one per receiver (an example, not a default)
+  name = "ops"                   # in logs and metrics
+  url = "https://hooks.example.com/flotilla"
+  secret_file = "/etc/flotilla-reporter/webhook.secret"  # the HMAC key of
+                                 # X-Flotilla-Signature (required for json)
+  format = "json"                # or "slack": {"text": "..."}
+  kinds = []                     # all, or some of gate_closed, gate_reopened,
+                                 # manual_halt, manual_resume, rollback,
+                                 # migration_failed, agents_silent, expiring"#;
 
 /// Serve the API and the web page.
 #[derive(clap::Args)]
@@ -206,6 +225,7 @@ mod tests {
             max_connections: Some(_),
             header_read_timeout: Some(_),
             request_timeout: Some(_),
+            notify: Some(_),
         } = &f
         else {
             panic!("a key is missing from the help: {f:?}");
@@ -213,6 +233,7 @@ mod tests {
         // The first four are examples, not defaults.
         (f.db, f.admin_token_file, f.manifest, f.trust_root) = (None, None, None, None);
         f.public_url = None;
+        f.notify.as_mut().unwrap().webhook.clear();
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();
         assert_eq!(

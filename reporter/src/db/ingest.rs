@@ -33,6 +33,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::{to_micros, DbError};
+use crate::notify::{self, Notice, Notifier};
 
 /// What a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct IngestOutcome {
     pub new: usize,
     /// Already stored.
     pub duplicates: usize,
+    /// Notices were queued ([`crate::notify`]): wake the delivery task.
+    pub notices: bool,
 }
 
 /// An agent's state in one release's rollout.
@@ -103,6 +106,16 @@ pub fn release_state(kind: EventKind, status: EventStatus) -> Option<ReleaseStat
         (UpdateRollback, _) => ReleaseState::RolledBack,
         _ => return None,
     })
+}
+
+/// The severity stored for an event: what the agent said, except that an
+/// `update_rollback` is at least a warning (a successful rollback still
+/// means the release failed here, so "warning and worse" must show it).
+pub fn stored_severity(kind: EventKind, severity: Severity) -> Severity {
+    match kind {
+        EventKind::UpdateRollback => severity.max(Severity::Warning),
+        _ => severity,
+    }
 }
 
 /// A text of a [`Batch`]: a span of its request body (most strings need
@@ -262,12 +275,14 @@ fn labels_json(details: &Map<String, Value>) -> Option<String> {
 }
 
 /// Stores the events of `batch` (already validated and checked to be
-/// `agent_id`'s) and updates the derived state. `now`: receipt time, µs.
+/// `agent_id`'s) and updates the derived state; queues a notice for each
+/// new rollback and failed migration. `now`: receipt time, µs.
 pub fn ingest(
     conn: &Connection,
     agent_id: &str,
     batch: &Batch,
     now: i64,
+    notifier: &Notifier,
 ) -> Result<IngestOutcome, DbError> {
     let b = batch;
     let mut insert = conn.prepare_cached(
@@ -283,7 +298,7 @@ pub fn ingest(
             r.ts,
             r.kind.as_str(),
             r.status.as_str(),
-            r.severity.as_str(),
+            stored_severity(r.kind, r.severity).as_str(),
             b.text(&r.component),
             b.text(&r.message),
             b.opt(&r.from_version),
@@ -296,9 +311,10 @@ pub fn ingest(
             fresh.push(r);
         }
     }
-    let outcome = IngestOutcome {
+    let mut outcome = IngestOutcome {
         new: fresh.len(),
         duplicates: b.rows.len() - fresh.len(),
+        notices: false,
     };
     if fresh.is_empty() {
         // Only redelivery: the agent was heard from, nothing else changed.
@@ -409,6 +425,35 @@ pub fn ingest(
                  ORDER BY ts DESC, channel DESC, release DESC LIMIT -1 OFFSET ?2)",
         )?
         .execute(params![agent_id, MAX_RELEASES_PER_AGENT as i64])?;
+    }
+    for r in &fresh {
+        let notice = match (r.kind, r.status) {
+            (EventKind::UpdateRollback, status) if notifier.wants("rollback") => Notice::Rollback {
+                agent_id: agent_id.to_owned(),
+                channel: b
+                    .opt(&r.channel)
+                    .or(fallback_channel.as_deref())
+                    .map(Into::into),
+                release: event_release(b, r).map(Into::into),
+                status: status.as_str().to_owned(),
+                message: b.text(&r.message).to_owned(),
+            },
+            (EventKind::MigrationExecution, EventStatus::Failed)
+                if notifier.wants("migration_failed") =>
+            {
+                Notice::MigrationFailed {
+                    agent_id: agent_id.to_owned(),
+                    channel: b
+                        .opt(&r.channel)
+                        .or(fallback_channel.as_deref())
+                        .map(Into::into),
+                    release: event_release(b, r).map(Into::into),
+                    message: b.text(&r.message).to_owned(),
+                }
+            }
+            _ => continue,
+        };
+        outcome.notices |= notify::insert(conn, notifier, &notice, now)?;
     }
     Ok(outcome)
 }

@@ -6,7 +6,7 @@
 //! - [`pool`]: a few read-only connections for queries.
 //! - [`checkpoint`]: WAL checkpoints on their own thread.
 //! - [`backup`]: a consistent copy of the live database.
-//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`]: the SQL of
+//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`], [`outbox`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
@@ -14,6 +14,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod enroll;
 pub mod ingest;
+pub mod outbox;
 pub mod pool;
 pub mod prune;
 pub mod queries;

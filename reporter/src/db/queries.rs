@@ -263,8 +263,10 @@ pub struct RolloutRow {
     pub agent_id: String,
     /// Its running version.
     pub version: Option<String>,
-    /// Its wave, from its own events about this release, else its latest.
+    /// Its wave, from its own events about this release.
     pub wave: Option<String>,
+    /// The wave of its latest event (perhaps another release's).
+    pub latest_wave: Option<String>,
     /// When last heard from (µs).
     pub last_seen: Option<i64>,
     /// Its state in this release's rollout, if it reported one.
@@ -279,12 +281,12 @@ pub fn rollout_rows(
     release: &str,
 ) -> Result<Vec<RolloutRow>, DbError> {
     let mut st = conn.prepare_cached(
-        "SELECT a.agent_id, a.version, COALESCE(r.wave, a.wave), a.last_seen, r.state
+        "SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state
          FROM agents a LEFT JOIN agent_release r
            ON r.channel = ?1 AND r.release = ?2 AND r.agent_id = a.agent_id
          WHERE a.revoked_at IS NULL AND a.channel = ?1
          UNION ALL
-         SELECT a.agent_id, a.version, COALESCE(r.wave, a.wave), a.last_seen, r.state
+         SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state
          FROM agent_release r JOIN agents a ON a.agent_id = r.agent_id
          WHERE r.channel = ?1 AND r.release = ?2 AND a.revoked_at IS NULL
            AND a.channel IS NOT ?1",
@@ -294,8 +296,9 @@ pub fn rollout_rows(
             agent_id: r.get(0)?,
             version: r.get(1)?,
             wave: r.get(2)?,
-            last_seen: r.get(3)?,
-            state: r.get(4)?,
+            latest_wave: r.get(3)?,
+            last_seen: r.get(4)?,
+            state: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -118,6 +118,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE agents ADD COLUMN blocked_at INTEGER;
     CREATE INDEX agents_enrolled_with ON agents(enrolled_with);
     ",
+    // 4 (notify; applies after any other): the outbox of webhook notices,
+    // one row per receiver, kept until it answered 2xx; what the notifier
+    // last saw (gate states, the silent agents' watermark, expiry notices
+    // sent). Rollbacks stored as info become warnings, as ingestion now
+    // stores them (`ingest::stored_severity`).
+    "
+    UPDATE events SET severity = 'warning' WHERE kind = 'update_rollback' AND severity = 'info';
+    CREATE TABLE notify_outbox (
+        id          INTEGER PRIMARY KEY,
+        receiver    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        next_at     INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT
+    );
+    CREATE INDEX notify_outbox_next ON notify_outbox(next_at);
+    CREATE TABLE notify_state (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL,
+        ts     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -66,10 +66,14 @@ pub async fn post(
     }
     let now = crate::db::now_micros();
     let agent_id = agent.agent_id;
+    let notifier = st.notifier.clone();
     let out = st
         .writer
-        .run(move |c| ingest::ingest(c, &agent_id, &batch, now))
+        .run(move |c| ingest::ingest(c, &agent_id, &batch, now, &notifier))
         .await?;
+    if out.notices {
+        st.notifier.wake();
+    }
     st.metrics.ingested(out.new, out.duplicates);
     Ok(Json(EventsAccepted {
         received,

@@ -31,12 +31,13 @@ pub async fn metrics(
     State(st): State<AppState>,
 ) -> Result<impl IntoResponse, AppError> {
     let since = crate::db::now_micros() - st.settings.stale_after.as_micros() as i64;
-    let (agents_by_version, (_, agents_reporting)) = st
+    let (agents_by_version, (agents_total, agents_reporting), notify_queued) = st
         .reader
         .read(move |c| {
             Ok((
                 queries::agents_by_version(c)?,
                 queries::agent_counts(c, since)?,
+                crate::db::outbox::count(c)?,
             ))
         })
         .await?;
@@ -48,9 +49,13 @@ pub async fn metrics(
     let text = st.metrics.render(&Gauges {
         agents_by_version,
         agents_reporting,
+        agents_not_reporting: agents_total.saturating_sub(agents_reporting),
         gates,
         manifest_serial: manifest.verified.as_ref().map(|m| m.serial),
         manifest_refused: manifest.error.is_some(),
+        manifest_verified_at: manifest.verified_at,
+        notify: st.notifier.stats(),
+        notify_queued,
     });
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

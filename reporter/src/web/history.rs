@@ -3,11 +3,11 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use flotilla_protocol::api::details as keys;
-use flotilla_protocol::{Event, EventKind, Severity};
+use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::layout::{self, when};
+use super::layout::{self, when, when_both};
 use super::overview::urlenc;
 use super::session::WebSession;
 use super::{html, PageError, PageResult};
@@ -47,6 +47,62 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// A system fact in human units, by its key's suffix (`_bytes`, `_s`,
+/// `_ms`); the raw value goes in the title.
+fn fact(key: &str, v: &Value) -> (String, Option<String>) {
+    let Some(n) = v.as_u64() else {
+        return (scalar(v), None);
+    };
+    let human = if key.ends_with("_bytes") {
+        bytes(n)
+    } else if key.ends_with("_ms") {
+        duration(n / 1000)
+    } else if key.ends_with("_s") {
+        duration(n)
+    } else {
+        return (scalar(v), None);
+    };
+    (human, Some(n.to_string()))
+}
+
+/// `12.3 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// `3d 4h`, `5m 2s`: the two largest units.
+pub fn duration(secs: u64) -> String {
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .skip_while(|(n, _)| *n == 0)
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if shown.is_empty() {
+        "0s".into()
+    } else {
+        shown.join(" ")
+    }
+}
+
 fn event_item(e: &Event) -> Markup {
     let chain = chain(&e.details);
     let system = e.details.get(keys::SYSTEM).and_then(Value::as_object);
@@ -58,10 +114,12 @@ fn event_item(e: &Event) -> Markup {
         .collect();
     let has_details = !e.details.is_empty();
     let problem = e.severity >= Severity::Warning;
+    // A failure's details are what the reader came for.
+    let open = e.status == EventStatus::Failed;
     html! {
         li class=(format!("event {} sev-{}", group(e.kind), e.severity)) data-kind=(e.kind) id=(format!("ev-{}", e.id)) {
             div.event-head {
-                span.ts { (when(Some(e.ts))) }
+                span.ts { (when_both(e.ts)) }
                 span class=(format!("kind {}", group(e.kind))) { (e.kind) }
                 span class=(format!("status st-{}", e.status)) { (e.status) }
                 span class=(format!("sev sev-{}", e.severity)) { (e.severity) }
@@ -72,7 +130,7 @@ fn event_item(e: &Event) -> Markup {
             }
             div.message { (e.message) }
             @if has_details {
-                details.more open[false] id=(format!("d-{}", e.id)) {
+                details.more open[open] id=(format!("d-{}", e.id)) {
                     summary { @if problem { "Error details" } @else { "Details" } }
                     @if !chain.is_empty() {
                         h4 { "Error chain" }
@@ -80,7 +138,10 @@ fn event_item(e: &Event) -> Markup {
                     }
                     @if let Some(sys) = system {
                         h4 { "System" }
-                        table.kv { @for (k, v) in sys { tr { th { (k) } td { (scalar(v)) } } } }
+                        table.kv { @for (k, v) in sys {
+                            @let (shown, raw) = fact(k, v);
+                            tr { th { (k) } td title=[raw] { (shown) } }
+                        } }
                     }
                     @if !rest.is_empty() {
                         h4 { "Details" }
@@ -162,4 +223,25 @@ pub async fn page(
         false,
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_in_human_units() {
+        assert_eq!(
+            fact("state_dir_free_bytes", &12_884_901_888u64.into()).0,
+            "12.0 GiB"
+        );
+        assert_eq!(fact("x_bytes", &512u64.into()).0, "512 bytes");
+        assert_eq!(
+            fact("host_uptime_s", &273_600u64.into()),
+            ("3d 4h".into(), Some("273600".into()))
+        );
+        assert_eq!(fact("agent_uptime_ms", &65_000u64.into()).0, "1m 5s");
+        assert_eq!(fact("kernel", &"6.1.0".into()), ("6.1.0".into(), None));
+        assert_eq!(duration(3600), "1h");
+    }
 }

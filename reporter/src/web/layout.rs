@@ -63,6 +63,14 @@ pub fn when(t: Option<DateTime<Utc>>) -> Markup {
     }
 }
 
+/// The absolute time (UTC, to the second) and, beside it, how long ago.
+pub fn when_both(t: DateTime<Utc>) -> Markup {
+    html! {
+        time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) }
+        " " span.ago { "(" (ago(t)) ")" }
+    }
+}
+
 /// "5m ago".
 pub fn ago(t: DateTime<Utc>) -> String {
     let s = (Utc::now() - t).num_seconds();
