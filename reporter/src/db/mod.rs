@@ -5,16 +5,20 @@
 //!   requests share a transaction, and each is answered after the commit.
 //! - [`pool`]: a few read-only connections for queries.
 //! - [`checkpoint`]: WAL checkpoints on their own thread.
-//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`]: the SQL of
+//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`],
+//!   [`checkin`], [`halts`], [`rollout_history`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
+pub mod checkin;
 pub mod checkpoint;
 pub mod enroll;
+pub mod halts;
 pub mod ingest;
 pub mod pool;
 pub mod prune;
 pub mod queries;
+pub mod rollout_history;
 pub mod schema;
 pub mod tokens;
 pub mod writer;
