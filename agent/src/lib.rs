@@ -21,13 +21,14 @@
 //!   [`migrations`]: config and state migrations, run before the config is
 //!   loaded, with one bounded backup per run.
 //! - `delivery`: enrollment and event delivery to the reporter, within a
-//!   time budget; `sysinfo`: host facts for events.
+//!   time budget; `checkin`: the pass's check-in (liveness and host state); `sysinfo`: host facts for events.
 //! - [`fault`]: fault injection for the crash-safety tests (feature
 //!   `fault-injection`); the build-time test knobs in [`version`] and
 //!   [`migrations::builtin`] need the feature `test-knobs`.
 //! - [`error`]: the agent's errors.
 #![warn(missing_docs)]
 
+pub(crate) mod checkin;
 pub mod config;
 pub mod decide;
 pub(crate) mod delivery;

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
+pub use crate::halt::{Halt, HaltList, HaltRequest, ReopenRequest};
+pub use crate::host::{CheckIn, HostState};
 
 /// Most events in one `POST /api/v1/events` batch.
 pub const MAX_BATCH_EVENTS: usize = 500;
@@ -89,6 +91,15 @@ pub mod paths {
     pub const EVENTS: &str = "/api/v1/events";
     /// `GET /api/v1/agents`.
     pub const AGENTS: &str = "/api/v1/agents";
+    /// `POST /api/v1/checkin`.
+    pub const CHECKIN: &str = "/api/v1/checkin";
+    /// `GET`/`POST /api/v1/halts`.
+    pub const HALTS: &str = "/api/v1/halts";
+
+    /// `POST /api/v1/halts/{id}/reopen`.
+    pub fn halt_reopen(id: i64) -> String {
+        format!("/api/v1/halts/{id}/reopen")
+    }
 
     /// `GET /api/v1/gate/{channel}/{release}`.
     pub fn gate(channel: &str, release: &str) -> String {
@@ -298,13 +309,27 @@ pub struct Gate {
     pub settings_source: SettingsSource,
     /// Why the gate is in this state, for humans.
     pub reason: String,
+    /// The operator's emergency stop that holds this gate closed, if one
+    /// does (the reason then starts with "manually halted by").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<Halt>,
 }
 
 /// One wave's progress in `GET /api/v1/rollouts/{channel}/{release}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WaveProgress {
     /// The wave's name.
     pub wave: String,
+    /// Its target: the cumulative share of the channel's agents, percent
+    /// (from the verified manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// When it opens (or opened): the channel's start plus its `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<DateTime<Utc>>,
+    /// When its last agent's turn comes: `opens_at` plus its `spread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_until: Option<DateTime<Utc>>,
     /// Agents of the wave known to the reporter.
     pub agents: u64,
     /// Running the release and healthy.
@@ -315,8 +340,14 @@ pub struct WaveProgress {
     pub failed: u64,
     /// Rolled back from the release.
     pub rolled_back: u64,
-    /// Not yet eligible or deferred.
+    /// Not yet eligible or deferred: `wave_not_open` + `held` + any other.
     pub waiting: u64,
+    /// Of `waiting`: their turn in the wave has not come yet.
+    #[serde(default)]
+    pub wave_not_open: u64,
+    /// Of `waiting`: their turn came, but the halt gate holds them.
+    #[serde(default)]
+    pub held: u64,
     /// Not heard from for a while.
     pub not_reporting: u64,
 }
@@ -344,12 +375,103 @@ pub struct RolloutProgress {
     pub active: bool,
 }
 
+/// Where a rollout stands, for people ([`RolloutProgress::phase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPhase {
+    /// Agents are waiting for their waves or installing.
+    RollingOut,
+    /// The gate is closed while agents have yet to move: they wait.
+    Halted,
+    /// Nothing moves any more: every agent is on the release, failed,
+    /// rolled back or not reporting.
+    Settled,
+}
+
+impl RolloutPhase {
+    /// "rolling out", "halted", "settled".
+    pub fn label(self) -> &'static str {
+        match self {
+            RolloutPhase::RollingOut => "rolling out",
+            RolloutPhase::Halted => "halted",
+            RolloutPhase::Settled => "settled",
+        }
+    }
+}
+
+impl RolloutProgress {
+    /// Halted when the gate is closed and some agent is not on the release
+    /// yet; else rolling out while agents wait or install; else settled.
+    pub fn phase(&self) -> RolloutPhase {
+        let behind = self.waves.iter().any(|w| w.on_release < w.agents);
+        if self.gate.state == GateState::Closed && behind {
+            RolloutPhase::Halted
+        } else if self.active {
+            RolloutPhase::RollingOut
+        } else {
+            RolloutPhase::Settled
+        }
+    }
+
+    /// What an operator can do about a halted rollout, one line each (none
+    /// unless [`RolloutPhase::Halted`]).
+    pub fn options(&self) -> Vec<String> {
+        if self.phase() != RolloutPhase::Halted {
+            return Vec::new();
+        }
+        let c = &self.channel;
+        let mut v = Vec::new();
+        if let Some(h) = &self.gate.halt {
+            v.push(format!(
+                "once it is safe, reopen the manual halt: the overview page, or POST /api/v1/halts/{}/reopen",
+                h.id
+            ));
+        }
+        v.push(
+            "read why on the failed and rolled-back hosts' pages (agents list, state rolled back)"
+                .to_owned(),
+        );
+        v.push(format!(
+            "stop the waves in the signed manifest: flotilla-publisher rollout pause --channel {c}, then sign and publish"
+        ));
+        v.push(
+            "hold hosts where they are: flotilla-publisher pin add --agent ID --release VERSION"
+                .to_owned(),
+        );
+        v.push(format!(
+            "ship a fix: flotilla-publisher release add --version NEXT ..., then rollout set --channel {c} --release NEXT"
+        ));
+        v
+    }
+}
+
 /// `GET /api/v1/rollouts` response: the current rollout of every known
 /// channel (or of the one named by `?channel=`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RolloutList {
     /// One per channel, by channel name.
     pub rollouts: Vec<RolloutProgress>,
+}
+
+/// One rollout in `GET /api/v1/rollouts/history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PastRollout {
+    /// Whether the verified manifest still rolls it out.
+    pub current: bool,
+    /// When the reporter first saw the manifest roll it out on the channel.
+    pub first_seen: DateTime<Utc>,
+    /// When it last saw that.
+    pub last_seen: DateTime<Utc>,
+    /// Its progress as it stands (channel and release inside).
+    pub progress: RolloutProgress,
+}
+
+/// `GET /api/v1/rollouts/history` response: each channel's rollouts, newest
+/// first, finished ones kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutHistory {
+    /// By channel, newest first.
+    pub rollouts: Vec<PastRollout>,
 }
 
 /// `GET /api/v1/agents` response.
@@ -383,7 +505,7 @@ pub struct Health {
 }
 
 /// One agent in `GET /api/v1/agents`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentSummary {
     /// The agent's id.
     pub agent_id: String,
@@ -417,6 +539,22 @@ pub struct AgentSummary {
     /// Events of this agent the reporter keeps.
     #[serde(default)]
     pub event_count: u64,
+    /// Its state: from its latest check-in, or `not_reporting` when not
+    /// heard from within `stale_after`; absent when it never checked in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HostState>,
+    /// Why, from its latest check-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The release its state is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_release: Option<String>,
+    /// Until when it waits for its wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// When it last checked in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_in_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

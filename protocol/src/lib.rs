@@ -13,7 +13,8 @@
 //! - [`event`]: the event schema agents report.
 //! - [`trust`]: verifying a signed manifest against a root chain; the one
 //!   implementation agents, the reporter and the publisher use.
-//! - [`api`]: request and response bodies of the reporter's HTTP API.
+//! - [`api`]: request and response bodies of the reporter's HTTP API;
+//!   [`host`]: each host's state and its check-in; [`halt`]: the emergency stop.
 //! - [`duration`]: human-friendly durations (`"90s"`, `"6h"`, `"3d"`).
 //! - [`redact`]: credentials stripped from URLs before they are shown.
 //!
@@ -25,6 +26,8 @@ pub mod decide;
 pub mod duration;
 mod error;
 pub mod event;
+pub mod halt;
+pub mod host;
 pub mod manifest;
 pub mod redact;
 pub mod sources;

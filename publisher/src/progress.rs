@@ -4,7 +4,10 @@
 //! closed, and the reporter's reason), one row per wave with the count of
 //! agents in each column the reporter defines (`flotilla_reporter::rollout`:
 //! on release, installing, failed, rolled back, waiting, not reporting) and
-//! a progress bar, then the totals and the failure rate.
+//! a progress bar, then the totals and the failure rate. A halted rollout
+//! (the gate closed while agents have yet to move) says so, with the
+//! operator's emergency stop if one holds it and the operator's options
+//! ([`RolloutProgress::options`]).
 //!
 //! The bar has [`BAR_WIDTH`] cells shared out by agents: `#` on the release,
 //! `!` failed or rolled back, `~` installing, `.` waiting or not reporting;
@@ -41,7 +44,7 @@ pub fn render(rollouts: &[RolloutProgress]) -> String {
 }
 
 fn render_one(out: &mut String, p: &RolloutProgress) {
-    let state = if p.active { "rolling out" } else { "settled" };
+    let state = p.phase().label();
     let _ = writeln!(
         out,
         "channel {}  release {}  ({} agent{}, {state})",
@@ -56,6 +59,16 @@ fn render_one(out: &mut String, p: &RolloutProgress) {
         GateState::Closed => "CLOSED (agents wait)",
     };
     let _ = writeln!(out, "  gate {gate}: {}", g.reason);
+    if let Some(h) = &g.halt {
+        let _ = writeln!(
+            out,
+            "  emergency stop #{} by {} at {}: {}",
+            h.id,
+            h.closed_by,
+            h.closed_at.format("%Y-%m-%d %H:%M UTC"),
+            h.reason
+        );
+    }
     let mut settings = Vec::new();
     if let Some(m) = g.max_failure_rate {
         settings.push(format!("max_failure_rate {}", percent(m)));
@@ -119,6 +132,16 @@ fn render_one(out: &mut String, p: &RolloutProgress) {
             let _ = writeln!(out, "  failure rate: no reports yet");
         }
     }
+    let options = p.options();
+    if !options.is_empty() {
+        let _ = writeln!(
+            out,
+            "  halted: agents wait at their next gate check. Options:"
+        );
+        for o in options {
+            let _ = writeln!(out, "    - {o}");
+        }
+    }
 }
 
 fn row(name: &str, w: &WaveProgress) -> [String; 9] {
@@ -147,6 +170,8 @@ fn total(waves: &[WaveProgress]) -> WaveProgress {
         t.failed += w.failed;
         t.rolled_back += w.rolled_back;
         t.waiting += w.waiting;
+        t.wave_not_open += w.wave_not_open;
+        t.held += w.held;
         t.not_reporting += w.not_reporting;
     }
     t

@@ -97,12 +97,7 @@ pub(crate) mod tests {
             channel: Some(channel.into()),
             wave: None,
             labels: BTreeMap::new(),
-            last_seen: None,
-            last_error: None,
-            last_error_at: None,
-            enrolled_at: None,
-            revoked: false,
-            event_count: 0,
+            ..AgentSummary::default()
         }
     }
 

@@ -126,7 +126,14 @@ fn status_shows_each_wave_and_the_closed_gate() {
     let table = ok(publisher(tmp.path(), &args, &[]));
 
     assert!(
-        table.contains("channel stable  release 2.0.0  (6 agents, rolling out)"),
+        table.contains("channel stable  release 2.0.0  (6 agents, halted)"),
+        "{table}"
+    );
+    // A halted rollout names the operator's options.
+    assert!(
+        table.contains("halted: agents wait at their next gate check. Options:")
+            && table.contains("flotilla-publisher rollout pause --channel stable")
+            && table.contains("flotilla-publisher pin add --agent ID --release VERSION"),
         "{table}"
     );
     assert!(
@@ -175,6 +182,28 @@ fn status_shows_each_wave_and_the_closed_gate() {
     ));
     let one: RolloutList = serde_json::from_str(&one).unwrap();
     assert_eq!(one.rollouts, direct.rollouts);
+
+    // An operator's emergency stop shows, with who, when and why.
+    let h = r.admin_post(
+        "/api/v1/halts",
+        serde_json::json!({"channel": "stable", "reason": "disk full on db hosts", "by": "carol"}),
+    );
+    let table = ok(publisher(tmp.path(), &args, &[]));
+    assert!(
+        table.contains(&format!(
+            "emergency stop #{} by carol (admin token) at ",
+            h["id"]
+        )) && table.contains(": disk full on db hosts"),
+        "{table}"
+    );
+    assert!(
+        table.contains("gate CLOSED (agents wait): manually halted by carol"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("POST /api/v1/halts/{}/reopen", h["id"])),
+        "{table}"
+    );
 
     let out = publisher(
         tmp.path(),

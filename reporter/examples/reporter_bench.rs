@@ -12,7 +12,9 @@
 //!   for `--secs`; latency is measured from each request's *scheduled* time
 //!   (no coordinated omission); prints p50/p99 and the server's RSS (at
 //!   the start, the end, and its maximum sampled every second; every minute
-//!   a line on stderr).
+//!   a line on stderr). With `--checkin-rate N`, the same agents also check
+//!   in (`POST /api/v1/checkin`) at N/s, open loop as well, and the
+//!   check-ins' own p50/p99 are printed too (`checkin_p50_ms=`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +64,58 @@ enum Cmd {
         secs: f64,
         #[arg(long)]
         server_pid: Option<u32>,
+        #[arg(long, default_value_t = 0.0)]
+        checkin_rate: f64,
     },
+}
+
+/// A pass's check-in, as an agent waiting for its wave sends it.
+const CHECKIN: &[u8] = br#"{"state":"waiting","reason":"update deferred: 1.5.0: this agent's turn in its wave has not come (turn at 2030-01-01 14:00:00 UTC)","release":"1.5.0","wave":"all","until":"2030-01-01T14:00:00Z","version":"1.4.2","channel":"stable"}"#;
+
+async fn checkin(http: &reqwest::Client, url: &str, token: &str) {
+    let r = http
+        .post(format!("{url}/api/v1/checkin"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(CHECKIN)
+        .send()
+        .await
+        .expect("check-in");
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    let _ = r.bytes().await;
+}
+
+/// Open-loop check-ins at `rate`/s for `secs`: their latencies, ms.
+async fn checkins(
+    http: reqwest::Client,
+    url: String,
+    agents: Arc<Vec<(String, String)>>,
+    rate: f64,
+    secs: f64,
+) -> Vec<f64> {
+    let total = (rate * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut lat = Vec::with_capacity(total);
+    for i in 0..total {
+        let at = start + interval * i as u32;
+        tokio::time::sleep_until(at).await;
+        let (http, url, agents) = (http.clone(), url.clone(), agents.clone());
+        tasks.spawn(async move {
+            let (_, t) = &agents[(i * 7 + 3) % agents.len()];
+            checkin(&http, &url, t).await;
+            at.elapsed().as_secs_f64() * 1000.0
+        });
+        while let Some(r) = tasks.try_join_next() {
+            lat.push(r.unwrap());
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        lat.push(r.unwrap());
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    lat
 }
 
 /// A realistic event: a manifest check with a little context.
@@ -296,6 +349,7 @@ async fn main() {
             rate,
             secs,
             server_pid,
+            checkin_rate,
         } => {
             let agents = Arc::new(enroll(&http, &url, &enroll_token, agents).await);
             for (id, t) in agents.iter().take(64) {
@@ -318,6 +372,15 @@ async fn main() {
                         }
                     }
                 })
+            });
+            let checkin_load = (checkin_rate > 0.0).then(|| {
+                tokio::spawn(checkins(
+                    http.clone(),
+                    url.clone(),
+                    agents.clone(),
+                    checkin_rate,
+                    secs,
+                ))
             });
             let total = (rate * secs) as usize;
             let interval = Duration::from_secs_f64(1.0 / rate);
@@ -347,6 +410,15 @@ async fn main() {
             }
             let rss_max = rss_max.lock().unwrap().max(rss_end);
             lat.sort_by(|a, b| a.total_cmp(b));
+            if let Some(c) = checkin_load {
+                let c = c.await.unwrap();
+                print!(
+                    "checkins={} checkin_p50_ms={:.2} checkin_p99_ms={:.2} ",
+                    c.len(),
+                    percentile(&c, 0.5),
+                    percentile(&c, 0.99)
+                );
+            }
             println!(
                 "requests={total} achieved_rate={achieved:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_mib_start={rss_start:.1} rss_mib_end={rss_end:.1} rss_mib_max={rss_max:.1}",
                 percentile(&lat, 0.5),

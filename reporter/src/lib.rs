@@ -13,11 +13,16 @@
 //! |---|---|---|
 //! | `POST /api/v1/enroll` | enrollment token in the body | 201 new, 200 repeated, 400, 401, 409 |
 //! | `POST /api/v1/events` | agent token | 200, 400, 401, 403, 413, 429 |
-//! | `GET /api/v1/agents` `?q=&channel=&version=&not_seen_for=1h&sort=last_seen\|-last_seen\|agent_id\|version&limit=&offset=` | admin or read | [`AgentList`](flotilla_protocol::api::AgentList) |
+//! | `GET /api/v1/agents` `?q=&state=&channel=&wave=&version=&label=k=v&not_seen_for=1h&sort=last_seen\|-last_seen\|agent_id\|version&limit=&offset=` | admin or read | [`AgentList`](flotilla_protocol::api::AgentList) (`label=` exact and repeatable; `state=` comma-separated [`HostState`](flotilla_protocol::api::HostState)s) |
 //! | `GET /api/v1/agents/{id}` | admin or read | [`AgentSummary`](flotilla_protocol::api::AgentSummary), 404 |
 //! | `GET /api/v1/agents/{id}/events` `?kind=&status=&severity=&since=&until=&cursor=&limit=` | admin or read | [`EventPage`](flotilla_protocol::api::EventPage), newest first |
 //! | `GET /api/v1/rollouts` `?channel=` | admin or read | [`RolloutList`](flotilla_protocol::api::RolloutList): each channel's current release |
 //! | `GET /api/v1/rollouts/{channel}/{release}` | admin or read | [`RolloutProgress`](flotilla_protocol::api::RolloutProgress) |
+//! | `GET /api/v1/rollouts/history` `?channel=&limit=` | admin or read | [`RolloutHistory`](flotilla_protocol::api::RolloutHistory): each channel's rollouts, finished ones kept |
+//! | `POST /api/v1/checkin` | agent token | 202 ([`CheckIn`](flotilla_protocol::api::CheckIn), [`checkin`]), 400, 401, 429, 503 |
+//! | `GET /api/v1/halts` | admin or read | [`HaltList`](flotilla_protocol::api::HaltList) |
+//! | `POST /api/v1/halts` | admin | 201 new, 200 already halted ([`halts`]), 400, 403 for a read token |
+//! | `POST /api/v1/halts/{id}/reopen` | admin | 200, 404 |
 //! | `GET /api/v1/gate/{channel}/{release}` | admin, read **or agent** | [`Gate`](flotilla_protocol::api::Gate) |
 //! | `GET /metrics` | admin or read | Prometheus text |
 //! | `GET /healthz` | none | [`Health`](flotilla_protocol::api::Health) |
@@ -151,14 +156,17 @@
 
 pub mod auth;
 pub mod channels;
+pub mod checkin;
 pub mod db;
 pub mod error;
+pub mod halts;
 pub mod handlers;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod retention;
 pub mod rollout;
+pub mod rollout_history;
 pub mod router;
 pub mod settings;
 pub mod state;
@@ -250,22 +258,33 @@ pub async fn launch_with_tcp_listener(
         path: settings.db.clone(),
         source,
     })?;
+    let active_halts = db::halts::active(&conn).map_err(|e| match e {
+        db::DbError::Sqlite(source) => Error::Db {
+            path: settings.db.clone(),
+            source,
+        },
+        other => Error::Manifest(format!("loading the manual halts: {other}")),
+    })?;
     let checkpointer = db::checkpoint::Checkpointer::start(&settings.db)?;
     let (writer, writer_thread) = Writer::start(conn, Some(checkpointer.state.clone()));
     let reader = ReadPool::open(&settings.db, settings.read_connections)?;
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, writer, reader, manifest);
+    state.halts.set(active_halts);
     background.push(tokio::spawn(retention::run(state.clone())));
     if !state.settings.notify.webhooks.is_empty() {
         background.push(tokio::spawn(notify::deliver::run(state.clone())));
         background.push(tokio::spawn(notify::watch::run(state.clone())));
     }
+    background.push(tokio::spawn(checkin::flush_loop(state.clone())));
+    background.push(tokio::spawn(rollout_history::record_loop(state.clone())));
     let app = router::router(state.clone());
     let served = serve(listener, app, &state.settings, shutdown).await;
     for task in background {
         task.abort();
         let _ = task.await;
     }
+    checkin::flush(&state).await;
     drop(state);
     // The writer thread ends once the last handle is gone and its queue is
     // committed; requests still holding one delay it only briefly.

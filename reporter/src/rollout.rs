@@ -22,11 +22,18 @@
 //! reporting (not heard from within `stale_after`), else installing, else
 //! waiting. Its wave: the one it reported for this release, else the one
 //! the manifest's wave function gives it, else its latest reported wave.
+//! Waiting agents are split further: *wave not open* (its check-in says
+//! it waits for its wave, or, without one, its turn is still to come) and
+//! *held* (its check-in says the gate holds it, or its turn came and the
+//! gate is closed). Each wave carries the manifest's target percent, when
+//! it opens and when its spread ends.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use flotilla_protocol::api::{Gate, GateState, RolloutProgress, SettingsSource, WaveProgress};
+use flotilla_protocol::api::{
+    Gate, GateState, HostState, RolloutProgress, SettingsSource, WaveProgress,
+};
 use flotilla_protocol::sources::Wave;
 use flotilla_protocol::wave;
 
@@ -114,6 +121,7 @@ pub fn gate(
         min_reports: info.min_reports,
         settings_source: info.source,
         reason,
+        halt: None,
     }
 }
 
@@ -126,14 +134,39 @@ pub fn progress(
     now: i64,
     stale_after: i64,
 ) -> RolloutProgress {
+    let plan = |name: &str| {
+        let (ws, start) = info.wave_function.as_ref()?;
+        let w = ws.iter().find(|w| w.name == name)?;
+        let opens = *start + chrono::Duration::from_std(w.after.0).ok()?;
+        let until = opens + chrono::Duration::from_std(w.spread.0).ok()?;
+        Some((w.percent, opens, until))
+    };
     let mut waves: Vec<WaveProgress> = info
         .waves
         .iter()
-        .map(|w| WaveProgress {
-            wave: w.clone(),
-            ..WaveProgress::default()
+        .map(|w| {
+            let p = plan(w);
+            WaveProgress {
+                wave: w.clone(),
+                percent: p.map(|p| p.0),
+                opens_at: p.map(|p| p.1),
+                spread_until: p.map(|p| p.2),
+                ..WaveProgress::default()
+            }
         })
         .collect();
+    // The gate as the counts make it, to tell "held" from "not its turn".
+    let counts: BTreeMap<String, u64> = {
+        let mut c = BTreeMap::new();
+        for row in rows {
+            if let Some(s) = row.state.as_deref().and_then(ReleaseState::parse) {
+                *c.entry(s.as_str().to_owned()).or_default() += 1;
+            }
+        }
+        c
+    };
+    let closed = gate(channel, release, &counts, info).state == GateState::Closed;
+    let now_t = crate::db::from_micros(now);
     let mut seen = std::collections::HashSet::new();
     for row in rows {
         if !seen.insert(row.agent_id.as_str()) {
@@ -144,14 +177,13 @@ pub fn progress(
             None if row.version.as_deref() == Some(release) => Some(ReleaseState::OnRelease),
             s => s,
         };
+        let slot = info.wave_function.as_ref().and_then(|(ws, start)| {
+            wave::slot(ws, *start, wave::bucket(channel, release, &row.agent_id))
+        });
         let wave_name = row
             .wave
             .clone()
-            .or_else(|| {
-                let (ws, start) = info.wave_function.as_ref()?;
-                let b = wave::bucket(channel, release, &row.agent_id);
-                wave::slot(ws, *start, b).map(|s| s.wave)
-            })
+            .or_else(|| slot.as_ref().map(|s| s.wave.clone()))
             // Its latest wave may be another release's: only a last resort.
             .or_else(|| row.latest_wave.clone())
             .unwrap_or_else(|| "unknown".to_owned());
@@ -174,7 +206,20 @@ pub fn progress(
             Some(ReleaseState::RolledBack) => w.rolled_back += 1,
             _ if stale => w.not_reporting += 1,
             Some(ReleaseState::Installing) => w.installing += 1,
-            Some(ReleaseState::Waiting) | None => w.waiting += 1,
+            Some(ReleaseState::Waiting) | None => {
+                w.waiting += 1;
+                // Its own check-in says best; else its turn and the gate.
+                match row.host_state.as_deref().and_then(HostState::parse) {
+                    Some(HostState::Held) => w.held += 1,
+                    Some(HostState::Waiting) => w.wave_not_open += 1,
+                    Some(_) => {}
+                    None => match &slot {
+                        Some(s) if s.eligible_at > now_t => w.wave_not_open += 1,
+                        Some(_) if closed => w.held += 1,
+                        _ => {}
+                    },
+                }
+            }
         }
     }
     // waves not named by the settings go after them, "unknown" last
@@ -182,16 +227,7 @@ pub fn progress(
     waves[named..]
         .sort_by(|a, b| (a.wave == "unknown", &a.wave).cmp(&(b.wave == "unknown", &b.wave)));
     // the gate counts only reported outcomes, not agents found on the release
-    let gate_counts: BTreeMap<String, u64> = {
-        let mut c = BTreeMap::new();
-        for row in rows {
-            if let Some(s) = row.state.as_deref().and_then(ReleaseState::parse) {
-                *c.entry(s.as_str().to_owned()).or_default() += 1;
-            }
-        }
-        c
-    };
-    let gate = gate(channel, release, &gate_counts, info);
+    let gate = gate(channel, release, &counts, info);
     let agents = waves.iter().map(|w| w.agents).sum();
     let active = waves.iter().any(|w| w.installing > 0 || w.waiting > 0);
     RolloutProgress {
@@ -275,6 +311,7 @@ mod tests {
                 latest_wave: Some("half".into()),
                 last_seen: Some(0),
                 state: None,
+                host_state: None,
             })
             .collect();
         let p = progress("s", "2", &rows, &i, 0, 1_000_000);
@@ -302,6 +339,7 @@ mod tests {
             latest_wave: None,
             last_seen: Some(seen),
             state: state.map(str::to_owned),
+            host_state: None,
         };
         let rows = vec![
             row("a", Some("on_release"), "canary", now, "2"),

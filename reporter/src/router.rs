@@ -4,12 +4,15 @@
 //! |---|---|---|
 //! | `POST /api/v1/enroll` | enrollment token in the body | [`crate::handlers::enroll`] |
 //! | `POST /api/v1/events` | agent token | [`crate::handlers::events`] |
+//! | `POST /api/v1/checkin` | agent token | [`crate::handlers::checkin`] |
+//! | `GET /api/v1/halts` | admin or read token | [`crate::handlers::halts`] |
+//! | `POST /api/v1/halts`, `/api/v1/halts/{id}/reopen` | admin token | [`crate::handlers::halts`] |
 //! | `GET /api/v1/agents`, `/api/v1/agents/{id}`, `/api/v1/agents/{id}/events` | admin or read token | [`crate::handlers::agents`] |
-//! | `GET /api/v1/rollouts`, `/api/v1/rollouts/{channel}/{release}` | admin or read token | [`crate::handlers::rollouts`] |
+//! | `GET /api/v1/rollouts`, `/api/v1/rollouts/history`, `/api/v1/rollouts/{channel}/{release}` | admin or read token | [`crate::handlers::rollouts`] |
 //! | `GET /api/v1/gate/{channel}/{release}` | admin, read or agent token | [`crate::handlers::rollouts::gate`] |
 //! | `GET /metrics` | admin or read token | [`crate::handlers::health::metrics`] |
 //! | `GET /healthz` | none | [`crate::handlers::health::healthz`] |
-//! | `GET /`, `/agents`, `/agents/{id}`; `GET`/`POST /login`; `POST /logout` | session cookie | [`crate::web`] |
+//! | `GET /`, `/agents`, `/agents/{id}`; `GET`/`POST /login`; `POST /logout`, `/halts`, `/halts/{id}/reopen` | session cookie | [`crate::web`] |
 //!
 //! Every response carries `X-Content-Type-Options`, `Referrer-Policy` and a
 //! strict `Content-Security-Policy` (scripts and styles from this origin
@@ -35,7 +38,7 @@ use tracing::Instrument;
 
 use crate::auth::ReadRoute;
 use crate::error::AppError;
-use crate::handlers::{agents, enroll, events, health, rollouts};
+use crate::handlers::{agents, checkin, enroll, events, halts, health, rollouts};
 use crate::state::AppState;
 use crate::web;
 
@@ -53,14 +56,29 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/events",
             post(events::post).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
         )
+        .route(
+            "/api/v1/checkin",
+            post(checkin::post).layer(DefaultBodyLimit::max(checkin::MAX_CHECKIN_BYTES)),
+        )
+        .route(
+            "/api/v1/halts/{id}/reopen",
+            post(halts::reopen).layer(DefaultBodyLimit::max(16 * 1024)),
+        )
         .merge(read_only(
             Router::new()
                 .route("/api/v1/agents", get(agents::list_agents))
                 .route("/api/v1/agents/{id}", get(agents::get_agent))
                 .route("/api/v1/agents/{id}/events", get(agents::agent_events))
                 .route("/api/v1/rollouts", get(rollouts::list))
+                .route("/api/v1/rollouts/history", get(rollouts::history))
                 .route("/api/v1/rollouts/{channel}/{release}", get(rollouts::get))
                 .route("/api/v1/gate/{channel}/{release}", get(rollouts::gate))
+                .route(
+                    "/api/v1/halts",
+                    get(halts::list)
+                        .post(halts::create)
+                        .layer(DefaultBodyLimit::max(16 * 1024)),
+                )
                 .route("/metrics", get(health::metrics)),
         ))
         .route("/healthz", get(health::healthz))
@@ -75,8 +93,17 @@ pub fn router(state: AppState) -> Router {
             "/logout",
             post(web::login::logout).layer(DefaultBodyLimit::max(16 * 1024)),
         )
+        .route(
+            "/halts",
+            post(web::halts::close).layer(DefaultBodyLimit::max(16 * 1024)),
+        )
+        .route(
+            "/halts/{id}/reopen",
+            post(web::halts::reopen).layer(DefaultBodyLimit::max(16 * 1024)),
+        )
         .route("/agents", get(web::agents::page))
         .route("/agents/{id}", get(web::history::page))
+        .route("/agents/{id}/stamp", get(web::live::stamp))
         .route("/static/app.css", get(web::assets::css))
         .route("/static/app.js", get(web::assets::js))
         .fallback(not_found)

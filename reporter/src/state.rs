@@ -47,6 +47,10 @@ pub struct Inner {
     pub auth_limiter: RateLimiter,
     /// Outgoing notifications.
     pub notifier: Notifier,
+    /// Check-ins waiting to be written.
+    pub checkins: crate::checkin::CheckIns,
+    /// The active manual halts.
+    pub halts: crate::halts::Board,
     gates: Cache<Gate>,
     rollouts: Cache<RolloutProgress>,
 }
@@ -100,6 +104,8 @@ impl AppState {
             reader,
             metrics: Metrics::default(),
             manifest,
+            checkins: Default::default(),
+            halts: Default::default(),
             gates: Mutex::new(HashMap::new()),
             rollouts: Mutex::new(HashMap::new()),
         }))
@@ -115,8 +121,15 @@ impl AppState {
         channels::is_known(self.manifest.get().as_deref(), channel, release)
     }
 
-    /// The gate of a channel's release (reused for `rollout_cache`).
+    /// The gate of a channel's release (reused for `rollout_cache`), closed
+    /// by an operator's halt if one holds ([`crate::halts::apply`]).
     pub async fn gate(&self, channel: &str, release: &str) -> Result<Gate, DbError> {
+        let g = self.computed_gate(channel, release).await?;
+        Ok(crate::halts::apply(g, self.halts.find(channel, release)))
+    }
+
+    /// The gate as the failure rate and the manifest make it.
+    async fn computed_gate(&self, channel: &str, release: &str) -> Result<Gate, DbError> {
         let key = (channel.to_owned(), release.to_owned());
         if let Some(g) = cached(&self.gates, &key, self.settings.rollout_cache) {
             return Ok(g);
@@ -135,8 +148,19 @@ impl AppState {
         Ok(g)
     }
 
-    /// Rollout progress of a channel's release (reused for `rollout_cache`).
+    /// Rollout progress of a channel's release (reused for `rollout_cache`),
+    /// its gate closed by an operator's halt if one holds.
     pub async fn rollout(&self, channel: &str, release: &str) -> Result<RolloutProgress, DbError> {
+        let mut p = self.computed_rollout(channel, release).await?;
+        p.gate = crate::halts::apply(p.gate, self.halts.find(channel, release));
+        Ok(p)
+    }
+
+    async fn computed_rollout(
+        &self,
+        channel: &str,
+        release: &str,
+    ) -> Result<RolloutProgress, DbError> {
         let key = (channel.to_owned(), release.to_owned());
         if let Some(p) = cached(&self.rollouts, &key, self.settings.rollout_cache) {
             return Ok(p);
@@ -161,6 +185,11 @@ impl AppState {
             remember(&self.rollouts, key, p.clone(), self.settings.rollout_cache);
         }
         Ok(p)
+    }
+
+    /// Agents not heard from since this (µs) are "not reporting".
+    pub fn stale_before(&self) -> i64 {
+        crate::db::now_micros() - self.settings.stale_after.as_micros() as i64
     }
 
     /// Each channel's current release: the verified manifest's (nothing

@@ -206,3 +206,94 @@ async fn gate_takes_thresholds_and_waves_from_the_verified_manifest() {
     assert_eq!(p.waves[0].agents, canary_expected);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn finished_rollouts_are_kept_per_channel() {
+    use flotilla_protocol::api::RolloutHistory;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SignedFleet::new(dir.path());
+    fleet.publish("2.0.0", 0.5, 2);
+    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let t = s.enroll("a1").await;
+    let mut ok = update(
+        "a1",
+        EventKind::UpdateHealthcheck,
+        EventStatus::Success,
+        "2.0.0",
+        "canary",
+    );
+    ok.details.insert("agent_version".into(), "2.0.0".into());
+    assert_eq!(s.post_events(&t, &[ok]).await.status(), 200);
+    common::wait_until("2.0.0 is recorded", || async {
+        let h: RolloutHistory = s.admin_json("/api/v1/rollouts/history").await;
+        h.rollouts
+            .iter()
+            .any(|r| r.progress.release == "2.0.0" && r.current)
+    })
+    .await;
+    // The manifest moves stable on to 3.0.0: 2.0.0 stays, finished.
+    fleet.publish("3.0.0", 0.5, 2);
+    common::wait_until("3.0.0 is recorded", || async {
+        let h: RolloutHistory = s
+            .admin_json("/api/v1/rollouts/history?channel=stable")
+            .await;
+        h.rollouts.len() == 2 && h.rollouts[0].progress.release == "3.0.0"
+    })
+    .await;
+    let h: RolloutHistory = s
+        .admin_json("/api/v1/rollouts/history?channel=stable")
+        .await;
+    let old = &h.rollouts[1];
+    assert_eq!(old.progress.release, "2.0.0");
+    assert!(!old.current && h.rollouts[0].current);
+    assert_eq!(
+        old.progress.waves.iter().map(|w| w.on_release).sum::<u64>(),
+        1,
+        "its outcome is kept"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn each_wave_says_its_target_when_it_opens_and_why_agents_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SignedFleet::new(dir.path());
+    fleet.publish("2.0.0", 0.3, 1);
+    let s = Server::start_with(|st| fleet.configure(st)).await;
+    // Two agents check in: one waits for its wave, one is held by the gate.
+    for (id, state) in [("w1", "waiting"), ("h1", "held")] {
+        let t = s.enroll(id).await;
+        let r = s
+            .checkin(&t, serde_json::json!({"state": state, "release": "2.0.0", "wave": "all", "channel": "stable"}))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    common::wait_until("the check-ins are written", || async {
+        let p: RolloutProgress = s.admin_json("/api/v1/rollouts/stable/2.0.0").await;
+        p.waves
+            .iter()
+            .map(|w| w.held + w.wave_not_open)
+            .sum::<u64>()
+            == 2
+    })
+    .await;
+    let p: RolloutProgress = s.admin_json("/api/v1/rollouts/stable/2.0.0").await;
+    let canary = &p.waves[0];
+    assert_eq!(
+        (canary.wave.as_str(), canary.percent),
+        ("canary", Some(50.0))
+    );
+    assert_eq!(
+        canary.opens_at.unwrap().to_rfc3339(),
+        "2026-01-01T00:00:00+00:00"
+    );
+    let all = &p.waves[1];
+    assert_eq!(all.percent, Some(100.0));
+    assert_eq!(
+        all.opens_at.unwrap().to_rfc3339(),
+        "2026-01-02T00:00:00+00:00",
+        "a day after the start"
+    );
+    assert_eq!((all.waiting, all.wave_not_open, all.held), (2, 1, 1));
+    s.stop().await;
+}

@@ -199,7 +199,8 @@ fn which(bin: &str) -> Result<String, ()> {
 }
 
 /// A small fleet mid-rollout; `db-01` failed a migration.
-async fn seed(s: &Server) {
+/// Returns db-01's agent token.
+async fn seed(s: &Server) -> String {
     use EventKind::*;
     use EventStatus::*;
     let now = Utc::now();
@@ -233,6 +234,11 @@ async fn seed(s: &Server) {
             evs.push(h);
         }
         assert_eq!(s.post_events(&t, &evs).await.status(), 200);
+        if i >= 6 {
+            let c = json!({"state": "waiting", "reason": "wave all opens at 2030-01-01 14:00 UTC",
+                "release": "2.0.0", "wave": "all", "until": "2030-01-01T14:00:00Z"});
+            assert_eq!(s.checkin(&t, c).await.status(), 202);
+        }
     }
     let t = s.enroll("db-01").await;
     let mut evs = vec![
@@ -284,8 +290,20 @@ async fn seed(s: &Server) {
     // As agents have sent it: info. The reporter stores it as a warning.
     rb.severity = Severity::Info;
     rb.message = "rolled back to 1.0.0".into();
+    rb.details
+        .insert("labels".into(), json!({"role": "db", "site": "ams1"}));
     evs.push(rb);
     assert_eq!(s.post_events(&t, &evs).await.status(), 200);
+    let c = json!({"state": "rolled_back",
+        "reason": "2.0.0 rolled back here, waiting for another release", "release": "2.0.0"});
+    assert_eq!(s.checkin(&t, c).await.status(), 202);
+    // check-ins are written within a second
+    common::wait_until("the check-ins are written", || async {
+        let a: flotilla_protocol::api::AgentSummary = s.admin_json("/api/v1/agents/db-01").await;
+        a.reason.is_some()
+    })
+    .await;
+    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +312,7 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     let fleet = common::SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.2, 3);
     let s = Server::start_with(|st| fleet.configure(st)).await;
-    seed(&s).await;
+    let db_token = seed(&s).await;
     let Some(d) = Driver::start().await else {
         eprintln!("skipped: no chromedriver");
         return;
@@ -331,6 +349,53 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     let shot = d.screenshot("overview").await;
     eprintln!("screenshot: {}", shot.display());
 
+    // The emergency stop from the page: close stable's gate with a reason...
+    d.click(&d.find("section.rollout details.halt-form summary").await)
+        .await;
+    let reason = d.find("section.rollout form.stop input.reason").await;
+    d.type_into(&reason, "2.0.0 corrupts the cache").await;
+    d.type_into(
+        &d.find("section.rollout form.stop input[name='by']").await,
+        "alice",
+    )
+    .await;
+    d.click(&d.find("section.rollout form.stop button.stop").await)
+        .await;
+    // ... see it on the overview, the gate closed and the rollout halted ...
+    let halts = d.text(&d.find("#halts").await).await;
+    assert!(
+        halts.contains("stable")
+            && halts.contains("2.0.0 corrupts the cache")
+            && halts.contains("alice (web page)"),
+        "{halts}"
+    );
+    let card = d.find("section.rollout").await;
+    let text = d.text(&card).await;
+    assert!(
+        text.contains("gate closed") && text.contains("Emergency stop by alice (web page)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollout pause --channel stable"),
+        "the options: {text}"
+    );
+    assert_eq!(d.property(&card, "dataset").await["phase"], "halted");
+    let g: flotilla_protocol::api::Gate = s.admin_json("/api/v1/gate/stable/2.0.0").await;
+    assert!(
+        g.reason.starts_with("manually halted by alice (web page)"),
+        "{}",
+        g.reason
+    );
+    let shot = d.screenshot("overview-halted").await;
+    eprintln!("screenshot: {}", shot.display());
+    // ... and reopen it.
+    d.click(&d.find("section.rollout form.reopen button.reopen").await)
+        .await;
+    d.find("section.rollout details.halt-form").await;
+    assert!(d.find_all("#halts").await.is_empty());
+    let g: flotilla_protocol::api::Gate = s.admin_json("/api/v1/gate/stable/2.0.0").await;
+    assert!(g.halt.is_none(), "{}", g.reason);
+
     // The agents table, searched, then the agent with the failed migration.
     d.click(&d.find("header nav a[href='/agents']").await).await;
     let q = d.find("#q").await;
@@ -341,6 +406,38 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     .await;
     let rows = d.find_all("#agents-table tbody tr").await;
     assert_eq!(rows.len(), 1);
+    // Each host's state and why.
+    let state = d
+        .text(
+            &d.find("#agents-table tr[data-agent='db-01'] td.state")
+                .await,
+        )
+        .await;
+    assert!(
+        state.contains("rolled back") && state.contains("waiting for another release"),
+        "{state}"
+    );
+    // A label filter narrows the list to exactly that label.
+    d.goto(&s.url("/agents")).await;
+    assert_eq!(d.find_all("#agents-table tbody tr").await.len(), 9);
+    let waiting = d
+        .text(
+            &d.find("#agents-table tr[data-agent='web-07'] td.state")
+                .await,
+        )
+        .await;
+    assert!(
+        waiting.contains("waiting for its wave until 2030-01-01 14:00 UTC"),
+        "{waiting}"
+    );
+    let label = d.find("#label").await;
+    d.type_into(&label, "role=db\u{E007}").await;
+    wait_until("the label filter applied", || async {
+        d.url().await.contains("label=role%3Ddb")
+    })
+    .await;
+    let rows = d.find_all("#agents-table tbody tr").await;
+    assert_eq!(rows.len(), 1, "only db-01 has role=db");
     d.click(&d.find("#agents-table a[href='/agents/db-01']").await)
         .await;
     d.find("#timeline").await;
@@ -404,6 +501,44 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     );
     let shot = d.screenshot("agent-history").await;
     eprintln!("screenshot: {}", shot.display());
+
+    // The open page updates itself: a new event arrives without a reload,
+    // the kind filter and the expanded details stay.
+    let js = |script: &str| {
+        d.call(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+    };
+    js("window.flotillaStayed = 1; return 1;").await;
+    let mut fresh = update(
+        "db-01",
+        EventKind::MigrationDetection,
+        EventStatus::Success,
+        "2.1.0",
+        "canary",
+    );
+    fresh.message = "a migration for 2.1.0 found, live".into();
+    assert_eq!(s.post_events(&db_token, &[fresh]).await.status(), 200);
+    wait_until("the new event shows on the open page", || async {
+        d.find_all("#timeline li.event").await.len() == 3
+    })
+    .await;
+    let text = d.text(&d.find("#timeline").await).await;
+    assert!(text.contains("a migration for 2.1.0 found, live"), "{text}");
+    assert!(d.url().await.contains("kind=migration"), "the filter stays");
+    let details = d.find("#timeline li.event.sev-error details").await;
+    assert_eq!(
+        d.property(&details, "open").await,
+        json!(true),
+        "still expanded"
+    );
+    assert_eq!(
+        js("return window.flotillaStayed || 0;").await,
+        json!(1),
+        "<main> was swapped, the page not reloaded"
+    );
 
     // Logging out ends the session.
     d.click(&d.find("form.logout button").await).await;

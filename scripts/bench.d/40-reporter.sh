@@ -13,6 +13,12 @@
 #       started after the ingest runs' files are deleted and `sync`ed;
 #       steal_pct= is the share of the machine's CPU time the hypervisor
 #       took for other guests meanwhile (p99 rises with it).
+#   BENCH reporter_checkin p50_ms= p99_ms= rate=1111 events_p50_ms= events_p99_ms=
+#       liveness: 1M agents checking in every 15 minutes (~1,111 check-ins/s,
+#       POST /api/v1/checkin, from a second process, open loop) on top of the
+#       reporter_latency load (batches of 20 events at 1,100/s) for 20 s: the
+#       check-ins' latency, and the event batches' latency meanwhile (which
+#       must stay within reporter_latency's goal).
 #   BENCH reporter_soak rss_mib_start= rss_mib_end= rss_mib_max= secs=
 #       the server's RSS over the latency run (secs=20), or over a longer run
 #       of the same load when FLOTILLA_BENCH_SOAK_SECS is set (600 for the
@@ -96,5 +102,7 @@ if [ -n "$soak" ]; then
 else
   soak=20
 fi
+cout=$("$gen" latency --url "$url" --enroll-token "$token" --agents 1000 --batch 20 --rate 1100 --secs 20 --checkin-rate 1111)
+echo "BENCH reporter_checkin p50_ms=$(field "$cout" checkin_p50_ms) p99_ms=$(field "$cout" checkin_p99_ms) rate=1111 checkins=$(field "$cout" checkins) events_p50_ms=$(field "$cout" p50_ms) events_p99_ms=$(field "$cout" p99_ms) load_avg=$(cut -d" " -f1 /proc/loadavg)"
 echo "BENCH reporter_soak rss_mib_start=$(field "$out" rss_mib_start) rss_mib_end=$(field "$out" rss_mib_end) rss_mib_max=$(field "$out" rss_mib_max) secs=$soak p99_ms=$(field "$out" p99_ms) load_avg=$(cut -d" " -f1 /proc/loadavg)"
 stop_server

@@ -4,10 +4,11 @@
 //! reported once, when they start.
 
 use chrono::{DateTime, Utc};
-use flotilla_protocol::api::details;
+use flotilla_protocol::api::{details, HostState};
 use serde_json::json;
 
 use super::{Outcome, Pass};
+use crate::checkin::Decided;
 use crate::config::GateUnreachable;
 use crate::decide::{self, Decision, DeferReason, Deferral, Plan};
 use crate::gate::{self, GateAnswer};
@@ -29,18 +30,16 @@ impl Pass<'_> {
         let running = version::version();
         let blocked = self.state.blocked.as_ref().map(|b| b.version.clone());
         let agent_id = self.ev.agent_id().to_owned();
-        let decision = decide::decide(
-            &v.manifest,
-            &decide::Agent {
-                id: &agent_id,
-                channel: &self.config.channel,
-                labels: &self.config.labels,
-                version: &running,
-                target: &self.config.target,
-                blocked: blocked.as_deref(),
-            },
-            self.now,
-        );
+        let agent = decide::Agent {
+            id: &agent_id,
+            channel: &self.config.channel,
+            labels: &self.config.labels,
+            version: &running,
+            target: &self.config.target,
+            blocked: blocked.as_deref(),
+        };
+        let decision = decide::decide(&v.manifest, &agent, self.now);
+        let pinned = decide::route(&v.manifest, &agent.view()).pinned.is_some();
         if let (Some(b), Some(t)) = (&blocked, decision.target()) {
             if *b != t.to_string() {
                 self.state.blocked = None;
@@ -67,6 +66,16 @@ impl Pass<'_> {
         }
         match decision {
             Decision::UpToDate { release, .. } => {
+                self.decided = Some(Decided {
+                    state: if pinned {
+                        HostState::Pinned
+                    } else {
+                        HostState::OnRelease
+                    },
+                    release: Some(release.to_string()),
+                    wave: None,
+                    until: None,
+                });
                 self.record(
                     format!("up to date ({release})"),
                     Some(&release),
@@ -119,6 +128,18 @@ impl Pass<'_> {
 
     fn defer(&mut self, d: Deferral) -> Outcome {
         self.ev.wave = d.wave.clone();
+        self.decided = Some(Decided {
+            state: match d.reason {
+                DeferReason::WaveNotOpen => HostState::Waiting,
+                DeferReason::GateClosed(_) | DeferReason::GateUnreachable(_) => HostState::Held,
+                DeferReason::Paused => HostState::Paused,
+                DeferReason::Blocked => HostState::RolledBack,
+                _ => HostState::Blocked,
+            },
+            release: d.target.as_ref().map(|t| t.to_string()),
+            wave: d.wave.clone(),
+            until: d.eligible_at,
+        });
         let reason = match (&d.reason, d.eligible_at) {
             (DeferReason::WaveNotOpen, Some(at)) => format!("{} (turn at {at})", d.reason),
             // decide() knows only that the release is blocked; the state

@@ -32,7 +32,8 @@
 //!    `previous` at the running version and swap `current` atomically, and
 //!    end the pass: the next start runs the new version, which does step 3.
 //! 8. Enrollment and event delivery within a time budget
-//!    (`crate::delivery`), and `state.json` saved with the pass's last
+//!    (`crate::delivery`), then the check-in (`crate::checkin`: seen, and
+//!    what the pass decided; at most 2 s, never an error), and `state.json` saved with the pass's last
 //!    error; a pass that changed nothing but when it checked writes only
 //!    `checked.json`, without fsync ([`StateDir::save_pass`]).
 //!
@@ -140,8 +141,15 @@ fn run_locked(
             return Err(e);
         }
     };
-    // 8. Deliver events; save the state.
+    // 8. Deliver events, check in; save the state.
     crate::delivery::for_pass(config, &pass.sd, &mut pass.ev);
+    crate::checkin::send(
+        config,
+        &pass.sd,
+        &outcome,
+        pass.decided.take(),
+        pass.ev.channel.as_deref(),
+    );
     pass.state.last_error = outcome.error();
     // An idle pass changes only when it checked: no fsync for that.
     pass.sd.save_pass(&pass.loaded, &pass.state)?;
@@ -158,6 +166,8 @@ struct Pass<'a> {
     ev: Events,
     http: ureq::Agent,
     now: DateTime<Utc>,
+    /// What step 5 decided, for the check-in.
+    decided: Option<crate::checkin::Decided>,
 }
 
 impl<'a> Pass<'a> {
@@ -183,6 +193,7 @@ impl<'a> Pass<'a> {
             ev,
             http,
             now,
+            decided: None,
         })
     }
 

@@ -21,15 +21,21 @@ use crate::support::host::Host;
 const ADMIN: &str = "admin-token-for-the-delivery-test";
 
 /// A `flotilla-reporter serve` child on a fixed port and database.
-struct Reporter {
-    child: Child,
+pub(crate) struct Reporter {
+    pub(crate) child: Child,
     db: PathBuf,
     admin_file: PathBuf,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl Reporter {
-    fn start(dir: &Path) -> Reporter {
+    pub(crate) fn start(dir: &Path) -> Reporter {
+        Reporter::start_with(dir, &[])
+    }
+
+    /// With more `serve` arguments (`--manifest`, `--trust-root`).
+    pub(crate) fn start_with(dir: &Path, extra: &[String]) -> Reporter {
         let admin_file = dir.join("admin.token");
         fs::write(&admin_file, ADMIN).unwrap();
         fs::set_permissions(&admin_file, fs::Permissions::from_mode(0o600)).unwrap();
@@ -39,16 +45,17 @@ impl Reporter {
             .unwrap()
             .port();
         let db = dir.join("reporter.db");
-        let child = Self::spawn(&db, &admin_file, port);
+        let child = Self::spawn(&db, &admin_file, port, extra);
         Reporter {
             child,
             db,
             admin_file,
             port,
+            extra: extra.to_vec(),
         }
     }
 
-    fn spawn(db: &Path, admin_file: &Path, port: u16) -> Child {
+    fn spawn(db: &Path, admin_file: &Path, port: u16, extra: &[String]) -> Child {
         let mut child = Command::new(bins::reporter())
             .arg("serve")
             .arg("--db")
@@ -58,6 +65,7 @@ impl Reporter {
             .arg("--admin-token-file")
             .arg(admin_file)
             .args(["--retain-per-agent", "1000000"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -75,14 +83,14 @@ impl Reporter {
     fn kill_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        self.child = Self::spawn(&self.db, &self.admin_file, self.port);
+        self.child = Self::spawn(&self.db, &self.admin_file, self.port, &self.extra);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn get(&self, path: &str) -> ureq::Response {
+    pub(crate) fn get(&self, path: &str) -> ureq::Response {
         ureq::get(&format!("{}{path}", self.url()))
             .set("Authorization", &format!("Bearer {ADMIN}"))
             .call()
@@ -122,7 +130,16 @@ impl Reporter {
         }
     }
 
-    fn enrollment_token(&self) -> String {
+    /// POSTs `body` as JSON with the admin token.
+    pub(crate) fn post(&self, path: &str, body: &str) -> ureq::Response {
+        ureq::post(&format!("{}{path}", self.url()))
+            .set("Authorization", &format!("Bearer {ADMIN}"))
+            .set("Content-Type", "application/json")
+            .send_string(body)
+            .unwrap()
+    }
+
+    pub(crate) fn enrollment_token(&self) -> String {
         let out = Command::new(bins::reporter())
             .args(["token", "create", "--db"])
             .arg(&self.db)

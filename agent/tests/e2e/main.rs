@@ -10,6 +10,7 @@ mod support;
 mod attacks;
 mod crash;
 mod delivery;
+mod emergency_stop;
 mod migration_rollback;
 mod pending_health;
 mod reporter;

@@ -187,6 +187,16 @@ impl Reporter {
         assert_eq!(r.status(), 200);
     }
 
+    /// POSTs `body` with the admin token; the answer's JSON.
+    pub fn admin_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = ureq::post(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {ADMIN}"))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+            .unwrap();
+        serde_json::from_reader(r.into_reader()).unwrap()
+    }
+
     pub fn admin_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         let r = ureq::get(&format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {ADMIN}"))

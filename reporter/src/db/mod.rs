@@ -6,18 +6,22 @@
 //! - [`pool`]: a few read-only connections for queries.
 //! - [`checkpoint`]: WAL checkpoints on their own thread.
 //! - [`backup`]: a consistent copy of the live database.
-//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`], [`outbox`]: the SQL of
+//! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`], [`outbox`],
+//!   [`checkin`], [`halts`], [`rollout_history`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
 pub mod backup;
+pub mod checkin;
 pub mod checkpoint;
 pub mod enroll;
+pub mod halts;
 pub mod ingest;
 pub mod outbox;
 pub mod pool;
 pub mod prune;
 pub mod queries;
+pub mod rollout_history;
 pub mod schema;
 pub mod tokens;
 pub mod writer;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_protocol::api::AgentSummary;
+use flotilla_protocol::api::{AgentSummary, HostState};
 use flotilla_protocol::Event;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -12,14 +12,24 @@ use super::{from_micros, DbError};
 /// Filters of `GET /api/v1/agents`.
 #[derive(Clone, Debug, Default)]
 pub struct AgentFilter {
-    /// Substring of the id, a label (key or value) or the version.
+    /// Substring of the id, a label's key or value, or the version; `k=v`
+    /// is a label filter.
     pub q: Option<String>,
     /// Exact channel.
     pub channel: Option<String>,
     /// Exact version.
     pub version: Option<String>,
+    /// Exact wave.
+    pub wave: Option<String>,
+    /// Any of these states (`not_reporting`: not heard from since
+    /// `stale_before`; the others: that check-in state, and heard from).
+    pub states: Vec<HostState>,
+    /// Every one of these labels, exactly (`key`, `value`).
+    pub labels: Vec<(String, String)>,
     /// Only agents last seen before this (µs), or never: "not reporting".
     pub silent_since: Option<i64>,
+    /// Agents not heard from since this (µs) are "not reporting".
+    pub stale_before: i64,
     /// Include revoked agents.
     pub include_revoked: bool,
     /// Order.
@@ -44,60 +54,125 @@ pub enum AgentSort {
     Version,
 }
 
-fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentSummary> {
+/// An agent's row; its state is `not_reporting` when it was not heard from
+/// since `stale_before` (µs).
+fn agent_from_row(r: &Row<'_>, stale_before: i64) -> rusqlite::Result<AgentSummary> {
     let labels: String = r.get("labels")?;
+    let last_seen: Option<i64> = r.get("last_seen")?;
+    let reported = r
+        .get::<_, Option<String>>("host_state")?
+        .as_deref()
+        .and_then(HostState::parse);
+    let state = if last_seen.is_none_or(|t| t < stale_before) {
+        Some(HostState::NotReporting)
+    } else {
+        reported
+    };
     Ok(AgentSummary {
         agent_id: r.get("agent_id")?,
         version: r.get("version")?,
         channel: r.get("channel")?,
         wave: r.get("wave")?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
-        last_seen: r.get::<_, Option<i64>>("last_seen")?.map(from_micros),
+        last_seen: last_seen.map(from_micros),
         last_error: r.get("last_error")?,
         last_error_at: r.get::<_, Option<i64>>("last_error_ts")?.map(from_micros),
         enrolled_at: Some(from_micros(r.get("enrolled_at")?)),
         revoked: r.get::<_, Option<i64>>("revoked_at")?.is_some(),
         event_count: r.get::<_, i64>("event_count")? as u64,
+        state,
+        reason: r.get("host_reason")?,
+        state_release: r.get("host_release")?,
+        until: r.get::<_, Option<i64>>("host_until")?.map(from_micros),
+        checked_in_at: r.get::<_, Option<i64>>("checkin_ts")?.map(from_micros),
     })
 }
 
 const AGENT_COLUMNS: &str = "agent_id, version, channel, wave, labels, last_seen, last_error, \
-     last_error_ts, enrolled_at, revoked_at, event_count";
+     last_error_ts, enrolled_at, revoked_at, event_count, host_state, host_reason, host_release, \
+     host_until, checkin_ts";
+
+fn like_pattern(q: &str) -> String {
+    format!(
+        "%{}%",
+        q.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
 
 /// Agents matching `f`, and how many match in all.
 pub fn agents(conn: &Connection, f: &AgentFilter) -> Result<(Vec<AgentSummary>, u64), DbError> {
     let mut wh = vec!["1 = 1".to_owned()];
     let mut args: Vec<SqlValue> = Vec::new();
+    let arg = |args: &mut Vec<SqlValue>, v: SqlValue| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
     if !f.include_revoked {
         wh.push("revoked_at IS NULL".into());
     }
-    if let Some(q) = f.q.as_deref().filter(|q| !q.is_empty()) {
-        let pat = format!(
-            "%{}%",
-            q.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
-        wh.push(
-            "(agent_id LIKE ?1 ESCAPE '\\' OR labels LIKE ?1 ESCAPE '\\' OR version LIKE ?1 ESCAPE '\\')"
-                .replace("?1", &format!("?{}", args.len() + 1)),
-        );
-        args.push(SqlValue::Text(pat));
+    let mut labels = f.labels.clone();
+    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        match q.split_once('=') {
+            // `role=db` in the search box: that label, exactly.
+            Some((k, v)) if !k.trim().is_empty() => {
+                labels.push((k.trim().to_owned(), v.trim().to_owned()))
+            }
+            _ => {
+                let p = arg(&mut args, SqlValue::Text(like_pattern(q)));
+                wh.push(format!(
+                    "(agent_id LIKE {p} ESCAPE '\\' OR version LIKE {p} ESCAPE '\\' OR EXISTS \
+                     (SELECT 1 FROM json_each(agents.labels) WHERE key LIKE {p} ESCAPE '\\' \
+                      OR value LIKE {p} ESCAPE '\\'))"
+                ));
+            }
+        }
     }
-    if let Some(c) = &f.channel {
-        args.push(SqlValue::Text(c.clone()));
-        wh.push(format!("channel = ?{}", args.len()));
+    for (k, v) in &labels {
+        let k = arg(&mut args, SqlValue::Text(k.clone()));
+        let v = arg(&mut args, SqlValue::Text(v.clone()));
+        wh.push(format!(
+            "EXISTS (SELECT 1 FROM json_each(agents.labels) WHERE key = {k} AND value = {v})"
+        ));
     }
-    if let Some(v) = &f.version {
-        args.push(SqlValue::Text(v.clone()));
-        wh.push(format!("version = ?{}", args.len()));
+    for (col, val) in [
+        ("channel", &f.channel),
+        ("version", &f.version),
+        ("wave", &f.wave),
+    ] {
+        if let Some(v) = val {
+            let p = arg(&mut args, SqlValue::Text(v.clone()));
+            wh.push(format!("{col} = {p}"));
+        }
+    }
+    if !f.states.is_empty() {
+        let since = arg(&mut args, SqlValue::Integer(f.stale_before));
+        let mut any = Vec::new();
+        let reported: Vec<&str> = f
+            .states
+            .iter()
+            .filter(|s| **s != HostState::NotReporting)
+            .map(|s| s.as_str())
+            .collect();
+        if f.states.contains(&HostState::NotReporting) {
+            any.push(format!("(last_seen IS NULL OR last_seen < {since})"));
+        }
+        if !reported.is_empty() {
+            let marks: Vec<String> = reported
+                .iter()
+                .map(|s| arg(&mut args, SqlValue::Text((*s).to_owned())))
+                .collect();
+            any.push(format!(
+                "(host_state IN ({}) AND last_seen >= {since})",
+                marks.join(", ")
+            ));
+        }
+        wh.push(format!("({})", any.join(" OR ")));
     }
     if let Some(t) = f.silent_since {
-        args.push(SqlValue::Integer(t));
-        wh.push(format!(
-            "(last_seen IS NULL OR last_seen < ?{})",
-            args.len()
-        ));
+        let p = arg(&mut args, SqlValue::Integer(t));
+        wh.push(format!("(last_seen IS NULL OR last_seen < {p})"));
     }
     let wh = wh.join(" AND ");
     let total: i64 = conn.query_row(
@@ -116,17 +191,23 @@ pub fn agents(conn: &Connection, f: &AgentFilter) -> Result<(Vec<AgentSummary>, 
         f.limit, f.offset
     );
     let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(params_from_iter(args.iter()), agent_from_row)?;
+    let rows = st.query_map(params_from_iter(args.iter()), |r| {
+        agent_from_row(r, f.stale_before)
+    })?;
     Ok((rows.collect::<Result<_, _>>()?, total as u64))
 }
 
-/// One agent.
-pub fn agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentSummary>, DbError> {
+/// One agent; "not reporting" when not heard from since `stale_before` (µs).
+pub fn agent(
+    conn: &Connection,
+    agent_id: &str,
+    stale_before: i64,
+) -> Result<Option<AgentSummary>, DbError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"
         ))?
-        .query_row([agent_id], agent_from_row)
+        .query_row([agent_id], |r| agent_from_row(r, stale_before))
         .optional()?)
 }
 
@@ -271,6 +352,8 @@ pub struct RolloutRow {
     pub last_seen: Option<i64>,
     /// Its state in this release's rollout, if it reported one.
     pub state: Option<String>,
+    /// Its latest check-in's host state.
+    pub host_state: Option<String>,
 }
 
 /// Every non-revoked agent on `channel`, and every agent that reported
@@ -281,12 +364,12 @@ pub fn rollout_rows(
     release: &str,
 ) -> Result<Vec<RolloutRow>, DbError> {
     let mut st = conn.prepare_cached(
-        "SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state
+        "SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state, a.host_state
          FROM agents a LEFT JOIN agent_release r
            ON r.channel = ?1 AND r.release = ?2 AND r.agent_id = a.agent_id
          WHERE a.revoked_at IS NULL AND a.channel = ?1
          UNION ALL
-         SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state
+         SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state, a.host_state
          FROM agent_release r JOIN agents a ON a.agent_id = r.agent_id
          WHERE r.channel = ?1 AND r.release = ?2 AND a.revoked_at IS NULL
            AND a.channel IS NOT ?1",
@@ -299,6 +382,7 @@ pub fn rollout_rows(
             latest_wave: r.get(3)?,
             last_seen: r.get(4)?,
             state: r.get(5)?,
+            host_state: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -335,7 +419,7 @@ pub fn newest_errors(conn: &Connection, limit: u32) -> Result<Vec<AgentSummary>,
         "SELECT {AGENT_COLUMNS} FROM agents WHERE last_error_ts IS NOT NULL AND revoked_at IS NULL
          ORDER BY last_error_ts DESC LIMIT ?1"
     ))?;
-    let rows = st.query_map([limit], agent_from_row)?;
+    let rows = st.query_map([limit], |r| agent_from_row(r, i64::MIN))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

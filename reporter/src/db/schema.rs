@@ -142,6 +142,36 @@ const MIGRATIONS: &[&str] = &[
         ts     INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 5 (levers): each agent's latest check-in (its state and why); the
+    // operators' emergency stops, kept after they are reopened; and every
+    // release each channel rolled out (history per channel).
+    "
+    ALTER TABLE agents ADD COLUMN host_state TEXT;
+    ALTER TABLE agents ADD COLUMN host_reason TEXT;
+    ALTER TABLE agents ADD COLUMN host_release TEXT;
+    ALTER TABLE agents ADD COLUMN host_until INTEGER;
+    ALTER TABLE agents ADD COLUMN checkin_ts INTEGER;
+    CREATE INDEX agents_host_state ON agents(host_state);
+    CREATE TABLE halts (
+        id           INTEGER PRIMARY KEY,
+        channel      TEXT NOT NULL,
+        release      TEXT,
+        reason       TEXT NOT NULL,
+        closed_by    TEXT NOT NULL,
+        closed_at    INTEGER NOT NULL,
+        reopened_by  TEXT,
+        reopened_at  INTEGER
+    );
+    CREATE UNIQUE INDEX halts_active ON halts(channel, IFNULL(release, ''))
+        WHERE reopened_at IS NULL;
+    CREATE TABLE rollout_history (
+        channel     TEXT NOT NULL,
+        release     TEXT NOT NULL,
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        PRIMARY KEY (channel, release)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.

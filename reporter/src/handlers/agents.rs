@@ -1,9 +1,9 @@
 //! `GET /api/v1/agents`, `/api/v1/agents/{id}`, `/api/v1/agents/{id}/events`
 //! (admin token).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::Json;
-use flotilla_protocol::api::{AgentList, AgentSummary, EventPage};
+use flotilla_protocol::api::{AgentList, AgentSummary, EventPage, HostState};
 use flotilla_protocol::{EventKind, HumanDuration};
 use serde::Deserialize;
 
@@ -13,15 +13,22 @@ use crate::db::queries::{self, AgentFilter, AgentSort, EventFilter};
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// Query of `GET /api/v1/agents`.
+/// Query of `GET /api/v1/agents`. `label=key=value` (repeatable, every one
+/// must match exactly) is read from the raw query by [`labels`].
 #[derive(Debug, Default, Deserialize)]
 pub struct AgentQuery {
-    /// Substring of id, labels or version.
+    /// Substring of id, a label's key or value, or version; `key=value`
+    /// matches that label exactly.
     pub q: Option<String>,
     /// Exact channel.
     pub channel: Option<String>,
     /// Exact version.
     pub version: Option<String>,
+    /// Exact wave.
+    pub wave: Option<String>,
+    /// Comma-separated host states (`on_release`, `waiting`, `held`, …,
+    /// `not_reporting`).
+    pub state: Option<String>,
     /// Only agents not heard from for this long (`"1h"`).
     pub not_seen_for: Option<String>,
     /// `last_seen` (newest first, default), `-last_seen`, `agent_id`, `version`.
@@ -34,9 +41,52 @@ pub struct AgentQuery {
     pub include_revoked: Option<bool>,
 }
 
+/// The `label=key=value` parameters of a raw query string; 400 for one
+/// without `=` between key and value.
+pub fn labels(raw: Option<&str>) -> Result<Vec<(String, String)>, AppError> {
+    let mut out = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if k != "label" || v.trim().is_empty() {
+            continue;
+        }
+        match v.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                out.push((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => {
+                return Err(AppError::bad_request(format!(
+                    "label: {v:?} is not key=value (for example label=role=db)"
+                ))
+                .at(None, Some("label")))
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl AgentQuery {
-    /// The database filter, or a 400 naming the parameter.
-    pub fn filter(&self) -> Result<AgentFilter, AppError> {
+    /// The database filter, or a 400 naming the parameter. `raw`: the
+    /// query string (for the repeated `label`); agents not heard from within
+    /// `stale_after` are "not reporting".
+    pub fn filter(
+        &self,
+        raw: Option<&str>,
+        stale_after: std::time::Duration,
+    ) -> Result<AgentFilter, AppError> {
+        let mut states = Vec::new();
+        for s in list(&self.state) {
+            match HostState::parse(&s) {
+                Some(h) => states.push(h),
+                None => {
+                    let all: Vec<&str> = HostState::ALL.iter().map(|h| h.as_str()).collect();
+                    return Err(AppError::bad_request(format!(
+                        "state: {s:?} is not one of {}",
+                        all.join(", ")
+                    ))
+                    .at(None, Some("state")));
+                }
+            }
+        }
         let sort = match self.sort.as_deref().unwrap_or("last_seen") {
             "last_seen" | "" => AgentSort::LastSeenDesc,
             "-last_seen" => AgentSort::LastSeenAsc,
@@ -58,10 +108,15 @@ impl AgentQuery {
                 Some(crate::db::now_micros() - d.0.as_micros() as i64)
             }
         };
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         Ok(AgentFilter {
             q: self.q.clone(),
-            channel: self.channel.clone().filter(|s| !s.is_empty()),
-            version: self.version.clone().filter(|s| !s.is_empty()),
+            channel: nonempty(&self.channel),
+            version: nonempty(&self.version),
+            wave: nonempty(&self.wave),
+            states,
+            labels: labels(raw)?,
+            stale_before: crate::db::now_micros() - stale_after.as_micros() as i64,
             silent_since,
             include_revoked: self.include_revoked.unwrap_or(false),
             sort,
@@ -76,8 +131,9 @@ pub async fn list_agents(
     _: AdminAuth,
     State(st): State<AppState>,
     Query(q): Query<AgentQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<AgentList>, AppError> {
-    let f = q.filter()?;
+    let f = q.filter(raw.as_deref(), st.settings.stale_after)?;
     let (agents, total) = st.reader.read(move |c| queries::agents(c, &f)).await?;
     Ok(Json(AgentList { agents, total }))
 }
@@ -89,8 +145,9 @@ pub async fn get_agent(
     Path(id): Path<String>,
 ) -> Result<Json<AgentSummary>, AppError> {
     let id2 = id.clone();
+    let stale = st.stale_before();
     st.reader
-        .read(move |c| queries::agent(c, &id2))
+        .read(move |c| queries::agent(c, &id2, stale))
         .await?
         .map(Json)
         .ok_or_else(|| AppError::not_found(format!("no agent {id}")))
@@ -204,9 +261,15 @@ pub async fn agent_events(
 ) -> Result<Json<EventPage>, AppError> {
     let f = q.filter()?;
     let id2 = id.clone();
+    let stale = st.stale_before();
     let (agent, (events, next_cursor)) = st
         .reader
-        .read(move |c| Ok((queries::agent(c, &id2)?, queries::events(c, &id2, &f)?)))
+        .read(move |c| {
+            Ok((
+                queries::agent(c, &id2, stale)?,
+                queries::events(c, &id2, &f)?,
+            ))
+        })
         .await?;
     if agent.is_none() {
         return Err(AppError::not_found(format!("no agent {id}")));

@@ -1,8 +1,10 @@
 //! HTTP handlers, one file per resource. Routes are in [`crate::router`].
 
 pub mod agents;
+pub mod checkin;
 pub mod enroll;
 pub mod events;
+pub mod halts;
 pub mod health;
 pub mod rollouts;
 

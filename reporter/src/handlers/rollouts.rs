@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use flotilla_protocol::api::{Gate, RolloutList, RolloutProgress};
+use flotilla_protocol::api::{Gate, RolloutHistory, RolloutList, RolloutProgress};
 use serde::Deserialize;
 
 use crate::auth::{AdminAuth, GateAuth};
@@ -32,6 +32,28 @@ pub async fn list(
         rollouts.push(st.rollout(&channel, &release).await?);
     }
     Ok(Json(RolloutList { rollouts }))
+}
+
+/// Query of `GET /api/v1/rollouts/history`.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryQuery {
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// Rollouts per channel (default 10, at most 100).
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/rollouts/history`: each channel's rollouts, newest first.
+pub async fn history(
+    _: AdminAuth,
+    State(st): State<AppState>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<RolloutHistory>, AppError> {
+    let channel = q.channel.filter(|c| !c.is_empty());
+    let limit = q.limit.unwrap_or(10).clamp(1, 100);
+    Ok(Json(
+        crate::rollout_history::history(&st, channel, limit).await?,
+    ))
 }
 
 /// `GET /api/v1/rollouts/{channel}/{release}`.

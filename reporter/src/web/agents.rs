@@ -1,6 +1,9 @@
-//! `GET /agents`: the agents table.
+//! `GET /agents`: the agents table: each host's state and why, filters by
+//! state, channel, wave, version and label (the API's, see
+//! [`crate::handlers::agents::AgentQuery`]).
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
+use flotilla_protocol::api::HostState;
 use maud::html;
 
 use super::layout::{self, when};
@@ -17,8 +20,9 @@ pub async fn page(
     s: WebSession,
     State(st): State<AppState>,
     Query(q): Query<AgentQuery>,
+    RawQuery(raw): RawQuery,
 ) -> PageResult {
-    let mut f = q.filter()?;
+    let mut f = q.filter(raw.as_deref(), st.settings.stale_after)?;
     f.limit = q.limit.unwrap_or(200).clamp(1, 1000);
     let f2 = f.clone();
     let (agents, total) = st.reader.read(move |c| queries::agents(c, &f2)).await?;
@@ -34,18 +38,34 @@ pub async fn page(
     let qv = q.q.clone().unwrap_or_default();
     let nsf = q.not_seen_for.clone().unwrap_or_default();
     let sort = q.sort.clone().unwrap_or_else(|| "last_seen".into());
-    let link = |offset: u32| {
-        format!(
-            "/agents?q={}&not_seen_for={}&sort={}&offset={offset}",
-            urlenc(&qv),
-            urlenc(&nsf),
-            urlenc(&sort)
-        )
-    };
+    let state = q.state.clone().unwrap_or_default();
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (channel, wave, version) = (text(&q.channel), text(&q.wave), text(&q.version));
+    let label = f
+        .labels
+        .first()
+        .map(|(k, v)| format!("{k}={v}"))
+        .unwrap_or_default();
+    // Every filter as it is, for the pager's links.
+    let kept: String = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k != "offset")
+        .map(|(k, v)| format!("{}={}&", urlenc(&k), urlenc(&v)))
+        .collect();
+    let link = |offset: u32| format!("/agents?{kept}offset={offset}");
     let body = html! {
         h1 { "Agents" }
         form.filters.auto #agent-filters method="get" action="/agents" {
-            input #q type="search" name="q" value=(qv) placeholder="id, label or version";
+            input #q type="search" name="q" value=(qv) placeholder="id, label or version; role=db: that label";
+            select #state name="state" {
+                option value="" selected[state.is_empty()] { "any state" }
+                @for h in HostState::ALL {
+                    option value=(h.as_str()) selected[state == h.as_str()] { (h.label()) }
+                }
+            }
+            input #channel type="text" name="channel" value=(channel) placeholder="channel" size="10";
+            input #wave type="text" name="wave" value=(wave) placeholder="wave" size="8";
+            input #version type="text" name="version" value=(version) placeholder="version" size="8";
+            input #label type="text" name="label" value=(label) placeholder="label key=value" size="14";
             select name="not_seen_for" {
                 @for (v, l) in [("", "any time"), ("15m", "silent 15m+"), ("1h", "silent 1h+"), ("1d", "silent 1d+"), ("7d", "silent 7d+")] {
                     option value=(v) selected[nsf == v] { (l) }
@@ -60,16 +80,26 @@ pub async fn page(
         }
         p.muted { (total) " agents" @if total > agents.len() as u64 { ", showing " (f.offset + 1) "–" (f.offset as usize + agents.len()) } }
         table.agents #agents-table {
-            thead { tr { th { "agent" } th { "version" } th { "channel" } th { "wave" } th { "labels" } th { "last seen" } th { "last error" } } }
+            thead { tr { th { "agent" } th { "state" } th { "version" } th { "channel" } th { "wave" } th { "labels" } th { "last seen" } th { "last error" } } }
             tbody {
                 @for a in &agents {
                     @let silent = a.last_seen.is_none_or(|t| now - t > stale);
-                    tr.silent[silent] {
+                    tr.silent[silent] data-agent=(a.agent_id) {
                         td { a href=(format!("/agents/{}", urlenc(&a.agent_id))) { (a.agent_id) } }
+                        td.state {
+                            @match a.state {
+                                Some(h) => {
+                                    span class=(format!("state {}", h.as_str())) { (h.label()) }
+                                    @if let (HostState::Waiting, Some(u)) = (h, a.until) { " until " (u.format("%Y-%m-%d %H:%M UTC")) }
+                                    @if let Some(r) = a.reason.as_deref().filter(|r| !r.is_empty() && h != HostState::NotReporting) { div.reason.msg { (r) } }
+                                }
+                                None => span.muted { "no check-in yet" },
+                            }
+                        }
                         td { (a.version.as_deref().unwrap_or("?")) }
                         td { (a.channel.as_deref().unwrap_or("")) }
                         td { (a.wave.as_deref().unwrap_or("")) }
-                        td { @for (k, v) in &a.labels { span.chip { (k) "=" (v) } " " } }
+                        td { @for (k, v) in &a.labels { a.chip href=(format!("/agents?label={}", urlenc(&format!("{k}={v}")))) { (k) "=" (v) } " " } }
                         td { (when(a.last_seen)) @if silent { " " span.badge.warn { "silent" } } }
                         td.msg { (a.last_error.as_deref().unwrap_or("")) }
                     }

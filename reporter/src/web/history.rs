@@ -163,9 +163,15 @@ pub async fn page(
 ) -> PageResult {
     let f = q.filter()?;
     let id2 = id.clone();
+    let stale = st.stale_before();
     let (agent, (events, next)) = st
         .reader
-        .read(move |c| Ok((queries::agent(c, &id2)?, queries::events(c, &id2, &f)?)))
+        .read(move |c| {
+            Ok((
+                queries::agent(c, &id2, stale)?,
+                queries::events(c, &id2, &f)?,
+            ))
+        })
         .await?;
     let Some(a) = agent else {
         return Err(PageError(StatusCode::NOT_FOUND, format!("No agent {id}.")));
@@ -216,11 +222,12 @@ pub async fn page(
             nav.pager { a href=(format!("{base}?kind={}&severity={}&cursor={}", urlenc(&kind), urlenc(&sev), urlenc(&c))) { "older events →" } }
         }
     };
-    html(layout::page(
+    let stamp_url = super::live::stamp_url(&id);
+    html(layout::live_page(
         &format!("Agent {id}"),
         "agents",
         &s,
-        false,
+        (&stamp_url, &super::live::stamp_of(&a)),
         body,
     ))
 }

@@ -24,6 +24,30 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A page with navigation. `refresh`: reload `<main>` every few seconds.
 pub fn page(title: &str, active: &str, s: &WebSession, refresh: bool, body: Markup) -> Markup {
+    frame(title, active, s, refresh, None, body)
+}
+
+/// A page that updates itself when `stamp` changes: `app.js` polls
+/// `stamp_url` (a few bytes, see [`super::live`]) and reloads `<main>` only
+/// when the answer differs, keeping the URL's filters and the open details.
+pub fn live_page(
+    title: &str,
+    active: &str,
+    s: &WebSession,
+    (stamp_url, stamp): (&str, &str),
+    body: Markup,
+) -> Markup {
+    frame(title, active, s, false, Some((stamp_url, stamp)), body)
+}
+
+fn frame(
+    title: &str,
+    active: &str,
+    s: &WebSession,
+    refresh: bool,
+    live: Option<(&str, &str)>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -34,14 +58,15 @@ pub fn page(title: &str, active: &str, s: &WebSession, refresh: bool, body: Mark
                 link rel="stylesheet" href="/static/app.css";
                 script src="/static/app.js" defer {}
             }
-            body data-refresh=(if refresh { "1" } else { "0" }) {
+            body data-refresh=(if refresh { "1" } else { "0" })
+                data-stamp-url=[live.map(|l| l.0)] data-stamp=[live.map(|l| l.1)] {
                 header.top {
                     a.brand href="/" { "⚓ Flotilla" }
                     nav {
                         a.active[active == "overview"] href="/" { "Overview" }
                         a.active[active == "agents"] href="/agents" { "Agents" }
                     }
-                    span.live #live hidden[!refresh] { "● live" }
+                    span.live #live hidden[!refresh && live.is_none()] { "● live" }
                     form.logout method="post" action="/logout" {
                         input type="hidden" name="csrf" value=(s.csrf);
                         button type="submit" { "Log out" }

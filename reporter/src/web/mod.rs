@@ -3,17 +3,23 @@
 //! of the page's `<main>` while a rollout runs), behind an admin login.
 //!
 //! - `/`: fleet overview: agents by version, each channel's rollout with a
-//!   bar per wave and its gate, the newest errors.
-//! - `/agents`: the agents table: search by id, label or version, sort by
-//!   last seen, only those silent for a while.
+//!   bar per wave and its gate, the newest errors; the emergency stop
+//!   (`POST /halts`, `POST /halts/{id}/reopen`, [`halts`]).
+//! - `/agents`: the agents table with each host's state and why: search by
+//!   id, label (`role=db` exactly) or version; filter by state, channel,
+//!   wave, version, label; sort by last seen; only those silent a while.
 //! - `/agents/{id}`: one agent's history as a timeline; migration events
 //!   styled apart; filters by kind and severity; error details (message,
-//!   error chain, system info, the rest of `details`) in `<details>`.
+//!   error chain, system info, the rest of `details`) in `<details>`; it
+//!   updates itself when the agent reports ([`live`]: the page polls a
+//!   few-byte stamp and reloads its `<main>` only when it changes).
 
 pub mod agents;
 pub mod assets;
+pub mod halts;
 pub mod history;
 pub mod layout;
+pub mod live;
 pub mod login;
 pub mod overview;
 pub mod session;

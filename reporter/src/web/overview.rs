@@ -1,7 +1,9 @@
 //! `GET /`: the fleet overview.
 
 use axum::extract::State;
-use flotilla_protocol::api::{GateState, RolloutProgress, SettingsSource, WaveProgress};
+use flotilla_protocol::api::{
+    GateState, RolloutPhase, RolloutProgress, SettingsSource, WaveProgress,
+};
 use maud::{html, Markup};
 
 use super::layout::{self, pct, when};
@@ -30,6 +32,13 @@ pub async fn page(s: WebSession, State(st): State<AppState>) -> PageResult {
     }
     let active = rollouts.iter().any(|r| r.active);
     let manifest = st.manifest.status();
+    let halts = st.halts.all();
+    let earlier: Vec<_> = crate::rollout_history::history(&st, None, 6)
+        .await?
+        .rollouts
+        .into_iter()
+        .filter(|r| !r.current)
+        .collect();
     let silent = total - reporting;
     let body = html! {
         h1 { "Fleet overview" }
@@ -69,10 +78,45 @@ pub async fn page(s: WebSession, State(st): State<AppState>) -> PageResult {
                 }
             }
         }
+        @if !halts.is_empty() {
+            section.card.halts #halts {
+                h2 { "Emergency stops" }
+                ul {
+                    @for h in &halts {
+                        li.halt data-halt=(h.id) {
+                            strong { (h.channel) @if let Some(r) = &h.release { " " (r) } @else { " (every release)" } }
+                            ": gate closed by " (h.closed_by) " " (when(Some(h.closed_at))) " — " (h.reason)
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Rollouts" }
         (manifest_note(&manifest))
         @if rollouts.is_empty() { p.muted { "No rollout: the gate is closed for every channel until a manifest verifies." } }
-        @for r in &rollouts { (rollout_card(r)) }
+        @for r in &rollouts { (rollout_card(r, &s.csrf)) }
+        @if !earlier.is_empty() {
+            section.card #history {
+                h2 { "Earlier rollouts" }
+                table.history {
+                    thead { tr { th { "channel" } th { "release" } th { "rolled out" } th.n { "agents" } th.n { "on release" } th.n { "failed" } th.n { "rolled back" } } }
+                    tbody {
+                        @for h in &earlier {
+                            @let sum = |f: fn(&WaveProgress) -> u64| h.progress.waves.iter().map(f).sum::<u64>();
+                            tr data-release=(h.progress.release) {
+                                td { (h.progress.channel) }
+                                td { (h.progress.release) }
+                                td { (h.first_seen.format("%Y-%m-%d %H:%M")) " – " (h.last_seen.format("%Y-%m-%d %H:%M UTC")) }
+                                td.n { (h.progress.agents) }
+                                td.n { (sum(|w| w.on_release)) }
+                                td.n.bad[sum(|w| w.failed) > 0] { (sum(|w| w.failed)) }
+                                td.n.bad[sum(|w| w.rolled_back) > 0] { (sum(|w| w.rolled_back)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     };
     html(layout::page("Overview", "overview", &s, active, body))
 }
@@ -107,6 +151,24 @@ pub fn urlenc(s: &str) -> String {
     o
 }
 
+/// "opened 2h ago" or "opens in 3h", with the absolute time; the spread's
+/// end when it has one.
+fn opens(w: &WaveProgress) -> Markup {
+    let Some(at) = w.opens_at else {
+        return html! {};
+    };
+    let now = chrono::Utc::now();
+    let abs = at.format("%Y-%m-%d %H:%M UTC").to_string();
+    html! {
+        time datetime=(at.to_rfc3339()) title=(abs) {
+            @if at <= now { "opened " (abs) } @else { "opens " (abs) }
+        }
+        @if let Some(u) = w.spread_until.filter(|u| *u > at) {
+            br; span.muted { "last turn " (u.format("%Y-%m-%d %H:%M UTC")) }
+        }
+    }
+}
+
 fn segments(w: &WaveProgress) -> Markup {
     let parts = [
         ("ok", w.on_release, "on release"),
@@ -126,33 +188,85 @@ fn segments(w: &WaveProgress) -> Markup {
     }
 }
 
-fn rollout_card(r: &RolloutProgress) -> Markup {
-    let closed = r.gate.state == GateState::Closed;
+/// The emergency stop of a rollout: who halted it and a reopen button, or
+/// a folded form to halt it.
+fn halt_controls(r: &RolloutProgress, csrf: &str) -> Markup {
     html! {
-        section.card.rollout data-channel=(r.channel) {
+        @if let Some(h) = &r.gate.halt {
+            div.halt-note {
+                "Emergency stop by " (h.closed_by) " " (when(Some(h.closed_at))) ": " (h.reason)
+                @if h.release.is_none() { " (every release of " (r.channel) ")" }
+                form.inline.reopen method="post" action=(format!("/halts/{}/reopen", h.id)) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="text" name="by" placeholder="your name" maxlength="128";
+                    button.reopen type="submit" { "Reopen the gate" }
+                }
+                p.muted { "Reopening never opens a gate its failure rate closes." }
+            }
+        } @else {
+            details.halt-form {
+                summary { "Emergency stop…" }
+                form.stop method="post" action="/halts" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="channel" value=(r.channel);
+                    label { "Why " input.reason type="text" name="reason" required maxlength="2000" placeholder="what is wrong"; }
+                    label { "Only release " input type="text" name="release" placeholder=(format!("every release (or {})", r.release)) maxlength="128"; }
+                    label { "Your name " input type="text" name="by" maxlength="128"; }
+                    button.stop type="submit" { "Close the gate" }
+                    p.muted { "Agents of " (r.channel) " stop installing at their next gate check; nothing is rolled back." }
+                }
+            }
+        }
+    }
+}
+
+fn rollout_card(r: &RolloutProgress, csrf: &str) -> Markup {
+    let closed = r.gate.state == GateState::Closed;
+    let phase = r.phase();
+    html! {
+        section.card.rollout data-channel=(r.channel) data-phase=(phase.label()) {
             div.rollout-head {
                 h3 { (r.channel) " → " (r.release) }
                 span class=(if closed { "gate closed" } else { "gate open" }) title=(r.gate.reason) {
                     "gate " (if closed { "closed" } else { "open" })
                 }
-                @if r.active { span.badge.live { "rolling out" } }
+                @match phase {
+                    RolloutPhase::RollingOut => span.badge.live { "rolling out" },
+                    RolloutPhase::Halted => span.badge.halted { "halted" },
+                    RolloutPhase::Settled => span.badge { "settled" },
+                }
+            }
+            (halt_controls(r, csrf))
+            @let options = r.options();
+            @if !options.is_empty() {
+                div.options {
+                    "Halted: agents wait at their next gate check. Options:"
+                    ul { @for o in &options { li { (o) } } }
+                }
             }
             p.muted.gate-reason {
                 "Gate: " (r.gate.reason) " · " (r.agents) " agents"
                 @if r.gate.settings_source == SettingsSource::Unknown { " · no verified thresholds" }
             }
             table.waves {
-                thead { tr { th { "wave" } th { "progress" } th.n { "on release" } th.n { "installing" } th.n { "failed" } th.n { "rolled back" } th.n { "waiting" } th.n { "silent" } } }
+                thead { tr { th { "wave" } th { "target" } th { "opens" } th { "progress" } th.n { "on release" } th.n { "installing" } th.n { "failed" } th.n { "rolled back" } th.n { "waiting" } th.n { "silent" } } }
                 tbody {
                     @for w in &r.waves {
-                        tr {
+                        tr data-wave=(w.wave) {
                             td { (w.wave) }
+                            td.n { @if let Some(p) = w.percent { (format!("{p:.0}%")) } }
+                            td.opens { (opens(w)) }
                             td.bar { (segments(w)) }
                             td.n { (w.on_release) }
                             td.n { (w.installing) }
                             td.n.bad[w.failed > 0] { (w.failed) }
                             td.n.bad[w.rolled_back > 0] { (w.rolled_back) }
-                            td.n { (w.waiting) }
+                            td.n.waiting title="wave not open yet / held by the gate" {
+                                (w.waiting)
+                                @if w.wave_not_open > 0 || w.held > 0 {
+                                    " " span.muted.split { "(" (w.wave_not_open) " not open, " (w.held) " held)" }
+                                }
+                            }
                             td.n { (w.not_reporting) }
                         }
                     }

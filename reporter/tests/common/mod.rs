@@ -124,6 +124,17 @@ impl Server {
             .unwrap()
     }
 
+    /// `POST /api/v1/checkin` with `body` as the agent `token`.
+    pub async fn checkin(&self, token: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/checkin"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))
