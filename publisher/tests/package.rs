@@ -579,6 +579,14 @@ fn agent_and_reporter_packages_install_and_the_agent_enrolls_and_takes_an_update
             .filter(|a| a["version"] == "2.0.0")
     });
 
+    // Installing the package again (an upgrade, or a reinstall) leaves the
+    // agent where it updated itself: dpkg never fights it.
+    dpkg(&aroot, &["-i", agent_deb.to_str().unwrap()]);
+    assert_eq!(current(&aroot), "versions/2.0.0");
+    assert!(aroot
+        .join("opt/flotilla/versions/2.0.0/flotilla-agent")
+        .exists());
+
     // Remove keeps the state and the agent's versions; purge deletes them.
     dpkg(&aroot, &["--remove", "flotilla-agent"]);
     assert!(!aroot

@@ -42,7 +42,7 @@ pub const CONFIG: &str = "/etc/flotilla/agent.toml";
 pub const TRUST_ROOT: &str = "/etc/flotilla/root.json";
 /// The enrollment token the config names.
 pub const ENROLL_TOKEN: &str = "/etc/flotilla/enroll.token";
-/// The config layout written ([`flotilla-agent`'s `CONFIG_SCHEMA`]); agents
+/// The config layout written (flotilla-agent's `CONFIG_SCHEMA`); agents
 /// older than schema 3 cannot read it.
 pub const CONFIG_SCHEMA: u32 = 3;
 
