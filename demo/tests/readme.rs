@@ -185,6 +185,13 @@ fn the_readme_walkthrough_runs_against_local_stand_ins() {
             release_file.display().to_string(),
         ),
         (
+            "target/release/flotilla-reporter",
+            bin.join("flotilla-reporter").display().to_string(),
+        ),
+        // Packages install into a throwaway root (dpkg --root, the
+        // maintainer scripts under DPKG_ROOT), not onto this machine.
+        ("apt install ./", "deb_install ./".into()),
+        (
             "flotilla-agent install",
             format!("flotilla-agent install --prefix {}", host.display()),
         ),
@@ -225,6 +232,12 @@ background() {{
     kill -0 "$(cat {td}/reporter.pid)" || {{ cat {td}/reporter.log; exit 1; }}
     sleep 0.05
   done
+}}
+deb_install() {{
+  mkdir -p {td}/debroot/var/lib/dpkg/info {td}/debroot/var/lib/dpkg/updates
+  touch {td}/debroot/var/lib/dpkg/status
+  dpkg --root={td}/debroot --force-script-chrootless --force-not-root --force-depends \
+    --log=/dev/null -i "$1"
 }}
 trap '[ -f {td}/reporter.pid ] && kill "$(cat {td}/reporter.pid)"' EXIT
 set -x
@@ -283,6 +296,18 @@ set -x
     assert!(host.join("etc/flotilla/agent.toml").exists());
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &fs::metadata(host.join("etc/flotilla/enroll.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // The packages installed: the agent's first version, the reporter's
+    // admin token (0600).
+    let debroot = t.join("debroot");
+    assert!(debroot
+        .join("opt/flotilla/versions/1.4.0/flotilla-agent")
+        .exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(debroot.join("etc/flotilla/reporter-admin.token"))
             .unwrap()
             .permissions(),
     );

@@ -12,6 +12,8 @@
 //! - [`verify`]: every check CI runs, one problem per line.
 //! - [`history`]: what was trusted before a change (a base revision, the
 //!   store): append-only roots, generated `signed/`, verified serials.
+//! - [`package`]: `.deb` installers of the agent (for one fleet, from a
+//!   verified release) and of the reporter.
 //! - [`publish`]: upload roots and the signed manifest for HTTP-pulling agents.
 //! - [`spec`]: parsing of command-line values (`--waves`, `--expires`, `--start`).
 //! - [`reporter_client`] (TLS in [`tls`]): the reporter's admin API, for
@@ -24,6 +26,7 @@
 pub mod error;
 pub mod git_sources;
 pub mod history;
+pub mod package;
 pub mod pins;
 pub mod plan;
 pub mod plan_text;

@@ -25,7 +25,9 @@ Examples:
   flotilla-publisher rollout set --channel stable --release 1.4.0 --repo fleet
   flotilla-publisher verify --sources --repo fleet
   flotilla-publisher status --reporter https://reporter.example.com --token-file admin.token
-  flotilla-publisher plan --token-file admin.token      # on a pull request: who moves, when")]
+  flotilla-publisher plan --token-file admin.token      # on a pull request: who moves, when
+  flotilla-publisher package --type deb --channel stable --store s3://bucket/fleet \\
+      --source-url https://updates.example.com/fleet/ --out dist/   # a host installer")]
 struct Cli {
     #[command(flatten)]
     global: cmd::Global,
@@ -44,6 +46,7 @@ enum Command {
     Sign(cmd::sign::Args),
     Verify(cmd::verify::Args),
     Publish(cmd::publish::Args),
+    Package(Box<cmd::package::Args>),
     Status(cmd::status::Args),
     Plan(cmd::plan::Args),
     #[command(hide = true)]
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Sign(a) => cmd::sign::run(g, a),
         Command::Verify(a) => cmd::verify::run(g, a),
         Command::Publish(a) => cmd::publish::run(g, a),
+        Command::Package(a) => cmd::package::run(g, *a),
         Command::Status(a) => cmd::status::run(g, a),
         Command::Plan(a) => cmd::plan::run(g, a),
         Command::Hash(a) => cmd::hash::run(g, a),

@@ -212,6 +212,44 @@ impl Store {
         })
     }
 
+    /// Reads the object at `rel` whole, streamed through SHA-256 and capped
+    /// at `size` bytes, and returns it only if its size and SHA-256 are the
+    /// signed ones (an artifact that goes into a package).
+    pub fn get_verified(&self, rel: &str, size: u64, sha256: &str) -> Result<Vec<u8>> {
+        let key = self.key(rel)?;
+        let what = self.display(rel);
+        self.rt.block_on(async {
+            let r = match self.inner.get(&key).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(Error::Refused(format!("{what}: missing from the store")))
+                }
+                Err(e) => return Err(self.err(rel)(e)),
+            };
+            let mut hasher = StreamingHasher::new();
+            let mut out = Vec::new();
+            let mut stream = r.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(self.err(rel))?;
+                if out.len() as u64 + chunk.len() as u64 > size {
+                    return Err(Error::Refused(format!(
+                        "{what}: longer than the {size} bytes that were signed"
+                    )));
+                }
+                hasher.update(&chunk);
+                out.extend_from_slice(&chunk);
+            }
+            let found = hasher.finish();
+            if found.size != size || !found.sha256.eq_ignore_ascii_case(sha256) {
+                return Err(Error::Refused(format!(
+                    "{what}: the store has {} bytes with sha256 {}, but {size} bytes with sha256 {sha256} were signed",
+                    found.size, found.sha256
+                )));
+            }
+            Ok(out)
+        })
+    }
+
     /// Uploads `file` to `rel`, hashing it on the way (multipart in
     /// [`PART_SIZE`] parts for large files; a progress bar on stderr when it
     /// is a terminal). An existing object is never overwritten: with the same

@@ -12,6 +12,7 @@ use flotilla_publisher::Repo;
 pub mod hash;
 pub mod init;
 pub mod keygen;
+pub mod package;
 pub mod pin;
 pub mod plan;
 pub mod publish;
