@@ -606,6 +606,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("hook.secret");
         std::fs::write(&secret, "a-webhook-secret-0123456789\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         let parse = |extra: &str| {
             let text = format!(
                 "[notify]\nretry_min = \"1s\"\n[[notify.webhook]]\nname = \"ops\"\n\

@@ -503,7 +503,15 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     eprintln!("screenshot: {}", shot.display());
 
     // The open page updates itself: a new event arrives without a reload,
-    // the kind filter and the expanded details stay.
+    // the kind filter stays and the details stay as the reader left them
+    // (closed here: failures start open).
+    d.goto(&s.url("/agents/db-01?kind=migration")).await;
+    d.find("#timeline").await;
+    assert_eq!(d.find_all("#timeline li.event").await.len(), 2);
+    let summary = d.find("#timeline li.event.sev-error details summary").await;
+    d.click(&summary).await;
+    let details = d.find("#timeline li.event.sev-error details").await;
+    assert_eq!(d.property(&details, "open").await, json!(false));
     let js = |script: &str| {
         d.call(
             "POST",
@@ -531,8 +539,8 @@ async fn admin_logs_in_and_reads_a_failed_migration_in_headless_chromium() {
     let details = d.find("#timeline li.event.sev-error details").await;
     assert_eq!(
         d.property(&details, "open").await,
-        json!(true),
-        "still expanded"
+        json!(false),
+        "still closed, as the reader left it"
     );
     assert_eq!(
         js("return window.flotillaStayed || 0;").await,

@@ -344,7 +344,8 @@ pub struct RolloutRow {
     pub agent_id: String,
     /// Its running version.
     pub version: Option<String>,
-    /// Its wave, from its own events about this release.
+    /// Its wave, from its own events about this release (or its latest
+    /// check-in, when that was about this release).
     pub wave: Option<String>,
     /// The wave of its latest event (perhaps another release's).
     pub latest_wave: Option<String>,
@@ -364,12 +365,16 @@ pub fn rollout_rows(
     release: &str,
 ) -> Result<Vec<RolloutRow>, DbError> {
     let mut st = conn.prepare_cached(
-        "SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state, a.host_state
+        "SELECT a.agent_id, a.version,
+                COALESCE(r.wave, CASE WHEN a.host_release = ?2 THEN a.wave END),
+                a.wave, a.last_seen, r.state, a.host_state
          FROM agents a LEFT JOIN agent_release r
            ON r.channel = ?1 AND r.release = ?2 AND r.agent_id = a.agent_id
          WHERE a.revoked_at IS NULL AND a.channel = ?1
          UNION ALL
-         SELECT a.agent_id, a.version, r.wave, a.wave, a.last_seen, r.state, a.host_state
+         SELECT a.agent_id, a.version,
+                COALESCE(r.wave, CASE WHEN a.host_release = ?2 THEN a.wave END),
+                a.wave, a.last_seen, r.state, a.host_state
          FROM agent_release r JOIN agents a ON a.agent_id = r.agent_id
          WHERE r.channel = ?1 AND r.release = ?2 AND a.revoked_at IS NULL
            AND a.channel IS NOT ?1",
