@@ -209,6 +209,13 @@ impl Events {
         e.details.insert(details::ORIGIN.into(), json!(origin));
         e.details
             .insert(details::EXPIRES.into(), json!(v.manifest.expires));
+        if let Some(forgot) = v.forgot_serial {
+            e.message.push_str(&format!(
+                "; forgot serial {forgot} of replaced release keys"
+            ));
+            e.details
+                .insert(details::FORGOT_SERIAL.into(), json!(forgot));
+        }
         self.emit(e);
     }
 

@@ -12,18 +12,17 @@
 //!    its object header first: one larger than [`MAX_METADATA`] is refused
 //!    without being loaded.
 //!
-//! A fetch whose pack arrives slower than `update.min_rate` is abandoned
-//! (libgit2's transfer progress, checked like an HTTP body).
+//! Over the network, libgit2 reads through [`super::git_stream`]: a server
+//! that sends anything (advertisement, negotiation, pack) slower than
+//! `update.min_rate`, or stalls for `stall_timeout`, is abandoned.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
-use std::time::Duration;
 
-use git2::{AutotagOption, ErrorClass, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
+use git2::{AutotagOption, ErrorClass, FetchOptions, ObjectType, Oid, Repository};
 
+use super::git_stream::{self, Limits};
 use super::{Fetched, ManifestSource, MAX_METADATA};
 use crate::error::{Error, Result};
-use crate::http::{MinRate, RateCheck, TooSlow};
 
 /// A fleet repo reached with git2.
 pub struct GitSource {
@@ -31,8 +30,7 @@ pub struct GitSource {
     branch: String,
     dir: PathBuf,
     last_commit: Option<String>,
-    connect_timeout: Duration,
-    min_rate: MinRate,
+    limits: Limits,
     repo: Option<Repository>,
     tip: Option<Oid>,
 }
@@ -40,21 +38,19 @@ pub struct GitSource {
 impl GitSource {
     /// A source for `url`'s `branch`, mirrored in `dir`. `last_commit` is the
     /// commit of the last accepted manifest (if its cached copy exists).
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         branch: &str,
         dir: &Path,
         last_commit: Option<&str>,
-        connect_timeout: Duration,
-        min_rate: MinRate,
+        limits: Limits,
     ) -> Self {
         GitSource {
             url: url.to_owned(),
             branch: branch.to_owned(),
             dir: dir.to_owned(),
             last_commit: last_commit.map(str::to_owned),
-            connect_timeout,
-            min_rate,
+            limits,
             repo: None,
             tip: None,
         }
@@ -116,62 +112,25 @@ impl GitSource {
     }
 }
 
-fn set_timeouts(connect: Duration) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let ms = connect.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: libgit2 global options, set once before any fetch.
-        unsafe {
-            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(ms.saturating_mul(3));
-        }
-    });
-}
-
 impl ManifestSource for GitSource {
     fn fetch(&mut self) -> Result<Fetched> {
-        set_timeouts(self.connect_timeout);
+        git_stream::install(self.limits).map_err(|reason| Error::Fetch {
+            url: self.url.clone(),
+            reason,
+        })?;
         let repo = self.open_repo()?;
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
         let local = self.url.starts_with("file://");
         {
             let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.err(e))?;
-            // The window starts with the first bytes of the pack (the
-            // server may take a while to prepare it) and ends with the last
-            // object received (indexing adds no bytes).
-            let mut check: Option<RateCheck> = None;
-            let mut seen = 0u64;
-            let mut slow: Option<TooSlow> = None;
-            let min_rate = self.min_rate;
-            let mut callbacks = RemoteCallbacks::new();
-            callbacks.transfer_progress(|p| {
-                let now = p.received_bytes() as u64;
-                let added = now.saturating_sub(seen);
-                seen = now;
-                if p.received_objects() >= p.total_objects() {
-                    return true;
-                }
-                let Some(check) = &mut check else {
-                    check = Some(RateCheck::new(min_rate));
-                    return true;
-                };
-                match check.add(added) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        slow = Some(e);
-                        false
-                    }
-                }
-            });
             let mut opts = FetchOptions::new();
             opts.download_tags(AutotagOption::None);
-            opts.remote_callbacks(callbacks);
             if !local {
                 opts.depth(1);
             }
+            let _ = git_stream::take_too_slow();
             let fetched = remote.fetch(&[&refspec], Some(&mut opts), None);
-            drop(opts);
-            if let Some(slow) = slow {
+            if let Some(slow) = git_stream::take_too_slow() {
                 return Err(Error::Fetch {
                     url: self.url.clone(),
                     reason: slow.to_string(),
