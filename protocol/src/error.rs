@@ -3,21 +3,26 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// An error and its causes on one line, `: `-separated, leaving out a cause
-/// whose text an earlier message already holds (many say "{path}: {source}").
-/// The agent's and the publisher's error lines use it.
-pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
+/// An error and its causes, outermost first, leaving out a cause whose text
+/// an earlier message already holds (many say "{path}: {source}"). The one
+/// flattener: the agent's `error_chain` event details and, joined by
+/// [`chain_text`], the agent's, publisher's and reporter's error lines.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
     let mut cause = e.source();
     while let Some(c) = cause {
         let s = c.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
+        if !out.iter().any(|t| t.contains(&s)) {
+            out.push(s);
         }
         cause = c.source();
     }
-    text
+    out
+}
+
+/// [`chain`] on one line, `: `-separated.
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e).join(": ")
 }
 
 /// A problem with one file of the fleet repo, or with a manifest or event.

@@ -32,7 +32,7 @@ pub mod trust;
 pub mod wave;
 
 pub use duration::HumanDuration;
-pub use error::{chain_text, Error, Problems};
+pub use error::{chain, chain_text, Error, Problems};
 pub use event::{Event, EventKind, EventStatus, Severity};
 pub use manifest::{Manifest, MANIFEST_PAYLOAD_TYPE};
 pub use redact::redact_urls;

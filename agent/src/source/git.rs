@@ -18,11 +18,11 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{AutotagOption, ErrorClass, FetchOptions, ObjectType, Oid, Repository};
+use git2::{AutotagOption, FetchOptions, ObjectType, Oid, Repository};
 
 use super::git_stream::{self, Limits};
 use super::{Fetched, ManifestSource, MAX_METADATA};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Transfer};
 
 /// A fleet repo reached with git2.
 pub struct GitSource {
@@ -56,17 +56,17 @@ impl GitSource {
         }
     }
 
-    fn err(&self, e: git2::Error) -> Error {
-        let transient = matches!(
-            e.class(),
-            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Os | ErrorClass::Ssh
-        ) || e.message().contains("failed to connect")
-            || e.message().contains("timed out")
-            || e.message().contains("could not find repository");
+    fn err(&self, source: git2::Error) -> Error {
         Error::Git {
             url: self.url.clone(),
-            message: e.message().to_owned(),
-            transient,
+            source,
+        }
+    }
+
+    fn refused(&self, reason: String) -> Error {
+        Error::Fetch {
+            url: self.url.clone(),
+            source: Transfer::Refused(reason),
         }
     }
 
@@ -100,12 +100,9 @@ impl GitSource {
         let odb = repo.odb().map_err(|e| self.err(e))?;
         let (size, _) = odb.read_header(entry.id()).map_err(|e| self.err(e))?;
         if size as u64 > MAX_METADATA {
-            return Err(Error::Fetch {
-                url: self.url.clone(),
-                reason: format!(
-                    "{path} in commit {tip} is {size} bytes, larger than {MAX_METADATA} bytes; not read"
-                ),
-            });
+            return Err(self.refused(format!(
+                "{path} in commit {tip} is {size} bytes, larger than {MAX_METADATA} bytes; not read"
+            )));
         }
         let blob = repo.find_blob(entry.id()).map_err(|e| self.err(e))?;
         Ok(Some(blob.content().to_vec()))
@@ -114,10 +111,7 @@ impl GitSource {
 
 impl ManifestSource for GitSource {
     fn fetch(&mut self) -> Result<Fetched> {
-        git_stream::install(self.limits).map_err(|reason| Error::Fetch {
-            url: self.url.clone(),
-            reason,
-        })?;
+        git_stream::install(self.limits).map_err(|reason| self.refused(reason))?;
         let repo = self.open_repo()?;
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
         let local = self.url.starts_with("file://");
@@ -133,7 +127,7 @@ impl ManifestSource for GitSource {
             if let Some(slow) = git_stream::take_too_slow() {
                 return Err(Error::Fetch {
                     url: self.url.clone(),
-                    reason: slow.to_string(),
+                    source: slow.into(),
                 });
             }
             fetched.map_err(|e| self.err(e))?;
@@ -151,13 +145,10 @@ impl ManifestSource for GitSource {
                 envelope,
                 origin: tip.to_string(),
             }),
-            None => Err(Error::Fetch {
-                url: self.url.clone(),
-                reason: format!(
-                    "commit {tip} of branch {} has no signed/manifest.json (run `flotilla-publisher sign`)",
-                    self.branch
-                ),
-            }),
+            None => Err(self.refused(format!(
+                "commit {tip} of branch {} has no signed/manifest.json (run `flotilla-publisher sign`)",
+                self.branch
+            ))),
         }
     }
 

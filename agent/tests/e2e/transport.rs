@@ -4,7 +4,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use flotilla_protocol::{EventKind, EventStatus};
+use flotilla_protocol::{EventKind, EventStatus, Severity};
 
 use crate::support::bins;
 use crate::support::fleet::{Fleet, GitDaemon};
@@ -94,6 +94,8 @@ fn trickling_server_is_cut_off_below_the_minimum_rate() {
         "{}",
         e.message
     );
+    // An outage, retried on the next pass: a warning.
+    assert_eq!(e.severity, Severity::Warning);
 
     // An artifact: abandoned the same way, the partial file kept.
     server.clear_knobs();
@@ -172,6 +174,7 @@ fn trickling_git_server_is_cut_off_below_the_minimum_rate() {
         e.message
     );
     assert!(!e.message.contains(TOKEN), "{}", e.message);
+    assert_eq!(e.severity, Severity::Warning);
 
     // The lock is free again, and at full speed the next pass installs.
     drop(trickle);
