@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{paths, CheckIn, HostState};
 
 use crate::config::Config;
-use crate::pass::Outcome;
+use crate::pass::Ending;
 use crate::state::StateDir;
 
 /// The longest a check-in may take, connecting included.
@@ -38,7 +38,7 @@ pub(crate) struct Decided {
 /// said, if the pass got that far. `None` for a pass that did nothing
 /// (another one held the lock).
 pub(crate) fn of_pass(
-    outcome: &Outcome,
+    outcome: &Ending,
     decided: Option<Decided>,
     channel: Option<&str>,
 ) -> Option<CheckIn> {
@@ -52,17 +52,17 @@ pub(crate) fn of_pass(
         channel: channel.map(str::to_owned),
     };
     let mut c = match outcome {
-        Outcome::Busy => return None,
-        Outcome::UpToDate { release } => checkin(HostState::OnRelease, Some(release)),
-        Outcome::Deferred { .. } => checkin(HostState::Blocked, None),
-        Outcome::Installed { version } => checkin(HostState::Updating, Some(version)),
-        Outcome::Unhealthy { .. } | Outcome::Waiting { .. } => checkin(HostState::Updating, None),
-        Outcome::RolledBack { from, .. } => checkin(HostState::RolledBack, Some(from)),
-        Outcome::Rejected { .. } | Outcome::Failed { .. } => checkin(HostState::Blocked, None),
+        Ending::Busy => return None,
+        Ending::UpToDate { release } => checkin(HostState::OnRelease, Some(release)),
+        Ending::Deferred { .. } => checkin(HostState::Blocked, None),
+        Ending::Installed { version } => checkin(HostState::Updating, Some(version)),
+        Ending::Unhealthy { .. } | Ending::Waiting { .. } => checkin(HostState::Updating, None),
+        Ending::RolledBack { from, .. } => checkin(HostState::RolledBack, Some(from)),
+        Ending::Rejected { .. } | Ending::Failed { .. } => checkin(HostState::Blocked, None),
     };
     // Step 5's finer word holds unless the pass went on to something else.
     if let Some(d) = decided {
-        if matches!(outcome, Outcome::UpToDate { .. } | Outcome::Deferred { .. }) {
+        if matches!(outcome, Ending::UpToDate { .. } | Ending::Deferred { .. }) {
             c.state = d.state;
             c.release = d.release.or(c.release);
             c.wave = d.wave;
@@ -85,7 +85,7 @@ pub(crate) fn of_pass(
 pub(crate) fn send(
     config: &Config,
     state_dir: &StateDir,
-    outcome: &Outcome,
+    outcome: &Ending,
     decided: Option<Decided>,
     channel: Option<&str>,
 ) {
@@ -133,7 +133,7 @@ mod tests {
             wave: Some("all".into()),
             until: Some(DateTime::<Utc>::UNIX_EPOCH),
         };
-        let deferred = Outcome::Deferred {
+        let deferred = Ending::Deferred {
             reason: "2.0.0: turn at 1970".into(),
         };
         let c = of_pass(&deferred, Some(waiting.clone()), Some("stable")).unwrap();
@@ -141,13 +141,13 @@ mod tests {
         assert_eq!(c.wave.as_deref(), Some("all"));
         assert_eq!(c.reason, "update deferred: 2.0.0: turn at 1970");
         // an install that followed the decision is what counts
-        let installed = Outcome::Installed {
+        let installed = Ending::Installed {
             version: "2.0.0".into(),
         };
         let c = of_pass(&installed, Some(waiting), None).unwrap();
         assert_eq!(c.state, HostState::Updating);
-        assert!(of_pass(&Outcome::Busy, None, None).is_none());
-        let failed = Outcome::Failed {
+        assert!(of_pass(&Ending::Busy, None, None).is_none());
+        let failed = Ending::Failed {
             reason: "x".repeat(5000),
         };
         let c = of_pass(&failed, None, None).unwrap();

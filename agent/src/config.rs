@@ -451,19 +451,39 @@ fn strip_file(msg: &str, path: &Path) -> String {
     msg.strip_prefix(&prefix).unwrap_or(msg).to_owned()
 }
 
-/// The config `install` writes when none exists.
+/// The config `install` writes when none exists (`agent_id` and `labels`
+/// as given to `install --agent-id` / `--labels`).
 pub fn template(
     channel: &str,
     source: &Source,
     artifacts_base_url: &str,
     reporter_url: Option<&str>,
+    agent_id: Option<&str>,
+    labels: &BTreeMap<String, String>,
 ) -> String {
+    let id_line = match agent_id {
+        Some(id) => format!("agent_id = {}\n", toml_str(id)),
+        None => {
+            "# agent_id = \"web-01\"   # default: a UUID made once and kept in state_dir/agent_id\n"
+                .to_owned()
+        }
+    };
+    let labels = labels
+        .iter()
+        .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let labels = if labels.is_empty() {
+        "{}".to_owned()
+    } else {
+        format!("{{ {labels} }}")
+    };
     let mut s = format!(
         "# flotilla-agent config; see `flotilla-agent --help` and the config reference in the README.\n\
          config_schema = {CONFIG_SCHEMA}\n\
-         # agent_id = \"web-01\"   # default: a UUID made once and kept in state_dir/agent_id\n\
+         {id_line}\
          channel = {}\n\
-         labels = {{}}\n\
+         labels = {labels}\n\
          trust_root = \"/etc/flotilla/root.json\"\n\
          state_dir = \"/var/lib/flotilla\"\n\
          install_dir = \"/opt/flotilla\"\n\n[source]\n",
@@ -597,9 +617,26 @@ base_url = "http://127.0.0.1/a/"
                 &src,
                 "https://a.example.com/",
                 Some("https://r.example.com"),
+                None,
+                &BTreeMap::new(),
             );
             let c = Config::parse(Path::new("t.toml"), &t).unwrap();
             assert_eq!(c.source, src);
+            assert_eq!((c.agent_id, c.labels.len()), (None, 0));
+            let labels = BTreeMap::from([
+                ("role".to_owned(), "web".to_owned()),
+                ("site".to_owned(), "ams \"1\"".to_owned()),
+            ]);
+            let t = template(
+                "stable",
+                &src,
+                "https://a.example.com/",
+                Some("https://r.example.com"),
+                Some("web-01"),
+                &labels,
+            );
+            let c = Config::parse(Path::new("t.toml"), &t).unwrap();
+            assert_eq!((c.agent_id.as_deref(), c.labels), (Some("web-01"), labels));
             assert_eq!(c.config_schema, CONFIG_SCHEMA);
             assert_eq!(
                 c.reporter.unwrap().gate_unreachable,

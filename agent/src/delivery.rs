@@ -260,7 +260,7 @@ fn enroll(
     let agent_token = match std::fs::read_to_string(&pending) {
         Ok(t) if is_agent_token_shaped(t.trim()) => t.trim().to_owned(),
         _ => {
-            let t = new_agent_token().map_err(|e| format!("making an agent token: {e}"))?;
+            let t = flotilla_signing::random_hex256();
             flotilla_signing::fs::write_atomic(&pending, t.as_bytes(), 0o600)
                 .map_err(|e| format!("saving {}: {e}", pending.display()))?;
             t
@@ -314,14 +314,6 @@ fn enroll(
     .map_err(|e| format!("saving the agent token: {e}"))?;
     let _ = std::fs::remove_file(&pending);
     Ok(er.agent_token)
-}
-
-/// 256 random bits from the kernel, as 64 lowercase hex digits.
-fn new_agent_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Sleeps `d` if that ends before `deadline`; says whether it did.

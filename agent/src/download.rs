@@ -31,7 +31,7 @@ use flotilla_protocol::sources::check_relative_path;
 use flotilla_signing::StreamingHasher;
 use url::Url;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Transfer};
 use crate::fault;
 use crate::http::{MinRate, RateGuard};
 
@@ -166,16 +166,10 @@ pub fn fetch_timed(http: &ureq::Agent, req: &Request<'_>) -> Result<(PathBuf, Ph
             }
             Err(CopyError::Read(e)) => {
                 let _ = file.sync_data();
-                let reason = if let Some(slow) = crate::http::too_slow(&e) {
-                    format!("{slow}; the partial file is kept and resumed on the next pass")
-                } else if crate::http::is_timeout(&e) {
-                    format!("stalled: no data for the stall timeout ({e}); the partial file is kept and resumed on the next pass")
-                } else {
-                    format!("{e}; the partial file is kept and resumed on the next pass")
-                };
                 return Err(Error::Download {
                     url: url.to_owned(),
-                    reason,
+                    source: Transfer::body(e),
+                    kept: true,
                 });
             }
             Err(CopyError::Write(e)) => return Err(Error::io(&partial, e)),
@@ -187,10 +181,11 @@ pub fn fetch_timed(http: &ureq::Agent, req: &Request<'_>) -> Result<(PathBuf, Ph
         let _ = file.sync_data();
         return Err(Error::Download {
             url: url.to_owned(),
-            reason: format!(
-                "body ended after {} of {} bytes; the partial file is kept and resumed on the next pass",
-                summary.size, req.size
-            ),
+            source: Transfer::Short {
+                got: summary.size,
+                want: req.size,
+            },
+            kept: true,
         });
     }
     if summary.sha256 != req.sha256 {
@@ -230,25 +225,31 @@ fn open_body(
     have: u64,
 ) -> Result<(Box<dyn Read + Send>, u64)> {
     let url = req.url.as_str();
-    let dl = |reason: String| Error::Download {
+    let dl = |source: Transfer| Error::Download {
         url: url.to_owned(),
-        reason,
+        source,
+        kept: false,
     };
     if req.url.scheme() == "file" {
         let path = req
             .url
             .to_file_path()
-            .map_err(|_| dl("not a local file path".into()))?;
-        let mut f = File::open(&path).map_err(|e| dl(format!("{}: {e}", path.display())))?;
-        let len = f.metadata().map_err(|e| dl(e.to_string()))?.len();
+            .map_err(|_| dl(Transfer::Refused("not a local file path".into())))?;
+        let file_err = |source| {
+            dl(Transfer::File {
+                path: path.clone(),
+                source,
+            })
+        };
+        let mut f = File::open(&path).map_err(file_err)?;
+        let len = f.metadata().map_err(file_err)?.len();
         if len > req.size {
             return Err(Error::TooLarge {
                 url: url.to_owned(),
                 limit: req.size,
             });
         }
-        f.seek(SeekFrom::Start(have))
-            .map_err(|e| dl(e.to_string()))?;
+        f.seek(SeekFrom::Start(have)).map_err(file_err)?;
         return Ok((Box::new(f), have));
     }
     let mut r = http.get(url).set("Accept-Encoding", "identity");
@@ -261,7 +262,7 @@ fn open_body(
             // The server cannot resume from there: start over.
             return open_body(http, req, 0).map(|(r, _)| (r, 0));
         }
-        Err(e) => return Err(dl(crate::http::describe(&e))),
+        Err(e) => return Err(dl(Transfer::Http(Box::new(e)))),
     };
     let start = match resp.status() {
         206 => {
@@ -272,12 +273,13 @@ fn open_body(
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 == Some(have);
             if !ok {
-                return open_body_plain(http, req);
+                // A range other than the one asked for: start over.
+                return open_body(http, req, 0);
             }
             have
         }
         200 => 0,
-        s => return Err(dl(format!("unexpected HTTP {s}"))),
+        s => return Err(dl(Transfer::Refused(format!("unexpected HTTP {s}")))),
     };
     if let Some(len) = resp
         .header("Content-Length")
@@ -294,10 +296,6 @@ fn open_body(
         Box::new(RateGuard::new(resp.into_reader(), req.min_rate)),
         start,
     ))
-}
-
-fn open_body_plain(http: &ureq::Agent, req: &Request<'_>) -> Result<(Box<dyn Read + Send>, u64)> {
-    open_body(http, req, 0)
 }
 
 enum CopyError {

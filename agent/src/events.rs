@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::decide::Plan;
-use crate::error::{chain, Error, Result};
+use crate::error::{Error, Result};
 use crate::spool::Spool;
 use crate::state::Pending;
 use crate::trust::Verified;
@@ -99,14 +99,26 @@ impl Events {
         err: &(dyn std::error::Error + 'static),
         to_version: Option<&str>,
     ) {
+        let e = self.failure_event(kind, status, component, err, to_version);
+        self.emit(e);
+    }
+
+    fn failure_event(
+        &self,
+        kind: EventKind,
+        status: EventStatus,
+        component: &str,
+        err: &(dyn std::error::Error + 'static),
+        to_version: Option<&str>,
+    ) -> Event {
         let mut e = self.event(kind, status, component, err.to_string());
         e.to_version = to_version.map(str::to_owned);
         e.details
-            .insert(details::ERROR_CHAIN.into(), json!(chain(err)));
+            .insert(details::ERROR_CHAIN.into(), error_chain(err));
         if status == EventStatus::Failed && kind == EventKind::UpdateRollback {
             e.severity = Severity::Critical;
         }
-        self.emit(e);
+        e
     }
 
     /// The spool, for event delivery.
@@ -184,10 +196,8 @@ impl Events {
         );
         e.severity = Severity::Critical;
         e.to_version = Some(to.to_owned());
-        e.details.insert(
-            details::ERROR_CHAIN.into(),
-            json!(crate::migrations::chain(err)),
-        );
+        e.details
+            .insert(details::ERROR_CHAIN.into(), error_chain(err.as_ref()));
         self.emit(e);
     }
 
@@ -209,18 +219,31 @@ impl Events {
         e.details.insert(details::ORIGIN.into(), json!(origin));
         e.details
             .insert(details::EXPIRES.into(), json!(v.manifest.expires));
+        if let Some(forgot) = v.forgot_serial {
+            e.message.push_str(&format!(
+                "; forgot serial {forgot} of replaced release keys"
+            ));
+            e.details
+                .insert(details::FORGOT_SERIAL.into(), json!(forgot));
+        }
         self.emit(e);
     }
 
     /// `manifest_check` rejected (the manifest or its root chain was
     /// refused) or failed (the source could not be read).
+    /// A source outage ([`Error::is_transient`]) is a warning: the next
+    /// pass tries again and nothing changed on the host.
     pub(crate) fn manifest_failed(&mut self, err: &Error) {
         let status = if err.is_rejection() {
             EventStatus::Rejected
         } else {
             EventStatus::Failed
         };
-        self.failure(EventKind::ManifestCheck, status, "manifest", err, None);
+        let mut e = self.failure_event(EventKind::ManifestCheck, status, "manifest", err, None);
+        if err.is_transient() {
+            e.severity = Severity::Warning;
+        }
+        self.emit(e);
     }
 
     /// `update_deferred`: an update is known and not taken now.
@@ -348,7 +371,7 @@ impl Events {
         e.from_version = Some(p.from.clone());
         e.to_version = Some(p.to.clone());
         e.details
-            .insert(details::ERROR_CHAIN.into(), json!(chain(err)));
+            .insert(details::ERROR_CHAIN.into(), error_chain(err));
         e.details
             .insert(details::ATTEMPTS_LEFT.into(), json!(attempts_left));
         self.emit(e);
@@ -396,4 +419,13 @@ fn redact_value(v: &mut Value) {
         Value::Object(o) => o.values_mut().for_each(redact_value),
         _ => {}
     }
+}
+
+/// The `error_chain` detail: [`flotilla_protocol::chain`], each message
+/// without URL credentials.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> Value {
+    json!(flotilla_protocol::chain(err)
+        .iter()
+        .map(|t| redact_urls(t).into_owned())
+        .collect::<Vec<_>>())
 }

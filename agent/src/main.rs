@@ -38,7 +38,7 @@ enum Command {
     Status(cmd::status::Args),
     SelfTest(cmd::self_test::Args),
     Rollback(cmd::rollback::Args),
-    Install(cmd::install::Args),
+    Install(Box<cmd::install::Args>),
     Version(cmd::version::Args),
 }
 
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::status::run(&cli.config, a),
         Command::SelfTest(a) => cmd::self_test::run(&cli.config, a),
         Command::Rollback(a) => cmd::rollback::run(&cli.config, a),
-        Command::Install(a) => cmd::install::run(&cli.config, a),
+        Command::Install(a) => cmd::install::run(&cli.config, *a),
         Command::Version(a) => cmd::version::run(a),
     };
     match result {

@@ -13,6 +13,7 @@
 //! Every path is written under `prefix` (default `/`), so tests install into
 //! a temporary root; the contents name the real paths.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flotilla_signing::{Envelope, TrustedRoot};
@@ -56,6 +57,11 @@ pub struct Options {
     pub reporter: Option<String>,
     /// A signed root to install as the trust anchor.
     pub trust_root: Option<PathBuf>,
+    /// For a new config: the agent id (checked with
+    /// [`flotilla_protocol::event::valid_agent_id`]).
+    pub agent_id: Option<String>,
+    /// For a new config: the labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Joins a host path under `prefix`.
@@ -92,6 +98,18 @@ pub fn render_units(config: &Config) -> Vec<(&'static str, String)> {
 pub fn install(opts: &Options) -> Result<Vec<String>> {
     let mut report = Vec::new();
     let cfg_file = under(&opts.prefix, &opts.config_path);
+    if let Some(id) = &opts.agent_id {
+        if !flotilla_protocol::event::valid_agent_id(id) {
+            return Err(Error::Config {
+                path: cfg_file,
+                field: Some("agent_id".into()),
+                reason: format!(
+                    "--agent-id {id:?} is not a valid agent id: 1-{} bytes of A-Z a-z 0-9 . _ - : @",
+                    flotilla_protocol::event::MAX_AGENT_ID
+                ),
+            });
+        }
+    }
     if cfg_file.exists() {
         report.push(format!("kept config {}", cfg_file.display()));
     } else {
@@ -116,6 +134,8 @@ pub fn install(opts: &Options) -> Result<Vec<String>> {
             opts.source.as_ref().expect("checked"),
             opts.artifacts.as_deref().unwrap_or_default(),
             opts.reporter.as_deref(),
+            opts.agent_id.as_deref(),
+            &opts.labels,
         );
         Config::parse(&opts.config_path, &text)?;
         write_if_changed(&cfg_file, text.as_bytes(), 0o644)?;

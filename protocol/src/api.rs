@@ -182,6 +182,11 @@ pub mod details {
     /// String: where an accepted manifest came from (`unchanged` when the
     /// source answered that the cached copy is current).
     pub const ORIGIN: &str = "origin";
+    /// Integer: on an accepted `manifest_check`, the highest serial this
+    /// agent had accepted and forgot because the new root replaced the
+    /// release keys that signed it (fast-forward recovery after a key
+    /// compromise).
+    pub const FORGOT_SERIAL: &str = "forgot_serial";
     /// String (RFC 3339): when the accepted manifest expires.
     pub const EXPIRES: &str = "expires";
     /// String (RFC 3339): when a deferred update's wave opens for this agent.

@@ -3,31 +3,44 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// An error and its causes on one line, `: `-separated, leaving out a cause
-/// whose text an earlier message already holds (many say "{path}: {source}").
-/// The agent's, the publisher's and the reporter's error lines use it.
-pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    chain_text_until(e, |_| false)
+/// An error and its causes, outermost first, leaving out a cause whose text
+/// an earlier message already holds (many say "{path}: {source}"). The one
+/// flattener: the agent's `error_chain` event details and, joined by
+/// [`chain_text`], the agent's, publisher's and reporter's error lines.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    chain_until(e, |_| false)
 }
 
-/// [`chain_text`], ending after the first layer for which `last` holds: one
+/// [`chain`], ending after the first layer for which `last` holds: one
 /// whose text says all its causes would say (the reporter's database
 /// error, whose rusqlite cause repeats SQLite's reason in other words).
+pub fn chain_until(
+    e: &(dyn std::error::Error + 'static),
+    last: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cause = if last(e) { None } else { e.source() };
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.iter().any(|t| t.contains(&s)) {
+            out.push(s);
+        }
+        cause = if last(c) { None } else { c.source() };
+    }
+    out
+}
+
+/// [`chain`] on one line, `: `-separated.
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e).join(": ")
+}
+
+/// [`chain_until`] on one line, `: `-separated.
 pub fn chain_text_until(
     e: &(dyn std::error::Error + 'static),
     last: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
 ) -> String {
-    let mut text = e.to_string();
-    let mut cause = if last(e) { None } else { e.source() };
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        cause = if last(c) { None } else { c.source() };
-    }
-    text
+    chain_until(e, last).join(": ")
 }
 
 /// A problem with one file of the fleet repo, or with a manifest or event.

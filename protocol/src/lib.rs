@@ -35,7 +35,7 @@ pub mod trust;
 pub mod wave;
 
 pub use duration::HumanDuration;
-pub use error::{chain_text, chain_text_until, Error, Problems};
+pub use error::{chain, chain_text, chain_text_until, chain_until, Error, Problems};
 pub use event::{Event, EventKind, EventStatus, Severity};
 pub use manifest::{Manifest, MANIFEST_PAYLOAD_TYPE};
 pub use redact::redact_urls;

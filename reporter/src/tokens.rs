@@ -14,12 +14,7 @@ pub const ENROLLMENT_PREFIX: &str = "flotilla-enroll-";
 /// Prefix of `read` tokens (`token create --scope read`).
 pub const READ_PREFIX: &str = "flotilla-read-";
 
-/// 32 random bytes as 64 lowercase hex digits.
-pub fn random_hex256() -> String {
-    let mut b = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
+pub use flotilla_signing::random_hex256;
 
 /// A short random id (8 hex digits) for listing and revoking tokens.
 pub fn random_id() -> String {

@@ -1,5 +1,6 @@
 //! `flotilla-agent install`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ use flotilla_agent::setup;
   flotilla-agent install --channel stable \\
       --git https://git.example.com/ops/fleet.git \\
       --artifacts https://updates.example.com/artifacts/ \\
-      --trust-root root/1.root.json
+      --trust-root root/1.root.json --agent-id web-01 --labels role=web,site=ams1
   flotilla-agent install --prefix /tmp/root ...   (write under /tmp/root)
 Then: systemctl daemon-reload && systemctl enable --now flotilla-agent.timer")]
 pub struct Args {
@@ -42,6 +43,32 @@ pub struct Args {
     /// The signed root to trust (root/1.root.json of the fleet repo).
     #[arg(long, value_name = "FILE")]
     trust_root: Option<PathBuf>,
+    /// For a new config: this host's agent id (A-Z a-z 0-9 . _ - : @, at
+    /// most 128 bytes; default: a UUID made on the first pass).
+    #[arg(long, value_name = "ID")]
+    agent_id: Option<String>,
+    /// For a new config: labels that rollouts select on, e.g.
+    /// `role=web,site=ams1`.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_labels)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// `key=value,...` with non-empty keys, each key once.
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for item in s.split(',').filter(|i| !i.trim().is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not key=value"))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{item:?} has an empty key"));
+        }
+        if out.insert(k.to_owned(), v.trim().to_owned()).is_some() {
+            return Err(format!("label {k:?} is given twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// Installs and prints what was written or kept.
@@ -62,6 +89,8 @@ pub fn run(config: &Path, args: Args) -> anyhow::Result<ExitCode> {
         artifacts: args.artifacts,
         reporter: args.reporter,
         trust_root: args.trust_root,
+        agent_id: args.agent_id,
+        labels: args.labels.unwrap_or_default(),
     })?;
     for line in report {
         println!("{line}");

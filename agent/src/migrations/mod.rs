@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use flotilla_protocol::api::details;
-use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
+use flotilla_protocol::{chain, Event, EventKind, EventStatus, Severity};
 use serde_json::{json, Map, Value};
 
 pub use backup::{copy_tree, remove_any};
@@ -381,7 +381,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                 detections.push((m.id().to_owned(), Detected::Needed(reason)));
                 needed.push((m.as_ref(), paths));
             }
-            Err(e) => detections.push((m.id().to_owned(), Detected::Failed(chain(&e)))),
+            Err(e) => detections.push((m.id().to_owned(), Detected::Failed(chain(e.as_ref())))),
         }
     }
     let mut paths: Vec<PathBuf> = Vec::new();
@@ -443,7 +443,12 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                     anyhow::Error::new(e).context(format!("writing the backup {}", dir.display()));
                 *st.attempts.entry(ctx.to_version.clone()).or_default() += 1;
                 st.save(&ctx.state_dir)?;
-                return Ok(report(RunOutcome::BackupFailed { chain: chain(&e) }, paths));
+                return Ok(report(
+                    RunOutcome::BackupFailed {
+                        chain: chain(e.as_ref()),
+                    },
+                    paths,
+                ));
             }
             st.in_progress = Some(InProgress {
                 backup: PathBuf::from("backups").join(&name),
@@ -464,8 +469,9 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
             let restore_error = match backup::restore(&backup_dir) {
                 Ok(()) => Vec::new(),
                 Err(re) => chain(
-                    &anyhow::Error::new(re)
-                        .context(format!("restoring the backup {}", backup_dir.display())),
+                    anyhow::Error::new(re)
+                        .context(format!("restoring the backup {}", backup_dir.display()))
+                        .as_ref(),
                 ),
             };
             let restored = restore_error.is_empty();
@@ -489,7 +495,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
             return Ok(report(
                 RunOutcome::Failed {
                     id: m.id().to_owned(),
-                    chain: chain(&e),
+                    chain: chain(e.as_ref()),
                     restored,
                     restore_error,
                     backup: backup_dir,
@@ -549,11 +555,6 @@ pub fn restore_last_run(state_dir: &Path, version: &str) -> anyhow::Result<bool>
 
 /// Fault points inside a migration run (see [`crate::fault`]).
 pub use crate::fault::MIGRATION_POINTS as FAULT_POINTS;
-
-/// The error chain as strings, outermost first.
-pub fn chain(e: &anyhow::Error) -> Vec<String> {
-    e.chain().map(|c| c.to_string()).collect()
-}
 
 fn sanitize(s: &str) -> String {
     s.chars()

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{details, HostState};
 use serde_json::json;
 
-use super::{Outcome, Pass};
+use super::{Ending, Pass};
 use crate::checkin::Decided;
 use crate::config::GateUnreachable;
 use crate::decide::{self, Decision, DeferReason, Deferral, Plan};
@@ -19,7 +19,7 @@ use crate::version;
 /// What step 5 leaves for the rest of the pass.
 pub(super) enum Next {
     /// The pass ends here (up to date, deferred, gate closed).
-    Done(Outcome),
+    Done(Ending),
     /// Update now, to what the manifest of this serial says.
     Update(Box<Plan>, u64),
 }
@@ -82,7 +82,7 @@ impl Pass<'_> {
                     None,
                     None,
                 );
-                Next::Done(Outcome::UpToDate {
+                Next::Done(Ending::UpToDate {
                     release: release.to_string(),
                 })
             }
@@ -126,7 +126,7 @@ impl Pass<'_> {
         changed
     }
 
-    fn defer(&mut self, d: Deferral) -> Outcome {
+    fn defer(&mut self, d: Deferral) -> Ending {
         self.ev.wave = d.wave.clone();
         self.decided = Some(Decided {
             state: match d.reason {
@@ -165,11 +165,11 @@ impl Pass<'_> {
             self.ev
                 .deferred(&summary, d.target.as_ref(), d.eligible_at, &reason);
         }
-        Outcome::Deferred { reason: summary }
+        Ending::Deferred { reason: summary }
     }
 
     /// The halt gate: `None` when the update may go ahead.
-    fn gate(&mut self, plan: &Plan) -> Option<Outcome> {
+    fn gate(&mut self, plan: &Plan) -> Option<Ending> {
         let reporter = self.config.reporter.as_ref()?;
         let token = self
             .sd

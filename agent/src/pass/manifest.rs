@@ -3,7 +3,7 @@
 //! what was accepted. A refused manifest is a `manifest_check` event, and the
 //! agent keeps running what it has.
 
-use super::{Outcome, Pass};
+use super::{Ending, Pass};
 use crate::error::{Error, Result};
 use crate::source::{self, Fetched};
 use crate::trust::{self, Verified};
@@ -54,15 +54,15 @@ impl Pass<'_> {
     /// A manifest that was refused or could not be fetched. Repeated
     /// identical failures are reported once, when they start, so a long
     /// outage does not flood the spool.
-    pub(super) fn manifest_failed(&mut self, e: Error) -> Outcome {
+    pub(super) fn manifest_failed(&mut self, e: Error) -> Ending {
         let msg = e.to_string();
         if self.state.last_error.as_deref() != Some(msg.as_str()) {
             self.ev.manifest_failed(&e);
         }
         if e.is_rejection() {
-            Outcome::Rejected { reason: msg }
+            Ending::Rejected { reason: msg }
         } else {
-            Outcome::Failed { reason: msg }
+            Ending::Failed { reason: msg }
         }
     }
 }

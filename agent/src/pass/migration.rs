@@ -8,7 +8,7 @@ use flotilla_protocol::api::details;
 use flotilla_protocol::{Event, EventKind};
 use serde_json::json;
 
-use super::{Outcome, Pass};
+use super::{Ending, Pass};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::layout::Layout;
@@ -125,14 +125,14 @@ impl Pass<'_> {
     /// A version whose migration failed is rolled back if it is the pending
     /// update; a committed version keeps running and updating (the failure
     /// is reported, and retried up to `migrations.retries` times).
-    pub(super) fn migration_failed(&mut self, e: Error) -> Result<Outcome> {
+    pub(super) fn migration_failed(&mut self, e: Error) -> Result<Ending> {
         match self.state.pending.clone() {
             Some(p) if p.to == VERSION => {
                 self.roll_back(p, e.to_string(), crate::state::BlockCause::Migration)
             }
             _ => Ok(match self.work()? {
-                Outcome::UpToDate { .. } | Outcome::Deferred { .. } | Outcome::Waiting { .. } => {
-                    Outcome::Failed {
+                Ending::UpToDate { .. } | Ending::Deferred { .. } | Ending::Waiting { .. } => {
+                    Ending::Failed {
                         reason: e.to_string(),
                     }
                 }

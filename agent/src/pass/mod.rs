@@ -43,10 +43,10 @@
 //! every 15-minute tick, so a long outage does not flood the spool.
 
 mod decision;
+mod ending;
 mod health;
 mod manifest;
 mod migration;
-mod outcome;
 mod pending;
 mod update;
 
@@ -55,8 +55,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use self::decision::Next;
+pub use self::ending::Ending;
 use self::migration::Migrated;
-pub use self::outcome::Outcome;
 pub use self::pending::rollback;
 use self::pending::Step;
 use crate::config::Config;
@@ -69,7 +69,7 @@ use crate::state::{State, StateDir};
 use crate::version::VERSION;
 
 /// Runs one pass with the config at hand, at the current time.
-pub fn run(config: &Config) -> Result<Outcome> {
+pub fn run(config: &Config) -> Result<Ending> {
     run_at(config, Utc::now())
 }
 
@@ -78,11 +78,11 @@ pub fn run(config: &Config) -> Result<Outcome> {
 /// to move or rewrite it (legacy paths, an older `config_schema`). A config
 /// that still does not load is reported in the spool and returned as the
 /// error.
-pub fn run_file(config_path: &Path) -> Result<Outcome> {
+pub fn run_file(config_path: &Path) -> Result<Ending> {
     let now = Utc::now();
     // 1. Lock the state dir.
     let Some((sd, lock)) = lock(&Layout::lenient(config_path).state_dir)? else {
-        return Ok(Outcome::Busy);
+        return Ok(Ending::Busy);
     };
     // 2. Migrations, then the config, strictly.
     let migrated = migration::run(config_path, &sd);
@@ -97,9 +97,9 @@ pub fn run_file(config_path: &Path) -> Result<Outcome> {
 }
 
 /// Runs one pass as if it were `now` (tests inject the clock).
-pub fn run_at(config: &Config, now: DateTime<Utc>) -> Result<Outcome> {
+pub fn run_at(config: &Config, now: DateTime<Utc>) -> Result<Ending> {
     let Some((sd, lock)) = lock(&config.state_dir)? else {
-        return Ok(Outcome::Busy);
+        return Ok(Ending::Busy);
     };
     let migrated = migration::run(&config.path, &sd);
     run_locked(config, sd, lock, now, migrated)
@@ -123,7 +123,7 @@ fn run_locked(
     _lock: StateLock,
     now: DateTime<Utc>,
     migrated: Migrated,
-) -> Result<Outcome> {
+) -> Result<Ending> {
     // 1. State, agent id, spool; `agent_startup` on a version's first pass.
     let mut pass = Pass::open(config, sd, now)?;
     let first_of_version = pass.startup();
@@ -209,7 +209,7 @@ impl<'a> Pass<'a> {
     }
 
     /// Steps 3-7.
-    fn work(&mut self) -> Result<Outcome> {
+    fn work(&mut self) -> Result<Ending> {
         // 3. Finish or undo a pending update.
         let checked = match self.settle_pending()? {
             Step::Done(o) => return Ok(o),

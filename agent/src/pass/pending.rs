@@ -20,7 +20,7 @@
 
 use chrono::Utc;
 
-use super::{Outcome, Pass};
+use super::{Ending, Pass};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fault;
@@ -74,7 +74,7 @@ impl PendingPhase {
 /// What step 3 leaves for the rest of the pass.
 pub(super) enum Step {
     /// The pass ends here.
-    Done(Outcome),
+    Done(Ending),
     /// Nothing is pending (any more): go on to step 4, with the manifest the
     /// health check already verified, if it did.
     Continue(Option<Box<Verified>>),
@@ -100,7 +100,7 @@ impl Pass<'_> {
                 self.sd.save(&self.state)?;
                 Step::Continue(None)
             }
-            PendingPhase::NotThisBinary(p) => Step::Done(Outcome::Waiting {
+            PendingPhase::NotThisBinary(p) => Step::Done(Ending::Waiting {
                 reason: format!(
                     "update {} -> {} pending; the next pass of {} (through {}/current) checks its health",
                     p.from,
@@ -153,7 +153,7 @@ impl Pass<'_> {
             }
             self.state.pending = Some(Pending { attempts_left, ..p });
             self.sd.save(&self.state)?;
-            return Ok(Step::Done(Outcome::Unhealthy {
+            return Ok(Step::Done(Ending::Unhealthy {
                 reason: err.to_string(),
                 attempts_left,
             }));
@@ -203,7 +203,7 @@ impl Pass<'_> {
         p: Pending,
         reason: String,
         cause: BlockCause,
-    ) -> Result<Outcome> {
+    ) -> Result<Ending> {
         let install_dir = &self.config.install_dir;
         if !versions::binary_path(install_dir, &p.from).exists() {
             let err = Error::Install {
@@ -246,7 +246,7 @@ impl Pass<'_> {
         p: Pending,
         reason: String,
         cause: BlockCause,
-    ) -> Result<Outcome> {
+    ) -> Result<Ending> {
         self.restore_migration_backup(&p);
         versions::point(&self.config.install_dir, "current", &p.from)?;
         self.state.blocked = Some(Blocked {
@@ -260,7 +260,7 @@ impl Pass<'_> {
         self.state.committed = Some(p.from.clone());
         self.sd.save(&self.state)?;
         self.ev.rolled_back(&p, &reason);
-        Ok(Outcome::RolledBack {
+        Ok(Ending::RolledBack {
             from: p.to,
             to: p.from,
         })
@@ -269,13 +269,13 @@ impl Pass<'_> {
 
 /// `flotilla-agent rollback`: undo a pending update (used by
 /// flotilla-agent-rollback.service when the new version cannot even start).
-pub fn rollback(config: &Config) -> Result<Outcome> {
+pub fn rollback(config: &Config) -> Result<Ending> {
     let sd = StateDir::new(&config.state_dir);
     sd.create()?;
     let _lock = StateLock::acquire(&sd.lock_file())?;
     let mut pass = Pass::open(config, sd, Utc::now())?;
     let Some(p) = pass.state.pending.clone() else {
-        return Ok(Outcome::Waiting {
+        return Ok(Ending::Waiting {
             reason: format!(
                 "no pending update; {} stays",
                 versions::pointed(&config.install_dir, "current").unwrap_or_else(|| VERSION.into())
@@ -286,7 +286,7 @@ pub fn rollback(config: &Config) -> Result<Outcome> {
     if p.phase == Phase::Swapping && current.as_deref() != Some(p.to.as_str()) {
         pass.state.pending = None;
         pass.sd.save(&pass.state)?;
-        return Ok(Outcome::Waiting {
+        return Ok(Ending::Waiting {
             reason: format!("the update to {} never took effect; dropped it", p.to),
         });
     }

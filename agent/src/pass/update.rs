@@ -6,7 +6,7 @@
 
 use flotilla_protocol::EventKind;
 
-use super::{Outcome, Pass};
+use super::{Ending, Pass};
 use crate::decide::Plan;
 use crate::download;
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use crate::versions;
 
 impl Pass<'_> {
     /// Downloads, verifies, installs and swaps in `plan`'s release.
-    pub(super) fn update(&mut self, plan: &Plan, serial: u64) -> Result<Outcome> {
+    pub(super) fn update(&mut self, plan: &Plan, serial: u64) -> Result<Ending> {
         let to = plan.release.to_string();
         let a = &plan.artifact;
         let url = match download::artifact_url(&self.config.artifacts_base_url, &a.path) {
@@ -79,12 +79,12 @@ impl Pass<'_> {
         let _ = std::fs::remove_file(&file);
         self.ev
             .installed(&to, &versions::binary_path(install_dir, &to), plan);
-        Ok(Outcome::Installed { version: to })
+        Ok(Ending::Installed { version: to })
     }
 
-    fn step_failed(&mut self, kind: EventKind, e: Error, to: &str) -> Outcome {
+    fn step_failed(&mut self, kind: EventKind, e: Error, to: &str) -> Ending {
         self.ev.update_step_failed(kind, &e, to);
-        Outcome::Failed {
+        Ending::Failed {
             reason: e.to_string(),
         }
     }

@@ -12,18 +12,17 @@
 //!    its object header first: one larger than [`MAX_METADATA`] is refused
 //!    without being loaded.
 //!
-//! A fetch whose pack arrives slower than `update.min_rate` is abandoned
-//! (libgit2's transfer progress, checked like an HTTP body).
+//! Over the network, libgit2 reads through [`super::git_stream`]: a server
+//! that sends anything (advertisement, negotiation, pack) slower than
+//! `update.min_rate`, or stalls for `stall_timeout`, is abandoned.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
-use std::time::Duration;
 
-use git2::{AutotagOption, ErrorClass, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
+use git2::{AutotagOption, FetchOptions, ObjectType, Oid, Repository};
 
+use super::git_stream::{self, Limits};
 use super::{Fetched, ManifestSource, MAX_METADATA};
-use crate::error::{Error, Result};
-use crate::http::{MinRate, RateCheck, TooSlow};
+use crate::error::{Error, Result, Transfer};
 
 /// A fleet repo reached with git2.
 pub struct GitSource {
@@ -31,8 +30,7 @@ pub struct GitSource {
     branch: String,
     dir: PathBuf,
     last_commit: Option<String>,
-    connect_timeout: Duration,
-    min_rate: MinRate,
+    limits: Limits,
     repo: Option<Repository>,
     tip: Option<Oid>,
 }
@@ -40,37 +38,35 @@ pub struct GitSource {
 impl GitSource {
     /// A source for `url`'s `branch`, mirrored in `dir`. `last_commit` is the
     /// commit of the last accepted manifest (if its cached copy exists).
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         branch: &str,
         dir: &Path,
         last_commit: Option<&str>,
-        connect_timeout: Duration,
-        min_rate: MinRate,
+        limits: Limits,
     ) -> Self {
         GitSource {
             url: url.to_owned(),
             branch: branch.to_owned(),
             dir: dir.to_owned(),
             last_commit: last_commit.map(str::to_owned),
-            connect_timeout,
-            min_rate,
+            limits,
             repo: None,
             tip: None,
         }
     }
 
-    fn err(&self, e: git2::Error) -> Error {
-        let transient = matches!(
-            e.class(),
-            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Os | ErrorClass::Ssh
-        ) || e.message().contains("failed to connect")
-            || e.message().contains("timed out")
-            || e.message().contains("could not find repository");
+    fn err(&self, source: git2::Error) -> Error {
         Error::Git {
             url: self.url.clone(),
-            message: e.message().to_owned(),
-            transient,
+            source,
+        }
+    }
+
+    fn refused(&self, reason: String) -> Error {
+        Error::Fetch {
+            url: self.url.clone(),
+            source: Transfer::Refused(reason),
         }
     }
 
@@ -104,77 +100,34 @@ impl GitSource {
         let odb = repo.odb().map_err(|e| self.err(e))?;
         let (size, _) = odb.read_header(entry.id()).map_err(|e| self.err(e))?;
         if size as u64 > MAX_METADATA {
-            return Err(Error::Fetch {
-                url: self.url.clone(),
-                reason: format!(
-                    "{path} in commit {tip} is {size} bytes, larger than {MAX_METADATA} bytes; not read"
-                ),
-            });
+            return Err(self.refused(format!(
+                "{path} in commit {tip} is {size} bytes, larger than {MAX_METADATA} bytes; not read"
+            )));
         }
         let blob = repo.find_blob(entry.id()).map_err(|e| self.err(e))?;
         Ok(Some(blob.content().to_vec()))
     }
 }
 
-fn set_timeouts(connect: Duration) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let ms = connect.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: libgit2 global options, set once before any fetch.
-        unsafe {
-            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(ms.saturating_mul(3));
-        }
-    });
-}
-
 impl ManifestSource for GitSource {
     fn fetch(&mut self) -> Result<Fetched> {
-        set_timeouts(self.connect_timeout);
+        git_stream::install(self.limits).map_err(|reason| self.refused(reason))?;
         let repo = self.open_repo()?;
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
         let local = self.url.starts_with("file://");
         {
             let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.err(e))?;
-            // The window starts with the first bytes of the pack (the
-            // server may take a while to prepare it) and ends with the last
-            // object received (indexing adds no bytes).
-            let mut check: Option<RateCheck> = None;
-            let mut seen = 0u64;
-            let mut slow: Option<TooSlow> = None;
-            let min_rate = self.min_rate;
-            let mut callbacks = RemoteCallbacks::new();
-            callbacks.transfer_progress(|p| {
-                let now = p.received_bytes() as u64;
-                let added = now.saturating_sub(seen);
-                seen = now;
-                if p.received_objects() >= p.total_objects() {
-                    return true;
-                }
-                let Some(check) = &mut check else {
-                    check = Some(RateCheck::new(min_rate));
-                    return true;
-                };
-                match check.add(added) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        slow = Some(e);
-                        false
-                    }
-                }
-            });
             let mut opts = FetchOptions::new();
             opts.download_tags(AutotagOption::None);
-            opts.remote_callbacks(callbacks);
             if !local {
                 opts.depth(1);
             }
+            let _ = git_stream::take_too_slow();
             let fetched = remote.fetch(&[&refspec], Some(&mut opts), None);
-            drop(opts);
-            if let Some(slow) = slow {
+            if let Some(slow) = git_stream::take_too_slow() {
                 return Err(Error::Fetch {
                     url: self.url.clone(),
-                    reason: slow.to_string(),
+                    source: slow.into(),
                 });
             }
             fetched.map_err(|e| self.err(e))?;
@@ -192,13 +145,10 @@ impl ManifestSource for GitSource {
                 envelope,
                 origin: tip.to_string(),
             }),
-            None => Err(Error::Fetch {
-                url: self.url.clone(),
-                reason: format!(
-                    "commit {tip} of branch {} has no signed/manifest.json (run `flotilla-publisher sign`)",
-                    self.branch
-                ),
-            }),
+            None => Err(self.refused(format!(
+                "commit {tip} of branch {} has no signed/manifest.json (run `flotilla-publisher sign`)",
+                self.branch
+            ))),
         }
     }
 

@@ -14,7 +14,7 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use super::{Fetched, ManifestSource, MAX_METADATA};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Transfer};
 use crate::http::{MinRate, RateGuard};
 use crate::state::StateDir;
 
@@ -77,7 +77,7 @@ impl HttpSource {
             Err(ureq::Error::Status(404 | 403 | 410, _)) => Ok(None),
             Err(e) => Err(Error::Fetch {
                 url: url.to_owned(),
-                reason: crate::http::describe(&e),
+                source: Transfer::Http(Box::new(e)),
             }),
         }
     }
@@ -90,15 +90,12 @@ fn body(url: &str, resp: ureq::Response, min_rate: MinRate) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| Error::Fetch {
             url: url.to_owned(),
-            reason: match crate::http::too_slow(&e) {
-                Some(slow) => slow.to_string(),
-                None => format!("reading the body: {e}"),
-            },
+            source: Transfer::body(e),
         })?;
     if out.len() as u64 > MAX_METADATA {
         return Err(Error::Fetch {
             url: url.to_owned(),
-            reason: format!("larger than {MAX_METADATA} bytes"),
+            source: Transfer::Refused(format!("larger than {MAX_METADATA} bytes")),
         });
     }
     Ok(out)
@@ -112,7 +109,9 @@ impl ManifestSource for HttpSource {
             .get(&url, cache.as_ref())?
             .ok_or_else(|| Error::Fetch {
                 url: url.clone(),
-                reason: "not found (HTTP 404); has the fleet been published?".into(),
+                source: Transfer::Refused(
+                    "not found (HTTP 404); has the fleet been published?".into(),
+                ),
             })?;
         if resp.status() == 304 {
             return Ok(Fetched::Unchanged);
@@ -120,7 +119,7 @@ impl ManifestSource for HttpSource {
         if resp.status() != 200 {
             return Err(Error::Fetch {
                 url,
-                reason: format!("unexpected HTTP {}", resp.status()),
+                source: Transfer::Refused(format!("unexpected HTTP {}", resp.status())),
             });
         }
         let next = HttpCache {
@@ -143,7 +142,7 @@ impl ManifestSource for HttpSource {
             Some(r) if r.status() == 200 => body(&url, r, self.min_rate).map(Some),
             Some(r) => Err(Error::Fetch {
                 url,
-                reason: format!("unexpected HTTP {}", r.status()),
+                source: Transfer::Refused(format!("unexpected HTTP {}", r.status())),
             }),
         }
     }

@@ -10,6 +10,7 @@
 //! transfer slower than `update.min_rate` ([`crate::http::MinRate`]).
 
 pub mod git;
+mod git_stream;
 pub mod http;
 
 /// Largest manifest or root document accepted, from any source.
@@ -63,8 +64,11 @@ pub fn open(
             branch,
             &state.git_dir(),
             last_commit,
-            config.update.connect_timeout,
-            config.update.min_rate(),
+            git_stream::Limits {
+                connect: config.update.connect_timeout,
+                stall: config.update.stall_timeout,
+                min_rate: config.update.min_rate(),
+            },
         )),
         Source::Http { url } => Box::new(http::HttpSource::new(
             url,

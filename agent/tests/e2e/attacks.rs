@@ -2,6 +2,7 @@
 //! keeps running v1 (and keeps passing).
 
 use chrono::{Duration, Utc};
+use flotilla_protocol::api::details;
 use flotilla_protocol::{EventKind, EventStatus};
 use flotilla_signing::PrivateKey;
 use serde_json::json;
@@ -326,15 +327,17 @@ fn recovers_from_a_compromised_release_key_by_rotating_it_out() {
     let accepted = s
         .host
         .events_of(EventKind::ManifestCheck, EventStatus::Success);
+    let recovered = accepted.last().unwrap();
     assert!(
-        accepted
-            .last()
-            .unwrap()
-            .message
-            .contains("serial 1 accepted"),
-        "{:?}",
-        accepted.last()
+        recovered.message.contains("serial 1 accepted")
+            && recovered.message.contains(&format!("forgot serial {huge}")),
+        "{recovered:?}"
     );
+    // The reporter learns which high-water mark was dropped, and only here.
+    assert_eq!(recovered.details[details::FORGOT_SERIAL], json!(huge));
+    assert!(accepted[..accepted.len() - 1]
+        .iter()
+        .all(|e| !e.details.contains_key(details::FORGOT_SERIAL)));
 
     // The old key's manifests are refused from now on, whatever the serial.
     let replay = s.fleet.craft(|v| v["serial"] = json!(huge + 1), &[&old]);

@@ -4,12 +4,13 @@
 use std::process::Output;
 use std::time::Duration;
 
-use flotilla_protocol::{EventKind, EventStatus};
+use flotilla_protocol::{EventKind, EventStatus, Severity};
 
 use crate::support::bins;
-use crate::support::fleet::Fleet;
+use crate::support::fleet::{Fleet, GitDaemon};
 use crate::support::host::Host;
 use crate::support::http::{Knob, Server};
+use crate::support::proxy::Trickle;
 
 fn text(out: &Output) -> String {
     format!(
@@ -93,6 +94,8 @@ fn trickling_server_is_cut_off_below_the_minimum_rate() {
         "{}",
         e.message
     );
+    // An outage, retried on the next pass: a warning.
+    assert_eq!(e.severity, Severity::Warning);
 
     // An artifact: abandoned the same way, the partial file kept.
     server.clear_knobs();
@@ -110,6 +113,78 @@ fn trickling_server_is_cut_off_below_the_minimum_rate() {
     );
     // Served at full speed again, the next pass installs.
     server.clear_knobs();
+    assert!(h.pass().contains("installed 2.0.0"));
+}
+
+#[test]
+fn trickling_git_server_is_cut_off_below_the_minimum_rate() {
+    const TOKEN: &str = "s3cr3tT0ken";
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = crate::update::fleet_v1_v2(tmp.path());
+    let server = Server::start(&fleet.store);
+    let daemon = GitDaemon::start(fleet.repo.parent().unwrap());
+    // A byte every 50ms, from the first byte of the ref advertisement on:
+    // within every stall timeout (2s), far below 1000 bytes/s. libgit2's
+    // transfer-progress callback would not even be called before the pack.
+    let trickle = Trickle::start(daemon.port, Duration::from_millis(50));
+    let url = format!("git://127.0.0.1:{}/fleet", trickle.port());
+    let h = host(
+        tmp.path(),
+        &fleet,
+        &format!(
+            "git = \"{}\"\nbranch = \"main\"",
+            url.replace("git://", &format!("git://deploy:{TOKEN}@"))
+        ),
+        &server.url(),
+        "min_rate = 1000\n",
+    );
+
+    // The whole exchange at this pace takes minutes; the pass must give up
+    // after about one window. The bound only keeps a regression from hanging.
+    let mut cmd = std::process::Command::new(h.install_dir.join("current/flotilla-agent"));
+    cmd.arg("--config").arg(&h.config).arg("run");
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("the pass was still running after 60s against a trickling git server");
+        }
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(TOKEN), "{}", text(&out));
+    assert_eq!(h.current(), "1.0.0");
+    let failed = h.events_of(EventKind::ManifestCheck, EventStatus::Failed);
+    let e = failed.last().expect("a failed manifest check");
+    let shown = url.replace("git://", "git://***@");
+    assert!(
+        e.message.contains(&shown)
+            && e.message.contains("bytes/s")
+            && e.message.contains("too slow"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains(TOKEN), "{}", e.message);
+    assert_eq!(e.severity, Severity::Warning);
+
+    // The lock is free again, and at full speed the next pass installs.
+    drop(trickle);
+    std::fs::write(
+        &h.config,
+        std::fs::read_to_string(&h.config)
+            .unwrap()
+            .replace(&url[6..], &daemon.url("fleet")[6..]),
+    )
+    .unwrap();
     assert!(h.pass().contains("installed 2.0.0"));
 }
 

@@ -200,7 +200,9 @@ fn install_is_idempotent_under_a_prefix() {
                 "--git",
                 "https://git.example.com/fleet.git",
             ])
-            .args(["--artifacts", "https://a.example.com/", "--trust-root"])
+            .args(["--artifacts", "https://a.example.com/"])
+            .args(["--agent-id", "web-01", "--labels", "role=web,site=ams1"])
+            .arg("--trust-root")
             .arg(fleet.root1())
             .output()
             .unwrap();
@@ -225,6 +227,15 @@ fn install_is_idempotent_under_a_prefix() {
     );
     let cfg = std::fs::read_to_string(prefix.join("etc/flotilla/agent.toml")).unwrap();
     assert!(cfg.contains("config_schema = 3"));
+    let config = flotilla_agent::Config::parse(std::path::Path::new("agent.toml"), &cfg).unwrap();
+    assert_eq!(config.agent_id.as_deref(), Some("web-01"));
+    assert_eq!(
+        config.labels.into_iter().collect::<Vec<_>>(),
+        [
+            ("role".to_owned(), "web".to_owned()),
+            ("site".to_owned(), "ams1".to_owned())
+        ]
+    );
     assert!(prefix
         .join("etc/systemd/system/flotilla-agent.timer")
         .exists());
@@ -241,4 +252,23 @@ fn install_is_idempotent_under_a_prefix() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to replace"));
+    // A bad agent id or label list is refused before anything is written.
+    let fresh = tmp.path().join("fresh");
+    for (flag, value, says) in [
+        ("--agent-id", "web/01", "agent_id"),
+        ("--labels", "role", "not key=value"),
+    ] {
+        let out = std::process::Command::new(bins::agent("v1"))
+            .args(["install", "--prefix"])
+            .arg(&fresh)
+            .args(["--channel", "stable", "--url", "https://u.example.com/"])
+            .args(["--artifacts", "https://a.example.com/", flag, value])
+            .arg("--trust-root")
+            .arg(fleet.root1())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+        assert!(!fresh.exists(), "{flag} {value}: something was written");
+    }
 }

@@ -6,3 +6,4 @@ pub mod bins;
 pub mod fleet;
 pub mod host;
 pub mod http;
+pub mod proxy;

@@ -1,9 +1,9 @@
-//! How a pass ended: what `flotilla-agent run` prints, and the error the
+//! [`Ending`]: how a pass ended, what `flotilla-agent run` prints, and the error the
 //! pass records in `state.json`.
 
 /// How a pass ended.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
+pub enum Ending {
     /// Another pass holds the lock.
     Busy,
     /// Running what the manifest says.
@@ -52,33 +52,33 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl Ending {
     /// A line for the operator.
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Busy => "another pass is running; nothing done".into(),
-            Outcome::UpToDate { release } => format!("up to date ({release})"),
-            Outcome::Deferred { reason } => format!("update deferred: {reason}"),
-            Outcome::Installed { version } => {
+            Ending::Busy => "another pass is running; nothing done".into(),
+            Ending::UpToDate { release } => format!("up to date ({release})"),
+            Ending::Deferred { reason } => format!("update deferred: {reason}"),
+            Ending::Installed { version } => {
                 format!("installed {version}; the next pass runs it and checks its health")
             }
-            Outcome::Unhealthy {
+            Ending::Unhealthy {
                 reason,
                 attempts_left,
             } => format!("health check failed ({reason}); {attempts_left} attempt(s) left"),
-            Outcome::RolledBack { from, to } => format!("rolled back from {from} to {to}"),
-            Outcome::Waiting { reason } => reason.clone(),
-            Outcome::Rejected { reason } => format!("manifest rejected: {reason}"),
-            Outcome::Failed { reason } => format!("failed: {reason}"),
+            Ending::RolledBack { from, to } => format!("rolled back from {from} to {to}"),
+            Ending::Waiting { reason } => reason.clone(),
+            Ending::Rejected { reason } => format!("manifest rejected: {reason}"),
+            Ending::Failed { reason } => format!("failed: {reason}"),
         }
     }
 
     /// The error `state.json` keeps for this pass (`last_error`).
     pub(super) fn error(&self) -> Option<String> {
         match self {
-            Outcome::Unhealthy { reason, .. }
-            | Outcome::Rejected { reason }
-            | Outcome::Failed { reason } => Some(reason.clone()),
+            Ending::Unhealthy { reason, .. }
+            | Ending::Rejected { reason }
+            | Ending::Failed { reason } => Some(reason.clone()),
             _ => None,
         }
     }
