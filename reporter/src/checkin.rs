@@ -9,9 +9,10 @@
 //!    into [`CheckIns`], an in-memory map keyed by agent (a newer check-in
 //!    of the same agent replaces the older), and answers 202 at once;
 //! 2. every [`FLUSH`] [`flush_loop`] takes the whole map and writes it in
-//!    one writer job ([`crate::db::checkin::apply`]): one transaction for
-//!    every check-in of that second, sharing the writer's group commit with
-//!    event batches;
+//!    writer jobs of [`CHUNK`] check-ins ([`crate::db::checkin::apply`]),
+//!    one after the other, sharing the writer's group commit with event
+//!    batches: one job of a whole second's check-ins (~1,100 at 1M agents)
+//!    held the writer long enough to double the event batches' p99;
 //! 3. on shutdown, [`flush`] writes what is left.
 //!
 //! A check-in is not an event: only the latest is kept, and one lost in a
@@ -29,6 +30,8 @@ use crate::state::AppState;
 
 /// How often the check-ins received are written.
 pub const FLUSH: Duration = Duration::from_secs(1);
+/// Check-ins per writer job.
+pub const CHUNK: usize = 64;
 /// Most agents whose check-ins wait for a flush.
 pub const MAX_PENDING: usize = 100_000;
 
@@ -65,21 +68,29 @@ impl CheckIns {
     }
 }
 
-/// Writes the check-ins waiting, in one writer job.
+/// Writes the check-ins waiting, [`CHUNK`] per writer job.
 pub async fn flush(st: &AppState) {
     let rows = st.checkins.take();
     if rows.is_empty() {
         return;
     }
     let n = rows.len();
-    match st
-        .writer
-        .run(move |c| crate::db::checkin::apply(c, &rows))
-        .await
-    {
-        Ok(()) => tracing::trace!(checkins = n, "check-ins written"),
-        Err(e) => tracing::warn!(error = %e, checkins = n, "writing check-ins failed"),
+    let mut rows = rows.into_iter();
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        if let Err(e) = st
+            .writer
+            .run(move |c| crate::db::checkin::apply(c, &chunk))
+            .await
+        {
+            tracing::warn!(error = %e, checkins = n, "writing check-ins failed");
+            return;
+        }
     }
+    tracing::trace!(checkins = n, "check-ins written");
 }
 
 /// Step 2 of the module doc, until the task is aborted.
