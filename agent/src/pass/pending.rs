@@ -241,12 +241,7 @@ impl Pass<'_> {
     /// Rolling back -> none: the migration backup restored, `current` at
     /// the old version, the release blocked until a newer serial names
     /// another. Idempotent: finishes what an interrupted rollback began.
-    fn finish_rollback(
-        &mut self,
-        p: Pending,
-        reason: String,
-        cause: BlockCause,
-    ) -> Result<Ending> {
+    fn finish_rollback(&mut self, p: Pending, reason: String, cause: BlockCause) -> Result<Ending> {
         self.restore_migration_backup(&p);
         versions::point(&self.config.install_dir, "current", &p.from)?;
         self.state.blocked = Some(Blocked {
