@@ -452,8 +452,10 @@ fn strip_file(msg: &str, path: &Path) -> String {
 }
 
 /// The config `install` writes when none exists (`agent_id` and `labels`
-/// as given to `install --agent-id` / `--labels`).
+/// as given to `install --agent-id` / `--labels`), its paths under
+/// `prefix` (`/` for a host's real install).
 pub fn template(
+    prefix: &Path,
     channel: &str,
     source: &Source,
     artifacts_base_url: &str,
@@ -484,10 +486,13 @@ pub fn template(
          {id_line}\
          channel = {}\n\
          labels = {labels}\n\
-         trust_root = \"/etc/flotilla/root.json\"\n\
-         state_dir = \"/var/lib/flotilla\"\n\
-         install_dir = \"/opt/flotilla\"\n\n[source]\n",
-        toml_str(channel)
+         trust_root = {}\n\
+         state_dir = {}\n\
+         install_dir = {}\n\n[source]\n",
+        toml_str(channel),
+        path(prefix, "/etc/flotilla/root.json"),
+        path(prefix, "/var/lib/flotilla"),
+        path(prefix, "/opt/flotilla"),
     );
     match source {
         Source::Git { url, branch } => {
@@ -501,12 +506,18 @@ pub fn template(
     );
     if let Some(r) = reporter_url {
         s += &format!(
-            "\n[reporter]\nurl = {}\nenrollment_token_file = \"/etc/flotilla/enroll.token\"\ngate_unreachable = \"proceed\"\n",
-            toml_str(r)
+            "\n[reporter]\nurl = {}\nenrollment_token_file = {}\ngate_unreachable = \"proceed\"\n",
+            toml_str(r),
+            path(prefix, "/etc/flotilla/enroll.token"),
         );
     }
     s += "\n[update]\nhealth_attempts = 3\nkeep_versions = 2\n";
     s
+}
+
+/// A host path under `prefix`, as a TOML string.
+fn path(prefix: &Path, host: &str) -> String {
+    toml_str(&crate::setup::under(prefix, Path::new(host)).to_string_lossy())
 }
 
 /// A TOML basic string.
@@ -613,6 +624,7 @@ base_url = "http://127.0.0.1/a/"
             },
         ] {
             let t = template(
+                Path::new("/"),
                 "stable",
                 &src,
                 "https://a.example.com/",
@@ -628,6 +640,7 @@ base_url = "http://127.0.0.1/a/"
                 ("site".to_owned(), "ams \"1\"".to_owned()),
             ]);
             let t = template(
+                Path::new("/"),
                 "stable",
                 &src,
                 "https://a.example.com/",

@@ -10,8 +10,11 @@
 //! 4. This binary as `install_dir/versions/<v>/flotilla-agent`, and the
 //!    `current` (and `previous`) symlinks if absent; the state dir.
 //!
-//! Every path is written under `prefix` (default `/`), so tests install into
-//! a temporary root; the contents name the real paths.
+//! `prefix` (default `/`) applies to every path: where each file is written
+//! and the paths a new config and the units name. An agent installed with
+//! `--prefix /tmp/root` runs from there (`--config
+//! /tmp/root/etc/flotilla/agent.toml`) and touches nothing outside it. A
+//! config that already exists is kept as it is, its paths with it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +48,7 @@ pub const UNITS: [(&str, &str); 3] = [
 pub struct Options {
     /// Root under which everything is written.
     pub prefix: PathBuf,
-    /// The config path as the host sees it.
+    /// The config path as the host sees it (written under `prefix`).
     pub config_path: PathBuf,
     /// For a new config: the channel.
     pub channel: Option<String>,
@@ -130,6 +133,7 @@ pub fn install(opts: &Options) -> Result<Vec<String>> {
             });
         }
         let text = config::template(
+            &opts.prefix,
             opts.channel.as_deref().unwrap_or_default(),
             opts.source.as_ref().expect("checked"),
             opts.artifacts.as_deref().unwrap_or_default(),
@@ -137,14 +141,14 @@ pub fn install(opts: &Options) -> Result<Vec<String>> {
             opts.agent_id.as_deref(),
             &opts.labels,
         );
-        Config::parse(&opts.config_path, &text)?;
+        Config::parse(&cfg_file, &text)?;
         write_if_changed(&cfg_file, text.as_bytes(), 0o644)?;
         report.push(format!("wrote config {}", cfg_file.display()));
     }
-    let mut config = Config::load(&cfg_file)?;
-    config.path = opts.config_path.clone();
+    // Its paths are the host's, the prefix already in them.
+    let config = Config::load(&cfg_file)?;
 
-    let root_file = under(&opts.prefix, &config.trust_root);
+    let root_file = config.trust_root.clone();
     match &opts.trust_root {
         Some(src) => {
             let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
@@ -191,7 +195,7 @@ pub fn install(opts: &Options) -> Result<Vec<String>> {
         report.push(format!("{verb} unit {}", path.display()));
     }
 
-    let install_dir = under(&opts.prefix, &config.install_dir);
+    let install_dir = config.install_dir.clone();
     let bin = versions::install_self(&install_dir, VERSION)?;
     report.push(format!("installed {}", bin.display()));
     for link in ["current", "previous"] {
@@ -203,6 +207,6 @@ pub fn install(opts: &Options) -> Result<Vec<String>> {
             ));
         }
     }
-    StateDir::new(&under(&opts.prefix, &config.state_dir)).create()?;
+    StateDir::new(&config.state_dir).create()?;
     Ok(report)
 }

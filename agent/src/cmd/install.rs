@@ -16,10 +16,13 @@ use flotilla_agent::setup;
       --git https://git.example.com/ops/fleet.git \\
       --artifacts https://updates.example.com/artifacts/ \\
       --trust-root root/1.root.json --agent-id web-01 --labels role=web,site=ams1
-  flotilla-agent install --prefix /tmp/root ...   (write under /tmp/root)
+  flotilla-agent install --prefix /tmp/root ...   (a self-contained install:
+      every file and every path it names under /tmp/root; run it with
+      flotilla-agent --config /tmp/root/etc/flotilla/agent.toml ...)
 Then: systemctl daemon-reload && systemctl enable --now flotilla-agent.timer")]
 pub struct Args {
-    /// Write everything under this directory instead of /.
+    /// Install under this directory instead of /: the files, and the paths
+    /// a new config and the units name (an existing config is kept as is).
     #[arg(long, value_name = "DIR", default_value = "/")]
     prefix: PathBuf,
     /// For a new config: the channel to follow.

@@ -239,6 +239,48 @@ fn install_is_idempotent_under_a_prefix() {
     assert!(prefix
         .join("etc/systemd/system/flotilla-agent.timer")
         .exists());
+    // Every path the config and the units name is under the prefix, so the
+    // installed agent runs from there and touches nothing outside it.
+    let p = prefix.canonicalize().unwrap();
+    let installed = flotilla_agent::Config::load(&prefix.join("etc/flotilla/agent.toml")).unwrap();
+    for (what, path) in [
+        ("trust_root", &installed.trust_root),
+        ("state_dir", &installed.state_dir),
+        ("install_dir", &installed.install_dir),
+    ] {
+        assert!(
+            path.starts_with(&prefix) || path.starts_with(&p),
+            "{what}: {}",
+            path.display()
+        );
+    }
+    let unit =
+        std::fs::read_to_string(prefix.join("etc/systemd/system/flotilla-agent.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "{}/opt/flotilla/current/flotilla-agent",
+            prefix.display()
+        )),
+        "{unit}"
+    );
+    let out = std::process::Command::new(bins::agent("v1"))
+        .arg("--config")
+        .arg(prefix.join("etc/flotilla/agent.toml"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("current:") && l.trim_end().ends_with("1.0.0")),
+        "status reads the prefixed install: {said}"
+    );
+    assert!(prefix.join("var/lib/flotilla").is_dir());
     // A different trust root is never installed over the existing one.
     let other = tmp.path().join("other-root.json");
     let f2 = Fleet::new(&tmp.path().join("f2"));
