@@ -38,6 +38,15 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL database failed.
+    #[error("database {target}: {}", pg_reason(source))]
+    Postgres {
+        /// The database's URL, without a password.
+        target: String,
+        /// The cause.
+        #[source]
+        source: crate::db::DbError,
+    },
     /// A command other than `serve` and `init` was pointed at a database
     /// that does not exist (a typo'd `--db` must not create a new one).
     #[error(
@@ -93,6 +102,22 @@ pub enum Error {
     },
 }
 
+/// PostgreSQL's reason, with the server's message and detail (tokio-postgres
+/// shows only "db error" for an error the server sent).
+fn pg_reason(e: &crate::db::DbError) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// SQLite's reason, once: rusqlite shows `sqlite3_errmsg` (with the path
 /// appended when opening failed), and its source repeats the code's
 /// description ("Error code 14: Unable to open the database file"), so
@@ -107,11 +132,15 @@ fn sqlite_reason(e: &rusqlite::Error, path: &std::path::Path) -> String {
 
 /// An error and its causes on one line, each once
 /// ([`flotilla_protocol::chain_text`]), ending at the reporter's
-/// [`Error::Db`], whose text already holds SQLite's reason. The binary
+/// [`Error::Db`] or [`Error::Postgres`], whose text already holds the
+/// database's reason. The binary
 /// prints every error through this.
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     flotilla_protocol::chain_text_until(e, |layer| {
-        matches!(layer.downcast_ref::<Error>(), Some(Error::Db { .. }))
+        matches!(
+            layer.downcast_ref::<Error>(),
+            Some(Error::Db { .. } | Error::Postgres { .. })
+        )
     })
 }
 

@@ -18,6 +18,7 @@ pub mod enroll;
 pub mod halts;
 pub mod ingest;
 pub mod outbox;
+pub mod pg;
 pub mod pool;
 pub mod prune;
 pub mod queries;
@@ -42,6 +43,12 @@ pub enum DbError {
     /// SQLite said no.
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had.
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
     /// The writer or pool is gone (shutting down).
     #[error("the database is shutting down")]
     Busy,

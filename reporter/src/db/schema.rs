@@ -172,6 +172,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel, release)
     ) WITHOUT ROWID;
     ",
+    // 6 (replicas): web sessions are kept in the database, by the SHA-256 of
+    // their id, so a login outlives a restart and, on PostgreSQL, works on
+    // every replica.
+    "
+    CREATE TABLE web_sessions (
+        hash        TEXT PRIMARY KEY,
+        csrf        TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX web_sessions_expires ON web_sessions(expires_at);
+    ",
 ];
 
 /// The schema version this binary writes.

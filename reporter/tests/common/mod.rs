@@ -1,6 +1,8 @@
 //! Test helpers: a reporter on 127.0.0.1:0 with its database in a temp dir.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,1 @@
+//! Check-ins: each agent's latest state and reason.

@@ -1,0 +1,1 @@
+//! Enrollment: token use counting and id rules, safe across replicas.

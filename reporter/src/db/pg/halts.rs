@@ -1,0 +1,1 @@
+//! Manual halts (emergency stops).

@@ -1,0 +1,1 @@
+//! Storing events: dedup per agent, the agents' rows, rollout rows.

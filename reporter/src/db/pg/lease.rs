@@ -1,0 +1,1 @@
+//! Leases: one replica at a time for a job (retention, notification).

@@ -1,0 +1,1 @@
+//! The outbox of webhook notices and the notifier's state.

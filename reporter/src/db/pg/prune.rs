@@ -1,0 +1,1 @@
+//! Retention: pruning old events and agents.

@@ -1,0 +1,1 @@
+//! Queries of the API and the page: agents, events, rollout rows, counts.

@@ -1,0 +1,1 @@
+//! The releases each channel rolled out.

@@ -1,0 +1,1 @@
+//! Enrollment and read tokens, revocation.

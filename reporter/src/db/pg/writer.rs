@@ -1,0 +1,1 @@
+//! The ingest writer: group commit of many requests' batches in one transaction.
