@@ -11,8 +11,11 @@ use std::path::PathBuf;
 /// The test server.
 #[derive(Clone, Debug)]
 pub struct TestPg {
-    /// `postgres://flotilla@127.0.0.1:PORT/postgres` (no password).
+    /// `postgres://flotilla@127.0.0.1:PORT/postgres?sslmode=disable` (no
+    /// password).
     pub url: String,
+    /// The CA of the server's TLS certificate, if it has TLS on.
+    pub ca_file: Option<PathBuf>,
     /// The file holding the password (0600).
     pub password_file: PathBuf,
     /// The password.
@@ -34,6 +37,7 @@ pub fn server(test: &str) -> Option<TestPg> {
                 .to_owned();
             Some(TestPg {
                 url,
+                ca_file: std::env::var_os("FLOTILLA_TEST_PG_CA_FILE").map(PathBuf::from),
                 password_file,
                 password,
             })
@@ -56,8 +60,17 @@ impl TestPg {
     pub fn fresh_database(&self) -> String {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         self.execute(&format!("CREATE DATABASE {name}"));
-        match self.url.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
+        self.url_of(&name)
+    }
+
+    /// The server's URL for database `name`, with the same query (sslmode).
+    pub fn url_of(&self, name: &str) -> String {
+        let (path, query) = match self.url.split_once('?') {
+            Some((p, q)) => (p, format!("?{q}")),
+            None => (self.url.as_str(), String::new()),
+        };
+        match path.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}{query}"),
             None => panic!("{}: no database name", self.url),
         }
     }

@@ -10,6 +10,13 @@
 //!
 //! A URL given to the reporter never carries the password (it would show
 //! in `ps` and in logs): the password comes from a file or `PGPASSWORD`.
+//!
+//! TLS follows the URL's `sslmode`, as libpq's: `disable`; `prefer` (the
+//! default: TLS when the server offers it); `require` (TLS or no
+//! connection). Whenever TLS is used the server's certificate is verified
+//! (rustls), against `ca_file` when given (the `sslrootcert` of libpq),
+//! else the system's roots: a certificate that does not verify is an error,
+//! never a silent downgrade.
 
 pub mod checkin;
 pub mod enroll;
@@ -24,11 +31,15 @@ pub mod schema;
 pub mod tokens;
 pub mod writer;
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::DbError;
 use crate::Error;
@@ -45,6 +56,18 @@ pub struct Pg {
     target: String,
 }
 
+/// How to connect, beyond the URL.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The password (from a file or `PGPASSWORD`; never the URL).
+    pub password: Option<String>,
+    /// Connections kept open, at most.
+    pub max_connections: usize,
+    /// The CA certificates (PEM) the server's certificate must chain to;
+    /// `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
 impl Pg {
     /// Connects to `url` (which must not hold a password) with `password`,
     /// keeping up to `max_connections` open, and checks that the server
@@ -54,6 +77,20 @@ impl Pg {
         password: Option<&str>,
         max_connections: usize,
     ) -> Result<Pg, Error> {
+        Pg::connect_with(
+            url,
+            &Options {
+                password: password.map(str::to_owned),
+                max_connections,
+                ca_file: None,
+            },
+        )
+        .await
+    }
+
+    /// [`Pg::connect`] with every option.
+    pub async fn connect_with(url: &str, opts: &Options) -> Result<Pg, Error> {
+        let (password, max_connections) = (opts.password.as_deref(), opts.max_connections);
         let target = redact(url);
         let config_err = |reason: String| Error::Config {
             path: target.clone().into(),
@@ -75,9 +112,10 @@ impl Pg {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("flotilla-reporter");
+        let tls = MakeRustlsConnect::new(tls_config(opts.ca_file.as_deref(), &target)?);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -114,6 +152,60 @@ impl Pg {
             source: e,
         }
     }
+}
+
+/// The TLS client settings: the roots the server's certificate must chain
+/// to, ring's algorithms, TLS 1.2 and 1.3.
+fn tls_config(ca_file: Option<&Path>, target: &str) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let io_err = |e: rustls::pki_types::pem::Error| Error::Config {
+                path: path.to_owned(),
+                reason: format!("not a PEM file of CA certificates: {e}"),
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(io_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io_err)?;
+            if certs.is_empty() {
+                return Err(Error::Config {
+                    path: path.to_owned(),
+                    reason: "holds no certificate (want PEM `BEGIN CERTIFICATE` blocks)".into(),
+                });
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| Error::Config {
+                    path: path.to_owned(),
+                    reason: format!("a certificate that cannot be a root: {e}"),
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "reading the system's CA certificates");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!(
+                    database = target,
+                    "no system CA certificates: a TLS connection to the database cannot be \
+                     verified (give `db_ca_file`)"
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config {
+            path: target.into(),
+            reason: format!("TLS: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// `url` without a password, for messages.
