@@ -533,7 +533,12 @@ impl FileSettings {
         }
         if let Some(p) = self.db_password_file {
             match &mut s.db {
-                DbTarget::Postgres { password_file, .. } => *password_file = Some(p),
+                DbTarget::Postgres { password_file, .. } => {
+                    // Refused now (missing, or readable by others), not at
+                    // the first connection.
+                    read_private(&p, "the database password")?;
+                    *password_file = Some(p);
+                }
                 DbTarget::Sqlite(path) => {
                     return Err(Error::Config {
                         path: p,
@@ -704,6 +709,59 @@ mod tests {
         assert_eq!(s.durability, Durability::PowerLoss);
         assert_eq!(s.stale_after, Duration::from_secs(7200));
         assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn db_is_a_sqlite_path_or_a_postgres_url_with_its_password_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db.password");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let apply = |text: String| {
+            let f: FileSettings = toml::from_str(&text).unwrap();
+            let mut s = Settings::default();
+            f.apply(&mut s).map(|()| s.db)
+        };
+        assert_eq!(
+            apply("db = \"/var/lib/r.db\"".into()).unwrap(),
+            DbTarget::Sqlite("/var/lib/r.db".into())
+        );
+        let db = apply(format!(
+            "db = \"postgresql://flotilla@db.example/fl\"\ndb_password_file = {:?}",
+            pw.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(
+            db,
+            DbTarget::Postgres {
+                url: "postgresql://flotilla@db.example/fl".into(),
+                password_file: Some(pw.clone()),
+            }
+        );
+        assert_eq!(db.password().unwrap().unwrap().expose(), "s3cret");
+        assert_eq!(db.to_string(), "postgresql://flotilla@db.example/fl");
+        let e = apply(format!(
+            "db = \"/var/lib/r.db\"\ndb_password_file = {:?}",
+            pw.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("db_password_file is for a PostgreSQL database"),
+            "{e}"
+        );
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = apply(format!(
+            "db = \"postgres://flotilla@db.example/fl\"\ndb_password_file = {:?}",
+            pw.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the database password file has mode 0640"),
+            "{e}"
+        );
     }
 
     #[test]
