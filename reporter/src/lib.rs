@@ -254,10 +254,13 @@ pub async fn launch_with_tcp_listener(
         }
     };
     let (store, running) = Store::open(&settings)?;
-    let active_halts = store
-        .halts_active()
-        .await
-        .map_err(|e| Error::Manifest(format!("loading the manual halts: {e}")))?;
+    let active_halts = store.halts_active().await.map_err(|e| match e {
+        db::DbError::Sqlite(source) => Error::Db {
+            path: store.target().into(),
+            source,
+        },
+        other => Error::Manifest(format!("loading the manual halts: {other}")),
+    })?;
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, store, manifest);
     state.halts.set(active_halts);
