@@ -25,7 +25,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, Method, StatusCode};
 
-use crate::db::{enroll, tokens as db_tokens};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::tokens;
@@ -134,20 +133,13 @@ async fn credential(state: &AppState, token: &str) -> Result<Option<Credential>,
     let t = token.to_owned();
     if token.starts_with(tokens::READ_PREFIX) {
         let now = chrono::Utc::now();
-        let ok = state
-            .reader
-            .read_quick(move |c| db_tokens::read_token_active(c, &t, now))
-            .await?;
+        let ok = state.store.read_token_active(t, now).await?;
         return Ok(ok.then_some(Credential::Read));
     }
     if !flotilla_protocol::api::is_agent_token_shaped(token) {
         return Ok(None);
     }
-    Ok(state
-        .reader
-        .read_quick(move |c| enroll::agent_for_token(c, &t))
-        .await?
-        .map(Credential::Agent))
+    Ok(state.store.agent_for_token(t).await?.map(Credential::Agent))
 }
 
 /// The request's credential: 429 if its address failed too often, 401 if

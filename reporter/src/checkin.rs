@@ -81,11 +81,7 @@ pub async fn flush(st: &AppState) {
         if chunk.is_empty() {
             break;
         }
-        if let Err(e) = st
-            .writer
-            .run(move |c| crate::db::checkin::apply(c, &chunk))
-            .await
-        {
+        if let Err(e) = st.store.checkin_apply(chunk).await {
             tracing::warn!(error = %e, checkins = n, "writing check-ins failed");
             return;
         }

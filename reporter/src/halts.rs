@@ -58,7 +58,7 @@ impl Board {
 
 /// Reloads the active halts from the database.
 pub async fn reload(st: &AppState) -> Result<(), DbError> {
-    let halts = st.reader.read(crate::db::halts::active).await?;
+    let halts = st.store.halts_active().await?;
     st.halts.set(halts);
     Ok(())
 }
@@ -103,9 +103,9 @@ pub fn announce(st: &AppState, change: &HaltChange) {
             by: h.reopened_by.clone().unwrap_or_default(),
         },
     };
-    let (notifier, writer) = (st.notifier.clone(), st.writer.clone());
+    let (notifier, store) = (st.notifier.clone(), st.store.clone());
     tokio::spawn(async move {
-        if let Err(e) = notifier.enqueue(&writer, notice).await {
+        if let Err(e) = notifier.enqueue(&store, notice).await {
             tracing::warn!(error = %e, "queueing a manual-halt notification failed");
         }
     });
@@ -187,8 +187,8 @@ pub async fn close(
     } = req;
     let reason = reason.trim().to_owned();
     let closed = st
-        .writer
-        .run(move |c| crate::db::halts::close(c, &channel, release.as_deref(), &reason, &by, now))
+        .store
+        .halt_close(channel, release, reason, by, now)
         .await?;
     reload(st).await?;
     Ok(match closed {
@@ -211,16 +211,13 @@ pub async fn reopen(
     bounded("by", by.unwrap_or(""), 128, false)?;
     let by = who(by, credential);
     let now = crate::db::now_micros();
-    let before = st
-        .reader
-        .read(move |c| crate::db::halts::get(c, id))
-        .await?;
+    let before = st.store.halt_get(id).await?;
     let Some(before) = before else {
         return Err(AppError::not_found(format!("no halt {id}")));
     };
     let h = st
-        .writer
-        .run(move |c| crate::db::halts::reopen(c, id, &by, now))
+        .store
+        .halt_reopen(id, by, now)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no halt {id}")))?;
     reload(st).await?;

@@ -170,6 +170,7 @@ pub mod rollout_history;
 pub mod router;
 pub mod settings;
 pub mod state;
+pub mod store;
 pub mod tokens;
 pub mod web;
 
@@ -189,9 +190,8 @@ pub use error::{AppError, Error};
 pub use settings::{Durability, Secret, Settings};
 
 use crate::channels::ManifestStore;
-use crate::db::pool::ReadPool;
-use crate::db::writer::Writer;
 use crate::state::AppState;
+use crate::store::Store;
 
 /// Binds `settings.listen` and serves until `shutdown` completes.
 pub async fn launch(
@@ -253,23 +253,16 @@ pub async fn launch_with_tcp_listener(
             ))
         }
     };
-    let conn = db::open_writer(&settings.db, settings.durability)?;
-    db::disable_autocheckpoint(&conn).map_err(|source| Error::Db {
-        path: settings.db.clone(),
-        source,
-    })?;
-    let active_halts = db::halts::active(&conn).map_err(|e| match e {
+    let (store, running) = Store::open(&settings)?;
+    let active_halts = store.halts_active().await.map_err(|e| match e {
         db::DbError::Sqlite(source) => Error::Db {
-            path: settings.db.clone(),
+            path: store.target().into(),
             source,
         },
         other => Error::Manifest(format!("loading the manual halts: {other}")),
     })?;
-    let checkpointer = db::checkpoint::Checkpointer::start(&settings.db)?;
-    let (writer, writer_thread) = Writer::start(conn, Some(checkpointer.state.clone()));
-    let reader = ReadPool::open(&settings.db, settings.read_connections)?;
     tracing::info!(settings = ?settings, %addr, "serving");
-    let state = AppState::new(settings, writer, reader, manifest);
+    let state = AppState::new(settings, store, manifest);
     state.halts.set(active_halts);
     background.push(tokio::spawn(retention::run(state.clone())));
     if !state.settings.notify.webhooks.is_empty() {
@@ -288,14 +281,7 @@ pub async fn launch_with_tcp_listener(
     drop(state);
     // The writer thread ends once the last handle is gone and its queue is
     // committed; requests still holding one delay it only briefly.
-    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
-    if tokio::time::timeout(Duration::from_secs(30), joined)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the writer did not stop within 30 s");
-    }
-    let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
+    running.stop().await;
     served.map_err(|source| Error::Serve { addr, source })
 }
 

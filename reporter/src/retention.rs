@@ -1,6 +1,6 @@
 //! Background upkeep: every `retention_interval`, events older than
 //! `retain_days` and beyond `retain_per_agent` per agent are deleted, idle
-//! rate-limit buckets and expired sessions are dropped.
+//! rate-limit buckets and expired web sessions are dropped.
 //!
 //! Deleting is paced so that ingestion keeps the writer: [`CHUNK`] rows per
 //! writer job (a job shares its transaction with the ingest jobs queued
@@ -11,11 +11,10 @@
 //! 1.8M such rows at 1,100 batches/s took the latency p50 from 3 to 12-19 ms
 //! and p99 to 60-74 ms for 20 s; see [`paced`].
 
+use std::future::Future;
 use std::time::Instant;
 
-use rusqlite::Connection;
-
-use crate::db::{prune, DbError};
+use crate::db::DbError;
 use crate::state::AppState;
 
 /// Rows deleted per writer job.
@@ -37,7 +36,9 @@ pub async fn run(st: AppState) {
         st.limiter.forget_full();
         st.enroll_limiter.forget_full();
         st.auth_limiter.forget_full();
-        st.sessions.expire();
+        if let Err(e) = st.sessions.expire(&st.store).await {
+            tracing::warn!(error = %e, "deleting expired web sessions failed");
+        }
     }
 }
 
@@ -46,18 +47,17 @@ pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
     let mut total = 0;
     let cutoff = crate::db::now_micros() - i64::from(st.settings.retain_days) * 86_400 * 1_000_000;
     loop {
-        let n = paced(st, move |c| prune::older_than(c, cutoff, CHUNK)).await?;
+        let n = paced(st.store.prune_older_than(cutoff, CHUNK)).await?;
         total += n;
         if n < CHUNK as usize {
             break;
         }
     }
     let keep = st.settings.retain_per_agent;
-    let over = st.reader.read(move |c| prune::agents_over(c, keep)).await?;
+    let over = st.store.prune_agents_over(keep).await?;
     for agent in over {
         loop {
-            let a = agent.clone();
-            let n = paced(st, move |c| prune::beyond_count(c, &a, keep, CHUNK)).await?;
+            let n = paced(st.store.prune_beyond_count(agent.clone(), keep, CHUNK)).await?;
             total += n;
             if n < CHUNK as usize {
                 break;
@@ -67,14 +67,12 @@ pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
     Ok(total)
 }
 
-/// Runs one retention job on the writer, then waits as long as it took
-/// (queueing included): retention takes at most about half the writer.
-async fn paced<F>(st: &AppState, f: F) -> Result<usize, DbError>
-where
-    F: FnMut(&Connection) -> Result<usize, DbError> + Send + 'static,
-{
+/// Runs one retention job (a write of the store, not yet started), then
+/// waits as long as it took (queueing included): retention takes at most
+/// about half the writer.
+async fn paced(job: impl Future<Output = Result<usize, DbError>>) -> Result<usize, DbError> {
     let start = Instant::now();
-    let r = st.writer.run(f).await;
+    let r = job.await;
     tokio::time::sleep(start.elapsed()).await;
     r
 }

@@ -24,9 +24,7 @@ async fn record(st: &AppState, pairs: Vec<(String, String)>) -> Result<(), DbErr
         return Ok(());
     }
     let now = crate::db::now_micros();
-    st.writer
-        .run(move |c| crate::db::rollout_history::touch(c, &pairs, now))
-        .await
+    st.store.rollout_history_touch(pairs, now).await
 }
 
 /// See the module doc; until aborted.
@@ -57,10 +55,7 @@ pub async fn history(
     channel: Option<String>,
     per_channel: u32,
 ) -> Result<RolloutHistory, DbError> {
-    let entries = st
-        .reader
-        .read(move |c| crate::db::rollout_history::list(c, channel.as_deref(), per_channel))
-        .await?;
+    let entries = st.store.rollout_history_list(channel, per_channel).await?;
     let current = st.current_rollouts();
     let mut rollouts = Vec::with_capacity(entries.len());
     for e in entries {

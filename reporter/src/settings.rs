@@ -63,11 +63,82 @@ pub struct RateLimit {
     pub burst: f64,
 }
 
+/// The database: a SQLite file or a PostgreSQL URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbTarget {
+    /// A SQLite file (created with mode 0600 when missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database: a `postgres://` or `postgresql://` URL without
+    /// a password, which comes from `password_file` (the config's
+    /// `db_password_file`, `--db-password-file`) or else `PGPASSWORD`.
+    Postgres {
+        /// The URL.
+        url: String,
+        /// A file holding the password (group and others may not read it).
+        password_file: Option<PathBuf>,
+    },
+}
+
+impl From<PathBuf> for DbTarget {
+    fn from(p: PathBuf) -> DbTarget {
+        DbTarget::Sqlite(p)
+    }
+}
+
+impl DbTarget {
+    /// What `--db` or the config's `db` says: a PostgreSQL URL
+    /// ([`crate::db::pg::is_url`]), else a SQLite path.
+    pub fn parse(db: &str) -> DbTarget {
+        if crate::db::pg::is_url(db) {
+            DbTarget::Postgres {
+                url: db.to_owned(),
+                password_file: None,
+            }
+        } else {
+            DbTarget::Sqlite(PathBuf::from(db))
+        }
+    }
+
+    /// The SQLite file, if that is the target.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            DbTarget::Sqlite(p) => Some(p),
+            DbTarget::Postgres { .. } => None,
+        }
+    }
+
+    /// The PostgreSQL password: the password file's (refused when group or
+    /// others can read it), else `PGPASSWORD`, else none. SQLite has none.
+    pub fn password(&self) -> Result<Option<Secret>, Error> {
+        match self {
+            DbTarget::Sqlite(_) => Ok(None),
+            DbTarget::Postgres {
+                password_file: Some(p),
+                ..
+            } => read_private(p, "the database password").map(Some),
+            DbTarget::Postgres { .. } => Ok(std::env::var("PGPASSWORD")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)),
+        }
+    }
+}
+
+impl std::fmt::Display for DbTarget {
+    /// The path, or the URL as [`crate::db::pg::redact`] shows it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbTarget::Sqlite(p) => write!(f, "{}", p.display()),
+            DbTarget::Postgres { url, .. } => f.write_str(&crate::db::pg::redact(url)),
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The SQLite database file.
-    pub db: PathBuf,
+    /// The database: a SQLite file or a PostgreSQL URL.
+    pub db: DbTarget,
     /// Where to listen.
     pub listen: SocketAddr,
     /// The admin token (reads, web login, metrics). Without it only the
@@ -126,7 +197,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            db: PathBuf::from("flotilla-reporter.db"),
+            db: DbTarget::Sqlite(PathBuf::from("flotilla-reporter.db")),
             listen: "127.0.0.1:8080".parse().expect("address"),
             admin_token: None,
             manifest: None,
@@ -373,8 +444,10 @@ impl NotifyFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSettings {
-    /// See [`Settings::db`].
-    pub db: Option<PathBuf>,
+    /// See [`Settings::db`]: a SQLite path or a `postgres://` URL.
+    pub db: Option<String>,
+    /// A file holding the PostgreSQL password (else `PGPASSWORD`).
+    pub db_password_file: Option<PathBuf>,
     /// See [`Settings::listen`].
     pub listen: Option<SocketAddr>,
     /// A file holding the admin token.
@@ -444,7 +517,39 @@ impl FileSettings {
     pub fn apply(self, s: &mut Settings) -> Result<(), Error> {
         let d = |h: HumanDuration| h.0;
         if let Some(v) = self.db {
-            s.db = v;
+            let mut db = DbTarget::parse(&v);
+            // A URL given over the config's keeps the config's password file.
+            if let (
+                DbTarget::Postgres { password_file, .. },
+                DbTarget::Postgres {
+                    password_file: before,
+                    ..
+                },
+            ) = (&mut db, &s.db)
+            {
+                password_file.clone_from(before);
+            }
+            s.db = db;
+        }
+        if let Some(p) = self.db_password_file {
+            match &mut s.db {
+                DbTarget::Postgres { password_file, .. } => {
+                    // Refused now (missing, or readable by others), not at
+                    // the first connection.
+                    read_private(&p, "the database password")?;
+                    *password_file = Some(p);
+                }
+                DbTarget::Sqlite(path) => {
+                    return Err(Error::Config {
+                        path: p,
+                        reason: format!(
+                            "db_password_file is for a PostgreSQL database, but db is the \
+                             SQLite file {}",
+                            path.display()
+                        ),
+                    })
+                }
+            }
         }
         if let Some(v) = self.listen {
             s.listen = v;
@@ -547,6 +652,18 @@ pub fn read_admin_token(path: &Path) -> Result<Secret, Error> {
 /// Reads a secret of at least 16 characters from a file that group and
 /// others cannot read.
 fn read_secret(path: &Path, what: &str) -> Result<Secret, Error> {
+    let secret = read_private(path, what)?;
+    if secret.expose().len() < 16 {
+        return Err(Error::Config {
+            path: path.to_owned(),
+            reason: format!("{what} must be at least 16 characters"),
+        });
+    }
+    Ok(secret)
+}
+
+/// Reads a secret from a file that group and others cannot read.
+fn read_private(path: &Path, what: &str) -> Result<Secret, Error> {
     let io_err = |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -562,14 +679,7 @@ fn read_secret(path: &Path, what: &str) -> Result<Secret, Error> {
         });
     }
     let text = std::fs::read_to_string(path).map_err(io_err)?;
-    let secret = Secret::new(text);
-    if secret.expose().len() < 16 {
-        return Err(Error::Config {
-            path: path.to_owned(),
-            reason: format!("{what} must be at least 16 characters"),
-        });
-    }
-    Ok(secret)
+    Ok(Secret::new(text))
 }
 
 #[cfg(test)]
@@ -599,6 +709,59 @@ mod tests {
         assert_eq!(s.durability, Durability::PowerLoss);
         assert_eq!(s.stale_after, Duration::from_secs(7200));
         assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn db_is_a_sqlite_path_or_a_postgres_url_with_its_password_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db.password");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let apply = |text: String| {
+            let f: FileSettings = toml::from_str(&text).unwrap();
+            let mut s = Settings::default();
+            f.apply(&mut s).map(|()| s.db)
+        };
+        assert_eq!(
+            apply("db = \"/var/lib/r.db\"".into()).unwrap(),
+            DbTarget::Sqlite("/var/lib/r.db".into())
+        );
+        let db = apply(format!(
+            "db = \"postgresql://flotilla@db.example/fl\"\ndb_password_file = {:?}",
+            pw.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(
+            db,
+            DbTarget::Postgres {
+                url: "postgresql://flotilla@db.example/fl".into(),
+                password_file: Some(pw.clone()),
+            }
+        );
+        assert_eq!(db.password().unwrap().unwrap().expose(), "s3cret");
+        assert_eq!(db.to_string(), "postgresql://flotilla@db.example/fl");
+        let e = apply(format!(
+            "db = \"/var/lib/r.db\"\ndb_password_file = {:?}",
+            pw.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("db_password_file is for a PostgreSQL database"),
+            "{e}"
+        );
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = apply(format!(
+            "db = \"postgres://flotilla@db.example/fl\"\ndb_password_file = {:?}",
+            pw.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the database password file has mode 0640"),
+            "{e}"
+        );
     }
 
     #[test]

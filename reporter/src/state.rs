@@ -10,15 +10,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use flotilla_protocol::api::{Gate, RolloutProgress};
 
 use crate::channels::{self, ManifestStore};
-use crate::db::pool::ReadPool;
-use crate::db::queries;
-use crate::db::writer::Writer;
 use crate::db::DbError;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::rollout::{self, ChannelInfo};
 use crate::settings::Settings;
+use crate::store::Store;
 use crate::web::session::{cookie_value, Sessions, WebSession};
 
 /// Cheap to clone.
@@ -29,10 +27,8 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     /// The settings.
     pub settings: Settings,
-    /// The writer.
-    pub writer: Writer,
-    /// The readers.
-    pub reader: ReadPool,
+    /// The database.
+    pub store: Store,
     /// Metrics.
     pub metrics: Metrics,
     /// Per-agent ingestion limit.
@@ -87,12 +83,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Builds the state.
-    pub fn new(
-        settings: Settings,
-        writer: Writer,
-        reader: ReadPool,
-        manifest: ManifestStore,
-    ) -> AppState {
+    pub fn new(settings: Settings, store: Store, manifest: ManifestStore) -> AppState {
         AppState(Arc::new(Inner {
             limiter: RateLimiter::new(settings.rate_limit),
             sessions: Sessions::new(settings.session_ttl),
@@ -100,8 +91,7 @@ impl AppState {
             auth_limiter: RateLimiter::new(settings.auth_failure_limit),
             notifier: Notifier::new(settings.notify.clone()),
             settings,
-            writer,
-            reader,
+            store,
             metrics: Metrics::default(),
             manifest,
             checkins: Default::default(),
@@ -136,13 +126,10 @@ impl AppState {
         }
         let info = self.channel_info(channel, release);
         let (c, r) = key.clone();
-        let counts = self
-            .reader
-            .read(move |conn| queries::release_state_counts(conn, &c, &r))
-            .await?;
+        let counts = self.store.release_state_counts(c, r).await?;
         let g = rollout::gate(channel, release, &counts, &info);
         if self.cacheable(channel, release) {
-            self.notifier.observe_gate(&self.writer, &g);
+            self.notifier.observe_gate(&self.store, &g);
             remember(&self.gates, key, g.clone(), self.settings.rollout_cache);
         }
         Ok(g)
@@ -167,10 +154,7 @@ impl AppState {
         }
         let info = self.channel_info(channel, release);
         let (c, r) = key.clone();
-        let rows = self
-            .reader
-            .read(move |conn| queries::rollout_rows(conn, &c, &r))
-            .await?;
+        let rows = self.store.rollout_rows(c, r).await?;
         let stale = self.settings.stale_after.as_micros() as i64;
         let p = rollout::progress(
             channel,
@@ -181,7 +165,7 @@ impl AppState {
             stale,
         );
         if self.cacheable(channel, release) {
-            self.notifier.observe_gate(&self.writer, &p.gate);
+            self.notifier.observe_gate(&self.store, &p.gate);
             remember(&self.rollouts, key, p.clone(), self.settings.rollout_cache);
         }
         Ok(p)
@@ -211,8 +195,13 @@ impl AppState {
 impl FromRequestParts<AppState> for WebSession {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
-        cookie_value(&parts.headers)
-            .and_then(|c| st.sessions.get(&c))
-            .ok_or_else(|| Redirect::to("/login").into_response())
+        let Some(c) = cookie_value(&parts.headers) else {
+            return Err(Redirect::to("/login").into_response());
+        };
+        match st.sessions.get(&st.store, &c).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(Redirect::to("/login").into_response()),
+            Err(e) => Err(crate::error::AppError::from(e).into_response()),
+        }
     }
 }

@@ -232,3 +232,45 @@ fn a_config_error_shows_the_parsers_snippet() {
         .unwrap_or_else(|| panic!("no snippet line: {err}"));
     assert!(lines[at + 1].trim_end().ends_with('^'), "{err}");
 }
+
+/// Issue 14: `--db` takes a PostgreSQL URL; its password comes from a file
+/// others may not read, never the command line; this build refuses to serve
+/// on it, clearly, rather than open a SQLite file named like the URL.
+#[test]
+fn serve_takes_a_postgres_url_with_a_private_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("db.password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let url = "postgres://flotilla@127.0.0.1:1/flotilla";
+    let serve = |mode: u32| {
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"))
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--db", url])
+            .arg("--db-password-file")
+            .arg(&pw)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = serve(0o644);
+    assert!(
+        err.contains(&format!(
+            "{}: the database password file has mode 0644",
+            pw.display()
+        )),
+        "{err}"
+    );
+    let err = serve(0o600);
+    assert!(err.contains("PostgreSQL: not wired in this build"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no SQLite file was made for the URL"
+    );
+    let (ok, help, _) = common::run_cli(&["serve", "--help"]);
+    assert!(ok);
+    assert!(help.contains("postgres://"), "{help}");
+}

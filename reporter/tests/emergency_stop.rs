@@ -42,7 +42,7 @@ async fn an_admin_halts_a_channel_agents_obey_and_it_reopens() {
     let (fleet2, db2) = (&fleet, db.clone());
     let s = Server::start_with(|st| {
         fleet2.configure(st);
-        st.db = db2;
+        st.db = db2.into();
     })
     .await;
     let agent = s.enroll("a1").await;
@@ -92,7 +92,7 @@ async fn an_admin_halts_a_channel_agents_obey_and_it_reopens() {
     s.stop().await;
     let s = Server::start_with(|st| {
         fleet.configure(st);
-        st.db = db.clone();
+        st.db = db.clone().into();
     })
     .await;
     assert_eq!(gate(&s, &agent, "2.0.0").await.state, GateState::Closed);

@@ -1,9 +1,7 @@
 //! `flotilla-reporter agent revoke|readmit|release`.
 
-use anyhow::bail;
-use flotilla_reporter::db::tokens;
-
 use super::DbArgs;
+use anyhow::bail;
 
 /// Manage agents.
 #[derive(clap::Subcommand)]
@@ -40,28 +38,35 @@ pub enum Command {
 
 /// Runs the subcommand.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let (db, id, f, done): (_, _, fn(&rusqlite::Connection, &str) -> _, _) = match cmd {
+    #[derive(Clone, Copy)]
+    enum Op {
+        Revoke,
+        Readmit,
+        Release,
+    }
+    let (db, id, op, done) = match cmd {
         Command::Revoke { db, id } => (
             db,
             id,
-            tokens::revoke_agent,
+            Op::Revoke,
             "revoked; it stays out until `agent readmit`",
         ),
-        Command::Readmit { db, id } => (
-            db,
-            id,
-            tokens::readmit_agent,
-            "readmitted; it may enroll again",
-        ),
-        Command::Release { db, id } => (
-            db,
-            id,
-            tokens::release_agent,
-            "released; its id may be enrolled anew",
-        ),
+        Command::Readmit { db, id } => (db, id, Op::Readmit, "readmitted; it may enroll again"),
+        Command::Release { db, id } => {
+            (db, id, Op::Release, "released; its id may be enrolled anew")
+        }
     };
-    let conn = db.open()?;
-    if !f(&conn, &id)? {
+    let found = db.with_store(|store| {
+        let id = id.clone();
+        async move {
+            Ok(match op {
+                Op::Revoke => store.revoke_agent(id).await?,
+                Op::Readmit => store.readmit_agent(id).await?,
+                Op::Release => store.release_agent(id).await?,
+            })
+        }
+    })?;
+    if !found {
         bail!("no agent {id}");
     }
     eprintln!("agent {id} {done}");

@@ -45,10 +45,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Overwrite::Refuse
     };
-    let c = backup::backup(&s.db, &args.to, overwrite)?;
+    let path = super::sqlite_only(&s.db, "backup")?;
+    let c = backup::backup(path, &args.to, overwrite)?;
     eprintln!(
         "backed up {} to {} ({} bytes, {} events, schema version {})",
-        s.db.display(),
+        path.display(),
         args.to.display(),
         c.bytes,
         c.events,

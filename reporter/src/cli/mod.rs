@@ -5,10 +5,12 @@ pub mod backup;
 pub mod serve;
 pub mod token;
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use flotilla_reporter::settings::{FileSettings, Settings};
+use flotilla_reporter::settings::{DbTarget, FileSettings, Settings};
+use flotilla_reporter::store::Store;
 
 /// Logs go to stderr, filtered by `FLOTILLA_LOG` (default `info`), in
 /// colour only on a terminal (not into journald or a file) and unless
@@ -27,9 +29,11 @@ pub fn init_tracing() {
 /// Where the database is, for the admin subcommands.
 #[derive(clap::Args)]
 pub struct DbArgs {
-    /// The SQLite database [default: ./flotilla-reporter.db, or the config file's `db`].
+    /// The database: a SQLite file, or a postgres:// URL without a password
+    /// (that comes from the config's `db_password_file` or PGPASSWORD)
+    /// [default: ./flotilla-reporter.db, or the config file's `db`].
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     /// A TOML config file (the same as `serve --config`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -43,27 +47,58 @@ impl DbArgs {
             FileSettings::load(c)?.apply(&mut s)?;
         }
         if let Some(db) = &self.db {
-            s.db = db.clone();
+            FileSettings {
+                db: Some(db.clone()),
+                ..FileSettings::default()
+            }
+            .apply(&mut s)?;
         }
         Ok(s)
     }
 
-    /// Opens (and migrates) the database, which must exist: a typo'd
-    /// `--db` must not make a new, empty one.
-    pub fn open(&self) -> anyhow::Result<rusqlite::Connection> {
+    /// Runs `f` on the store of the database, which must exist (a typo'd
+    /// `--db` must not make a new, empty one; it is migrated), then
+    /// waits for the writes to be committed.
+    pub fn with_store<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
         let s = self.settings()?;
-        Ok(flotilla_reporter::db::open_existing(&s.db, s.durability)?)
+        block_on(async move {
+            let (store, running) = Store::open_existing(&s.db, s.durability)?;
+            let r = f(store).await;
+            running.stop().await;
+            r
+        })
     }
+}
+
+/// Runs `f` on a runtime of the calling thread (for the admin commands).
+fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// The SQLite file of `db`, for the commands that only SQLite has.
+pub fn sqlite_only<'a>(db: &'a DbTarget, what: &str) -> anyhow::Result<&'a std::path::Path> {
+    db.sqlite_path().ok_or_else(|| {
+        anyhow::anyhow!("{what} works on a SQLite database; {db} is PostgreSQL (use its own tools)")
+    })
 }
 
 /// `init`: creates the database (mode 0600) or migrates an existing one.
 pub fn init(db: DbArgs) -> anyhow::Result<()> {
     let s = db.settings()?;
-    let conn = flotilla_reporter::db::open_writer(&s.db, s.durability)?;
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    eprintln!(
-        "database {} is ready (schema version {version})",
-        s.db.display()
-    );
+    let version = block_on(async {
+        let (store, running) = Store::open(&s)?;
+        let v = store.schema_version().await;
+        drop(store);
+        running.stop().await;
+        Ok(v?)
+    })?;
+    eprintln!("database {} is ready (schema version {version})", s.db);
     Ok(())
 }

@@ -9,8 +9,12 @@ use flotilla_reporter::settings::{FileSettings, Settings};
 /// `serve --help`'s epilogue: every key of the `--config` file, set to its
 /// default (a test parses it, so it cannot drift from the code).
 pub const CONFIG_HELP: &str = r#"The --config file (TOML; every key optional, an unknown key is an error).
-Each key below is set to its default, except the first four (examples):
-  db = "/var/lib/flotilla-reporter/db.sqlite"
+Each key below is set to its default, except the first six (examples):
+  db = "/var/lib/flotilla-reporter/db.sqlite"  # a SQLite file, or a URL:
+                                 # "postgres://flotilla@db.example.com/flotilla"
+                                 # (no password in it)
+  db_password_file = "/etc/flotilla-reporter/db.password"  # PostgreSQL's
+                                 # password (mode 0600; else PGPASSWORD)
   admin_token_file = "/etc/flotilla-reporter/admin.token"
   manifest = "https://updates.example.com/fleet/manifest.json"
   trust_root = "/etc/flotilla-reporter/root.json"
@@ -68,9 +72,15 @@ pub struct Args {
     /// A TOML file with any of the settings; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The SQLite database [default: ./flotilla-reporter.db].
+    /// The database: a SQLite file (created, mode 0600, when missing), or a
+    /// postgres:// (postgresql://) URL without a password
+    /// [default: ./flotilla-reporter.db].
     #[arg(long)]
-    db: Option<PathBuf>,
+    db: Option<String>,
+    /// File holding the PostgreSQL password (mode 0600; else PGPASSWORD is
+    /// used). Never put the password in --db.
+    #[arg(long)]
+    db_password_file: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -105,6 +115,7 @@ impl Args {
         // The flags are a config file of their own, applied over the file.
         FileSettings {
             db: self.db,
+            db_password_file: self.db_password_file,
             listen: self.listen,
             admin_token_file: self.admin_token_file,
             manifest: self.manifest,
@@ -140,10 +151,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Create (0600) and migrate the database before listening: a bad --db
     // fails before the address is announced, and once it is, the admin
     // commands (which open only an existing database) find it.
-    drop(flotilla_reporter::db::open_writer(
-        &settings.db,
-        settings.durability,
-    )?);
+    if let Some(path) = settings.db.sqlite_path() {
+        drop(flotilla_reporter::db::open_writer(
+            path,
+            settings.durability,
+        )?);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -201,6 +214,7 @@ mod tests {
         // and one missing from the help does not match.
         let FileSettings {
             db: Some(_),
+            db_password_file: Some(_),
             listen: Some(_),
             admin_token_file: Some(_),
             manifest: Some(_),
@@ -233,6 +247,7 @@ mod tests {
         // The first four are examples, not defaults.
         (f.db, f.admin_token_file, f.manifest, f.trust_root) = (None, None, None, None);
         f.public_url = None;
+        f.db_password_file = None;
         f.notify.as_mut().unwrap().webhook.clear();
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();

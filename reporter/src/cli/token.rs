@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::bail;
 use chrono::Utc;
 use flotilla_protocol::HumanDuration;
-use flotilla_reporter::db::tokens::{self, Scope};
+use flotilla_reporter::db::tokens::Scope;
 
 use super::DbArgs;
 
@@ -109,19 +109,18 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             note,
         } => {
             let expires = expires.map_or(Some(DEFAULT_EXPIRY), |e| e.0);
-            let conn = db.open()?;
-            let (info, secret) = match scope {
-                Scope::Enroll => {
-                    let uses = uses.map_or(Some(DEFAULT_USES), |u| u.0);
-                    tokens::create(&conn, expires, uses, &note)?
-                }
-                Scope::Read => {
-                    if uses.is_some() {
-                        bail!("--uses limits enrollments; a read token has no uses to limit");
+            if scope == Scope::Read && uses.is_some() {
+                bail!("--uses limits enrollments; a read token has no uses to limit");
+            }
+            let (info, secret) = db.with_store(|store| async move {
+                Ok(match scope {
+                    Scope::Enroll => {
+                        let uses = uses.map_or(Some(DEFAULT_USES), |u| u.0);
+                        store.token_create(expires, uses, note).await?
                     }
-                    tokens::create_read(&conn, expires, &note)?
-                }
-            };
+                    Scope::Read => store.token_create_read(expires, note).await?,
+                })
+            })?;
             eprintln!(
                 "{} token {} created (expires: {}, uses: {}); it is shown only now:",
                 info.scope,
@@ -138,13 +137,13 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             println!("{secret}");
         }
         Command::List { db } => {
-            let conn = db.open()?;
+            let list = db.with_store(|store| async move { Ok(store.tokens_list().await?) })?;
             let now = Utc::now();
             println!(
                 "{:<10} {:<7} {:<9} {:>9} {:>7} {:<21} {:<21} NOTE",
                 "ID", "SCOPE", "STATE", "USES", "AGENTS", "EXPIRES", "CREATED"
             );
-            for t in tokens::list(&conn)? {
+            for t in list {
                 let (uses, agents) = match (t.scope, t.max_uses) {
                     (Scope::Read, _) => ("-".to_owned(), "-".to_owned()),
                     (_, Some(m)) => (format!("{}/{m}", t.uses), t.agents.to_string()),
@@ -165,8 +164,11 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Revoke { db, id } => {
-            let conn = db.open()?;
-            if !tokens::revoke(&conn, &id)? {
+            let found = db.with_store(|store| {
+                let id = id.clone();
+                async move { Ok(store.token_revoke(id).await?) }
+            })?;
+            if !found {
                 bail!("no token {id}");
             }
             eprintln!("token {id} revoked");

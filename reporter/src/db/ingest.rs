@@ -26,14 +26,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use flotilla_protocol::api::details as keys;
 use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::{to_micros, DbError};
-use crate::notify::{self, Notice, Notifier};
+use crate::notify::{Notice, Notifier};
 
 /// What a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -453,7 +453,7 @@ pub fn ingest(
             }
             _ => continue,
         };
-        outcome.notices |= notify::insert(conn, notifier, &notice, now)?;
+        outcome.notices |= super::notices::insert(conn, notifier, &notice, now)?;
     }
     Ok(outcome)
 }

@@ -7,7 +7,7 @@
 //! - [`checkpoint`]: WAL checkpoints on their own thread.
 //! - [`backup`]: a consistent copy of the live database.
 //! - [`ingest`], [`enroll`], [`tokens`], [`queries`], [`prune`], [`outbox`],
-//!   [`checkin`], [`halts`], [`rollout_history`]: the SQL of
+//!   [`checkin`], [`halts`], [`rollout_history`], [`sessions`], [`notices`]: the SQL of
 //!   each job, as functions over a `&Connection` that the writer, the pool
 //!   or the command line call.
 
@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod enroll;
 pub mod halts;
 pub mod ingest;
+pub mod notices;
 pub mod outbox;
 pub mod pg;
 pub mod pool;
@@ -24,6 +25,7 @@ pub mod prune;
 pub mod queries;
 pub mod rollout_history;
 pub mod schema;
+pub mod sessions;
 pub mod tokens;
 pub mod writer;
 

@@ -436,3 +436,48 @@ pub fn agent_counts(conn: &Connection, since: i64) -> Result<(u64, u64), DbError
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
     )?)
 }
+
+/// One agent and its events matching `f` (as [`agent`] and [`events`]),
+/// read together: the agent page and `GET /api/v1/agents/{id}/events`.
+pub fn agent_with_events(
+    conn: &Connection,
+    agent_id: &str,
+    stale_before: i64,
+    f: &EventFilter,
+) -> Result<AgentWithEvents, DbError> {
+    Ok((
+        agent(conn, agent_id, stale_before)?,
+        events(conn, agent_id, f)?,
+    ))
+}
+
+/// What [`agent_with_events`] gives: the agent, its events and the next cursor.
+pub type AgentWithEvents = (Option<AgentSummary>, (Vec<Event>, Option<String>));
+
+/// The web overview's figures, read together: agents by version, the
+/// counts of all and of reporting agents (seen since `since`), and the
+/// newest `errors` agents with an error.
+pub fn overview(conn: &Connection, since: i64, errors: u32) -> Result<Overview, DbError> {
+    Ok((
+        agents_by_version(conn)?,
+        agent_counts(conn, since)?,
+        newest_errors(conn, errors)?,
+    ))
+}
+
+/// What [`overview`] gives.
+pub type Overview = (Vec<(Option<String>, u64)>, (u64, u64), Vec<AgentSummary>);
+
+/// The figures of `GET /metrics`, read together: agents by version, the
+/// counts of all and of reporting agents (seen since `since`), and the
+/// notifications queued.
+pub fn gauges(conn: &Connection, since: i64) -> Result<GaugeCounts, DbError> {
+    Ok((
+        agents_by_version(conn)?,
+        agent_counts(conn, since)?,
+        super::outbox::count(conn)?,
+    ))
+}
+
+/// What [`gauges`] gives.
+pub type GaugeCounts = (Vec<(Option<String>, u64)>, (u64, u64), u64);

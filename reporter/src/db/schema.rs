@@ -188,6 +188,11 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this binary writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// The schema version the database is at (for `GET /healthz` and `init`).
+pub fn version(conn: &Connection) -> Result<u32, super::DbError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
 /// Brings the database to [`VERSION`].
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     let db_err = |source| Error::Db {

@@ -134,7 +134,7 @@ pub async fn list_agents(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<AgentList>, AppError> {
     let f = q.filter(raw.as_deref(), st.settings.stale_after)?;
-    let (agents, total) = st.reader.read(move |c| queries::agents(c, &f)).await?;
+    let (agents, total) = st.store.agents(f).await?;
     Ok(Json(AgentList { agents, total }))
 }
 
@@ -146,8 +146,8 @@ pub async fn get_agent(
 ) -> Result<Json<AgentSummary>, AppError> {
     let id2 = id.clone();
     let stale = st.stale_before();
-    st.reader
-        .read(move |c| queries::agent(c, &id2, stale))
+    st.store
+        .agent(id2, stale)
         .await?
         .map(Json)
         .ok_or_else(|| AppError::not_found(format!("no agent {id}")))
@@ -262,15 +262,7 @@ pub async fn agent_events(
     let f = q.filter()?;
     let id2 = id.clone();
     let stale = st.stale_before();
-    let (agent, (events, next_cursor)) = st
-        .reader
-        .read(move |c| {
-            Ok((
-                queries::agent(c, &id2, stale)?,
-                queries::events(c, &id2, &f)?,
-            ))
-        })
-        .await?;
+    let (agent, (events, next_cursor)) = st.store.agent_with_events(id2, stale, f).await?;
     if agent.is_none() {
         return Err(AppError::not_found(format!("no agent {id}")));
     }

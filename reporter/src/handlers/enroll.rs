@@ -9,7 +9,7 @@ use axum::Json;
 use flotilla_protocol::api::{is_agent_token_shaped, EnrollRequest, EnrollResponse};
 use flotilla_protocol::event::{valid_agent_id, AGENT_ID_RULE};
 
-use crate::db::enroll::{self, Refusal};
+use crate::db::enroll::Refusal;
 use crate::db::tokens::TokenState;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -76,10 +76,7 @@ pub async fn post(
     });
     let now = chrono::Utc::now();
     let agent_id = req.agent_id.clone();
-    let result = st
-        .writer
-        .run(move |c| enroll::enroll(c, &req, proof.as_deref(), now))
-        .await?;
+    let result = st.store.enroll(req, proof, now).await?;
     match result {
         Ok(resp) => {
             let code = if resp.already_enrolled {

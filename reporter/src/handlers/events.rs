@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::AgentAuth;
-use crate::db::ingest::{self, Batch};
+use crate::db::ingest::Batch;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -67,10 +67,7 @@ pub async fn post(
     let now = crate::db::now_micros();
     let agent_id = agent.agent_id;
     let notifier = st.notifier.clone();
-    let out = st
-        .writer
-        .run(move |c| ingest::ingest(c, &agent_id, &batch, now, &notifier))
-        .await?;
+    let out = st.store.ingest(agent_id, batch, now, notifier).await?;
     if out.notices {
         st.notifier.wake();
     }

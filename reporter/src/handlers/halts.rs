@@ -18,7 +18,7 @@ pub const CREDENTIAL: &str = "admin token";
 
 /// `GET /api/v1/halts`: active halts, then the 50 newest reopened ones.
 pub async fn list(_: AdminAuth, State(st): State<AppState>) -> Result<Json<HaltList>, AppError> {
-    let halts = st.reader.read(|c| crate::db::halts::list(c, 50)).await?;
+    let halts = st.store.halts_list(50).await?;
     Ok(Json(HaltList { halts }))
 }
 

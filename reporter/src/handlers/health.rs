@@ -7,17 +7,13 @@ use axum::Json;
 use flotilla_protocol::api::Health;
 
 use crate::auth::AdminAuth;
-use crate::db::queries;
 use crate::error::AppError;
 use crate::metrics::Gauges;
 use crate::state::AppState;
 
 /// `GET /healthz`: 200 when the database answers.
 pub async fn healthz(State(st): State<AppState>) -> Result<Json<Health>, AppError> {
-    let schema_version: u32 = st
-        .reader
-        .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
-        .await?;
+    let schema_version: u32 = st.store.schema_version().await?;
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -31,16 +27,8 @@ pub async fn metrics(
     State(st): State<AppState>,
 ) -> Result<impl IntoResponse, AppError> {
     let since = crate::db::now_micros() - st.settings.stale_after.as_micros() as i64;
-    let (agents_by_version, (agents_total, agents_reporting), notify_queued) = st
-        .reader
-        .read(move |c| {
-            Ok((
-                queries::agents_by_version(c)?,
-                queries::agent_counts(c, since)?,
-                crate::db::outbox::count(c)?,
-            ))
-        })
-        .await?;
+    let (agents_by_version, (agents_total, agents_reporting), notify_queued) =
+        st.store.gauges(since).await?;
     let mut gates = Vec::new();
     for (channel, release) in st.current_rollouts() {
         gates.push(st.gate(&channel, &release).await?);

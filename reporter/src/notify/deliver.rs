@@ -23,7 +23,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use super::Notifier;
-use crate::db::outbox::{self, Queued};
+use crate::db::outbox::Queued;
 use crate::settings::{Webhook, WebhookFormat};
 use crate::state::AppState;
 
@@ -97,7 +97,7 @@ pub async fn run(st: AppState) {
             continue;
         }
         let now = crate::db::now_micros();
-        let next = st.reader.read(outbox::next_due).await.ok().flatten();
+        let next = st.store.outbox_next_due().await.ok().flatten();
         let wait = next
             .map(|t| Duration::from_micros((t - now).max(0) as u64))
             .unwrap_or(Duration::MAX)
@@ -114,10 +114,10 @@ async fn round(st: &AppState, http: &reqwest::Client) -> Result<bool, crate::db:
     let n = &st.notifier;
     let now = crate::db::now_micros();
     let cutoff = now - n.settings().max_age.as_micros() as i64;
-    for receiver in st.writer.run(move |c| outbox::expire(c, cutoff)).await? {
+    for receiver in st.store.outbox_expire(cutoff).await? {
         n.dropped(&receiver, "max_age");
     }
-    let due = st.reader.read(move |c| outbox::due(c, now, BATCH)).await?;
+    let due = st.store.outbox_due(now, BATCH).await?;
     let full = due.len() == BATCH as usize;
     let mut tasks = tokio::task::JoinSet::new();
     for row in due {
@@ -146,13 +146,13 @@ async fn attempt(
         .find(|w| w.name == row.receiver)
     else {
         n.dropped(&row.receiver, "unknown_receiver");
-        return st.writer.run(move |c| outbox::delete(c, id)).await;
+        return st.store.outbox_delete(id).await;
     };
     match post(http, w, &row).await {
         Ok(()) => {
             tracing::debug!(receiver = %w.name, id, kind = %row.kind, "notification delivered");
             n.count(|c| *c.sent.entry(w.name.clone()).or_default() += 1);
-            st.writer.run(move |c| outbox::delete(c, id)).await
+            st.store.outbox_delete(id).await
         }
         Err(error) => {
             n.count(|c| *c.failed.entry(w.name.clone()).or_default() += 1);
@@ -160,14 +160,12 @@ async fn attempt(
             if attempts >= n.settings().max_attempts {
                 tracing::warn!(receiver = %w.name, id, attempts, %error, "giving up on a notification");
                 n.dropped(&w.name, "max_attempts");
-                return st.writer.run(move |c| outbox::delete(c, id)).await;
+                return st.store.outbox_delete(id).await;
             }
             let wait = backoff(n, attempts);
             tracing::info!(receiver = %w.name, id, attempts, %error, retry_in = ?wait, "notification not delivered");
             let next = crate::db::now_micros() + wait.as_micros() as i64;
-            st.writer
-                .run(move |c| outbox::failed(c, id, next, &error))
-                .await
+            st.store.outbox_failed(id, next, error).await
         }
     }
 }

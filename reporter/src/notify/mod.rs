@@ -8,7 +8,7 @@
 //! that fell silent for `stale_after` and a root or manifest that expires
 //! within `expiry_warning` (both by [`watch`]).
 //!
-//! **Durable.** [`insert`] writes one `notify_outbox` row per receiver that
+//! **Durable.** [`crate::db::notices::insert`] writes one `notify_outbox` row per receiver that
 //! wants the kind, in the caller's transaction (a writer job: ingestion only
 //! adds rows, it never waits for a receiver). [`deliver`] POSTs them from
 //! its own task and deletes a row only after its receiver answered 2xx;
@@ -19,8 +19,8 @@
 //! its receiver is no longer configured; each drop is logged (warn) and
 //! counted in `flotilla_notifications_dropped_total{receiver,reason}`.
 //!
-//! **Calling it.** Inside a writer job: `notify::insert(conn, &st.notifier,
-//! &notice, now)?`; from a handler: `st.notifier.enqueue(&st.writer,
+//! **Calling it.** Inside a database job: `db::notices::insert(conn,
+//! notifier, &notice, now)?`; from a handler: `st.notifier.enqueue(&st.store,
 //! notice).await`. Either is one line.
 
 pub mod deliver;
@@ -31,12 +31,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{Gate, GateState};
-use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::db::writer::Writer;
-use crate::db::{outbox, DbError};
+use crate::db::DbError;
 use crate::settings::NotifySettings;
+use crate::store::Store;
 
 /// Every notice kind, as receivers' `kinds` name them.
 pub const KINDS: [&str; 8] = [
@@ -321,14 +320,14 @@ impl Notifier {
         self.0.wake.notify_one();
     }
 
-    /// Queues `notice` through the writer and wakes the delivery task.
-    pub async fn enqueue(&self, writer: &Writer, notice: Notice) -> Result<(), DbError> {
+    /// Queues `notice` in the store and wakes the delivery task.
+    pub async fn enqueue(&self, store: &Store, notice: Notice) -> Result<(), DbError> {
         if !self.wants(notice.kind()) {
             return Ok(());
         }
         let n = self.clone();
         let now = crate::db::now_micros();
-        writer.run(move |c| insert(c, &n, &notice, now)).await?;
+        store.notify_insert(n, notice, now).await?;
         self.wake();
         Ok(())
     }
@@ -337,7 +336,7 @@ impl Notifier {
     /// names; a change from the state last seen (kept in `notify_state`
     /// across restarts) queues `gate_closed` or `gate_reopened`. Cheap when
     /// nothing changed; the check runs as a writer job of its own.
-    pub fn observe_gate(&self, writer: &Writer, g: &Gate) {
+    pub fn observe_gate(&self, store: &Store, g: &Gate) {
         if !self.wants("gate_closed") && !self.wants("gate_reopened") {
             return;
         }
@@ -352,11 +351,10 @@ impl Notifier {
             }
             seen.insert(key, g.state);
         }
-        let (n, g, writer) = (self.clone(), g.clone(), writer.clone());
+        let (n, g, store) = (self.clone(), g.clone(), store.clone());
         tokio::spawn(async move {
             let now = crate::db::now_micros();
-            let n2 = n.clone();
-            match writer.run(move |c| record_gate(c, &n2, &g, now)).await {
+            match store.notify_record_gate(n.clone(), g, now).await {
                 Ok(true) => n.wake(),
                 Ok(false) => {}
                 Err(e) => {
@@ -391,60 +389,4 @@ impl Notifier {
                 .collect(),
         }
     }
-}
-
-/// Queues `notice` for each receiver that wants it, in `conn`'s
-/// transaction, then drops the oldest rows beyond `max_rows`. Returns
-/// whether anything was queued (then call [`Notifier::wake`] after the
-/// commit).
-pub fn insert(conn: &Connection, n: &Notifier, notice: &Notice, now: i64) -> Result<bool, DbError> {
-    let kind = notice.kind();
-    let mut body = None;
-    for w in &n.0.settings.webhooks {
-        if !(w.kinds.is_empty() || w.kinds.iter().any(|k| k == kind)) {
-            continue;
-        }
-        let body = body.get_or_insert_with(|| notice.body(crate::db::from_micros(now)));
-        outbox::insert(conn, &w.name, kind, body, now)?;
-    }
-    if body.is_none() {
-        return Ok(false);
-    }
-    for receiver in outbox::trim(conn, n.0.settings.max_rows)? {
-        n.dropped(&receiver, "max_rows");
-    }
-    Ok(true)
-}
-
-/// The gate part of [`Notifier::observe_gate`], in a writer job: whether a
-/// notice was queued.
-fn record_gate(conn: &Connection, n: &Notifier, g: &Gate, now: i64) -> Result<bool, DbError> {
-    let key = format!("gate:{}\u{1f}{}", g.channel, g.release);
-    let state = match g.state {
-        GateState::Closed => "closed",
-        _ => "open",
-    };
-    let before = outbox::state(conn, &key)?;
-    if before.as_deref() == Some(state) {
-        return Ok(false);
-    }
-    outbox::set_state(conn, &key, state, now)?;
-    let notice = match (before.as_deref(), g.state) {
-        (_, GateState::Closed) => Notice::GateClosed {
-            channel: g.channel.clone(),
-            release: g.release.clone(),
-            reason: g.reason.clone(),
-            failure_rate: g.failure_rate,
-            failed: g.failed,
-            reports: g.reports,
-        },
-        // A release first seen open is no news.
-        (None, _) => return Ok(false),
-        (Some(_), _) => Notice::GateReopened {
-            channel: g.channel.clone(),
-            release: g.release.clone(),
-            reason: g.reason.clone(),
-        },
-    };
-    insert(conn, n, &notice, now)
 }

@@ -9,14 +9,9 @@
 //!    notice once per serial or version when it expires within
 //!    `expiry_warning`.
 
-use chrono::{DateTime, Utc};
-use rusqlite::Connection;
-
-use super::{insert, Notice, Notifier, MAX_NAMED_AGENTS};
-use crate::db::{outbox, DbError};
+use crate::db::DbError;
 use crate::state::AppState;
-
-const WATERMARK: &str = "silent_watermark";
+use chrono::Utc;
 
 /// Runs until the process ends.
 pub async fn run(st: AppState) {
@@ -54,67 +49,13 @@ pub async fn once(st: &AppState) -> Result<(), DbError> {
             expiring.push(("root", version, expires));
         }
     }
+    let cutoff = now - stale.as_micros() as i64;
     let queued = st
-        .writer
-        .run(move |c| {
-            let cutoff = now - stale.as_micros() as i64;
-            let a = silent(c, &n, cutoff, &silent_for, now)?;
-            let b = expiry(c, &n, &expiring, now)?;
-            Ok(a | b)
-        })
+        .store
+        .watch_check(n, cutoff, silent_for, expiring, now)
         .await?;
     if queued {
         st.notifier.wake();
     }
     Ok(())
-}
-
-fn silent(
-    c: &Connection,
-    n: &Notifier,
-    cutoff: i64,
-    silent_for: &str,
-    now: i64,
-) -> Result<bool, DbError> {
-    let after: Option<i64> = outbox::state(c, WATERMARK)?.and_then(|v| v.parse().ok());
-    outbox::set_state(c, WATERMARK, &cutoff.to_string(), now)?;
-    let Some(after) = after.filter(|a| *a < cutoff) else {
-        return Ok(false);
-    };
-    if !n.wants("agents_silent") {
-        return Ok(false);
-    }
-    let (count, agents) = outbox::fell_silent(c, after, cutoff, MAX_NAMED_AGENTS)?;
-    if count == 0 {
-        return Ok(false);
-    }
-    let notice = Notice::AgentsSilent {
-        count,
-        agents,
-        silent_for: silent_for.to_owned(),
-    };
-    insert(c, n, &notice, now)
-}
-
-fn expiry(
-    c: &Connection,
-    n: &Notifier,
-    expiring: &[(&str, u64, DateTime<Utc>)],
-    now: i64,
-) -> Result<bool, DbError> {
-    let mut queued = false;
-    for (what, version, expires) in expiring {
-        let key = format!("expiring:{what}:{version}");
-        if outbox::state(c, &key)?.is_some() {
-            continue;
-        }
-        outbox::set_state(c, &key, &expires.to_rfc3339(), now)?;
-        let notice = Notice::Expiring {
-            what: (*what).to_owned(),
-            version: *version,
-            expires: *expires,
-        };
-        queued |= insert(c, n, &notice, now)?;
-    }
-    Ok(queued)
 }

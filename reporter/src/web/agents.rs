@@ -10,7 +10,6 @@ use super::layout::{self, when};
 use super::overview::urlenc;
 use super::session::WebSession;
 use super::{html, PageResult};
-use crate::db::queries;
 use crate::db::tokens::Scope;
 use crate::handlers::agents::AgentQuery;
 use crate::state::AppState;
@@ -25,10 +24,10 @@ pub async fn page(
     let mut f = q.filter(raw.as_deref(), st.settings.stale_after)?;
     f.limit = q.limit.unwrap_or(200).clamp(1, 1000);
     let f2 = f.clone();
-    let (agents, total) = st.reader.read(move |c| queries::agents(c, &f2)).await?;
+    let (agents, total) = st.store.agents(f2).await?;
     let enroll_tokens: Vec<_> = st
-        .reader
-        .read(crate::db::tokens::list)
+        .store
+        .tokens_list()
         .await?
         .into_iter()
         .filter(|t| t.scope == Scope::Enroll)

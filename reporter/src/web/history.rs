@@ -11,7 +11,6 @@ use super::layout::{self, when, when_both};
 use super::overview::urlenc;
 use super::session::WebSession;
 use super::{html, PageError, PageResult};
-use crate::db::queries;
 use crate::handlers::agents::EventQuery;
 use crate::state::AppState;
 
@@ -164,15 +163,7 @@ pub async fn page(
     let f = q.filter()?;
     let id2 = id.clone();
     let stale = st.stale_before();
-    let (agent, (events, next)) = st
-        .reader
-        .read(move |c| {
-            Ok((
-                queries::agent(c, &id2, stale)?,
-                queries::events(c, &id2, &f)?,
-            ))
-        })
-        .await?;
+    let (agent, (events, next)) = st.store.agent_with_events(id2, stale, f).await?;
     let Some(a) = agent else {
         return Err(PageError(StatusCode::NOT_FOUND, format!("No agent {id}.")));
     };

@@ -10,7 +10,6 @@ use flotilla_protocol::api::AgentSummary;
 
 use super::overview::urlenc;
 use super::session::WebSession;
-use crate::db::queries;
 use crate::state::AppState;
 
 /// The stamp route of agent `id`.
@@ -34,7 +33,7 @@ pub fn stamp_of(a: &AgentSummary) -> String {
 /// The handler: the stamp as text, 404 for an unknown agent.
 pub async fn stamp(_: WebSession, State(st): State<AppState>, Path(id): Path<String>) -> Response {
     let stale = st.stale_before();
-    match st.reader.read(move |c| queries::agent(c, &id, stale)).await {
+    match st.store.agent(id, stale).await {
         Ok(Some(a)) => (
             [(CONTENT_TYPE, "text/plain"), (CACHE_CONTROL, "no-store")],
             stamp_of(&a),

@@ -77,11 +77,7 @@ pub async fn submit(
         let t = token.to_owned();
         let now = chrono::Utc::now();
         let read = token.starts_with(crate::tokens::READ_PREFIX)
-            && st
-                .reader
-                .read_quick(move |c| crate::db::tokens::read_token_active(c, &t, now))
-                .await
-                .unwrap_or(false);
+            && st.store.read_token_active(t, now).await.unwrap_or(false);
         if read {
             return (
                 StatusCode::FORBIDDEN,
@@ -100,7 +96,10 @@ pub async fn submit(
         )
             .into_response();
     }
-    let id = st.sessions.create();
+    let id = match st.sessions.create(&st.store).await {
+        Ok(id) => id,
+        Err(e) => return crate::error::AppError::from(e).into_response(),
+    };
     let cookie = st.sessions.cookie(&id, st.settings.cookie_secure);
     ([(SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
@@ -117,14 +116,22 @@ pub async fn logout(
     headers: HeaderMap,
     Form(f): Form<LogoutForm>,
 ) -> Response {
-    let Some(s) = session::cookie_value(&headers).and_then(|c| st.sessions.get(&c)) else {
-        return Redirect::to("/login").into_response();
+    let s = match session::cookie_value(&headers) {
+        Some(c) => st.sessions.get(&st.store, &c).await,
+        None => Ok(None),
+    };
+    let s = match s {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return crate::error::AppError::from(e).into_response(),
     };
     if !session::same_origin(&headers)
         || !crate::tokens::constant_time_eq(s.csrf.as_bytes(), f.csrf.as_bytes())
     {
         return (StatusCode::FORBIDDEN, "CSRF check failed").into_response();
     }
-    st.sessions.remove(&s.id);
+    if let Err(e) = st.sessions.remove(&st.store, &s.id).await {
+        return crate::error::AppError::from(e).into_response();
+    }
     ([(SET_COOKIE, clear_cookie())], Redirect::to("/login")).into_response()
 }

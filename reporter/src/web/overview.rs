@@ -10,22 +10,12 @@ use super::layout::{self, pct, when};
 use super::session::WebSession;
 use super::{html, PageResult};
 use crate::channels::ManifestStatus;
-use crate::db::queries;
 use crate::state::AppState;
 
 /// The page.
 pub async fn page(s: WebSession, State(st): State<AppState>) -> PageResult {
     let since = crate::db::now_micros() - st.settings.stale_after.as_micros() as i64;
-    let (versions, (total, reporting), errors) = st
-        .reader
-        .read(move |c| {
-            Ok((
-                queries::agents_by_version(c)?,
-                queries::agent_counts(c, since)?,
-                queries::newest_errors(c, 10)?,
-            ))
-        })
-        .await?;
+    let (versions, (total, reporting), errors) = st.store.overview(since, 10).await?;
     let mut rollouts = Vec::new();
     for (channel, release) in st.current_rollouts() {
         rollouts.push(st.rollout(&channel, &release).await?);

@@ -3,80 +3,65 @@
 //! `POST /login` with the admin token makes a session: a random 256-bit id
 //! in a cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`, `Secure` when
 //! `public_url` is https or `cookie_secure` says so) and a CSRF token that every state-changing form carries in a
-//! hidden field. Sessions live in memory (a restart logs everybody out) and
-//! are stored by the SHA-256 of their id.
+//! hidden field. Sessions are stored in the database by the SHA-256 of their
+//! id ([`crate::db::sessions`]), so a login outlives a restart and, with
+//! several replicas, holds on each; retention deletes expired ones.
 //!
 //! This module knows nothing of the app's state; the extractor that finds a
 //! request's [`WebSession`] in [`crate::state::AppState`] lives there.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::header::COOKIE;
 use axum::http::HeaderMap;
 
+use crate::db::{now_micros, DbError};
+use crate::store::Store;
 use crate::tokens;
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "flotilla_session";
 
-#[derive(Clone)]
-struct Entry {
-    csrf: String,
-    expires: Instant,
-}
-
-/// The live sessions.
+/// The session rules (lifetime, hashing, cookie) over the store's
+/// `web_sessions`.
 pub struct Sessions {
     ttl: Duration,
-    map: Mutex<HashMap<String, Entry>>,
 }
 
 impl Sessions {
-    /// No sessions yet.
+    /// Sessions that live `ttl` from login.
     pub fn new(ttl: Duration) -> Sessions {
-        Sessions {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
+        Sessions { ttl }
     }
 
-    /// A new session: its cookie value.
-    pub fn create(&self) -> String {
+    /// A new session, stored: its cookie value.
+    pub async fn create(&self, store: &Store) -> Result<String, DbError> {
         let id = tokens::random_hex256();
-        self.map.lock().expect("sessions").insert(
-            tokens::hash(&id),
-            Entry {
-                csrf: tokens::random_hex256(),
-                expires: Instant::now() + self.ttl,
-            },
-        );
-        id
+        let ttl = i64::try_from(self.ttl.as_micros()).unwrap_or(i64::MAX);
+        let expires_at = now_micros().saturating_add(ttl);
+        store
+            .session_create(tokens::hash(&id), tokens::random_hex256(), expires_at)
+            .await?;
+        Ok(id)
     }
 
     /// The session of a cookie value, if live.
-    pub fn get(&self, id: &str) -> Option<WebSession> {
-        let map = self.map.lock().expect("sessions");
-        let e = map.get(&tokens::hash(id))?;
-        (e.expires > Instant::now()).then(|| WebSession {
+    pub async fn get(&self, store: &Store, id: &str) -> Result<Option<WebSession>, DbError> {
+        let csrf = store.session_get(tokens::hash(id), now_micros()).await?;
+        Ok(csrf.map(|csrf| WebSession {
             id: id.to_owned(),
-            csrf: e.csrf.clone(),
-        })
+            csrf,
+        }))
     }
 
     /// Ends a session.
-    pub fn remove(&self, id: &str) {
-        self.map.lock().expect("sessions").remove(&tokens::hash(id));
+    pub async fn remove(&self, store: &Store, id: &str) -> Result<(), DbError> {
+        store.session_remove(tokens::hash(id)).await
     }
 
-    /// Drops expired sessions.
-    pub fn expire(&self) {
-        let now = Instant::now();
-        self.map
-            .lock()
-            .expect("sessions")
-            .retain(|_, e| e.expires > now);
+    /// Deletes expired sessions; how many.
+    pub async fn expire(&self, store: &Store) -> Result<usize, DbError> {
+        store.sessions_expire(now_micros()).await
     }
 
     /// The `Set-Cookie` value for a new session.
@@ -136,15 +121,24 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn session_lifecycle() {
+    #[tokio::test]
+    async fn session_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, running) =
+            Store::open_sqlite(&dir.path().join("r.db"), Default::default(), 1).unwrap();
         let s = Sessions::new(Duration::from_secs(60));
-        let id = s.create();
-        let w = s.get(&id).unwrap();
+        let id = s.create(&store).await.unwrap();
+        let w = s.get(&store, &id).await.unwrap().unwrap();
         assert_eq!(w.csrf.len(), 64);
         assert!(s.cookie(&id, false).contains("HttpOnly; SameSite=Strict"));
-        s.remove(&id);
-        assert!(s.get(&id).is_none());
+        s.remove(&store, &id).await.unwrap();
+        assert!(s.get(&store, &id).await.unwrap().is_none());
+        let gone = Sessions::new(Duration::ZERO);
+        let old = gone.create(&store).await.unwrap();
+        assert!(gone.get(&store, &old).await.unwrap().is_none(), "expired");
+        assert_eq!(gone.expire(&store).await.unwrap(), 1);
+        drop(store);
+        running.stop().await;
         let mut h = HeaderMap::new();
         h.insert("cookie", format!("a=b; {COOKIE_NAME}=xyz").parse().unwrap());
         assert_eq!(cookie_value(&h).as_deref(), Some("xyz"));

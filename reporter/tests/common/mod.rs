@@ -31,7 +31,7 @@ impl Server {
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Settings {
-            db: dir.path().join("reporter.db"),
+            db: dir.path().join("reporter.db").into(),
             admin_token: Some(Secret::new(ADMIN)),
             rate_limit: RateLimit {
                 per_second: 1000.0,
@@ -41,7 +41,7 @@ impl Server {
             ..Settings::default()
         };
         tweak(&mut s);
-        let db = s.db.clone();
+        let db = s.db.sqlite_path().expect("a SQLite test server").to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
