@@ -69,6 +69,10 @@ pub fn build_sqlite(path: &Path) -> rusqlite::Connection {
         if i == 6 {
             labels.insert("note".to_owned(), "50%_off".to_owned());
         }
+        if i == 5 {
+            // SQLite's LIKE folds ASCII only: "ZÜRICH" must not find it.
+            labels.insert("city".to_owned(), "Zürich".to_owned());
+        }
         let req = EnrollRequest {
             enrollment_token: secret.clone(),
             agent_id: (*id).to_owned(),
