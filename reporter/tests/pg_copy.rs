@@ -1,6 +1,8 @@
 //! `flotilla-reporter db copy` on a real server, through the binary: a
 //! SQLite database with tokens, agents and events moves to PostgreSQL with
-//! its event `seq` values; a second copy adds nothing; new rows take ids
+//! its event `seq` values; a second copy changes nothing; one after the
+//! old reporter went on brings the new events and the changed agents; new
+//! rows take ids
 //! past the copied ones; the copy answers every query as the SQLite file
 //! did; a password in the URL and a URL that is no PostgreSQL URL are
 //! refused before anything is written.
@@ -49,10 +51,13 @@ async fn a_copy_keeps_the_past_and_a_second_copy_adds_nothing() {
         .unwrap();
     let err = stderr(&first);
     assert!(
-        err.contains(&format!("events: {events} rows, {events} new")),
+        err.contains(&format!("events: {events} rows, {events} new, 0 changed")),
         "{err}"
     );
-    assert!(err.contains("enrollment_tokens: 3 rows, 3 new"), "{err}");
+    assert!(
+        err.contains("enrollment_tokens: 3 rows, 3 new, 0 changed"),
+        "{err}"
+    );
 
     // Again, the password from PGPASSWORD this time: nothing new.
     let second = copy(
@@ -62,14 +67,45 @@ async fn a_copy_keeps_the_past_and_a_second_copy_adds_nothing() {
     assert!(second.status.success(), "{}", stderr(&second));
     let err = stderr(&second);
     assert!(
-        err.contains(&format!("events: {events} rows, 0 new")),
+        err.contains(&format!("events: {events} rows, 0 new, 0 changed")),
         "{err}"
     );
     let tables: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
     assert_eq!(tables.len(), 9, "every table: {err}");
     for line in tables.iter().chain(err.lines().last().as_ref()) {
-        assert!(line.ends_with(" 0 new"), "{line}");
+        assert!(line.ends_with(" 0 new, 0 changed"), "{line}");
     }
+
+    // The old reporter goes on: an agent is revoked, another reports.
+    flotilla_reporter::db::tokens::revoke_agent(&s, "aB").unwrap();
+    let mut e = flotilla_protocol::Event::new(
+        "web-02",
+        flotilla_protocol::EventKind::ManifestCheck,
+        flotilla_protocol::EventStatus::Failed,
+        "test",
+        "late",
+    );
+    e.ts = fixture::t0() + chrono::Duration::seconds(9000);
+    flotilla_reporter::db::ingest::ingest(
+        &s,
+        "web-02",
+        &flotilla_reporter::db::ingest::Batch::from_events(std::slice::from_ref(&e)),
+        flotilla_reporter::db::to_micros(e.ts),
+        &flotilla_reporter::notify::Notifier::default(),
+    )
+    .unwrap();
+    let third = copy(
+        &["--from", from, "--to", &url, "--db-password-file", pw_file],
+        &[],
+    );
+    assert!(third.status.success(), "{}", stderr(&third));
+    let err = stderr(&third);
+    let events = events + 1;
+    assert!(
+        err.contains(&format!("events: {events} rows, 1 new, 0 changed")),
+        "{err}"
+    );
+    assert!(err.contains("agents: 8 rows, 0 new, 2 changed"), "{err}");
 
     let p = pg::Pg::connect(&url, Some(&srv.password), 1).await.unwrap();
     let c = p.client().await.unwrap();

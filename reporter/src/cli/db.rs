@@ -17,9 +17,11 @@ The PostgreSQL database must exist (CREATE DATABASE flotilla OWNER ...);
 its schema is created or migrated first. The SQLite file is read as of one
 moment, safely while `serve` runs on it, and streamed in batches; all rows
 go in one transaction, so a failed copy leaves nothing behind. Copying
-again adds only what is new (a second copy of the same file reports 0 new
-rows): to move with a short pause, copy while the old reporter runs, stop
-it, copy again, then start the reporters on PostgreSQL.
+again adds what is new and updates what changed (a second copy of the same
+file reports 0 new, 0 changed). To move with a short pause: copy while the
+old reporter runs, stop it, copy again, start the reporters on PostgreSQL.
+Rows deleted from SQLite between two copies (pruned events, notices sent,
+expired sessions) stay in PostgreSQL: a notice sent meanwhile is sent again.
 
 The URL holds no password (it would show in the process list): give it in
 --db-password-file, or in PGPASSWORD.
@@ -83,14 +85,18 @@ fn copy(a: CopyArgs) -> anyhow::Result<()> {
         copy_sqlite_to_pg(&a.from, &pg).await
     })?;
     for t in &report.tables {
-        eprintln!("  {}: {} rows, {} new", t.table, t.rows, t.new);
+        eprintln!(
+            "  {}: {} rows, {} new, {} changed",
+            t.table, t.rows, t.new, t.changed
+        );
     }
     eprintln!(
-        "copied {} to {}: {} rows, {} new",
+        "copied {} to {}: {} rows, {} new, {} changed",
         a.from.display(),
         pg::redact(&a.to),
         report.rows(),
-        report.new_rows()
+        report.new_rows(),
+        report.changed_rows()
     );
     Ok(())
 }

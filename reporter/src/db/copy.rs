@@ -6,9 +6,15 @@
 //! it) by a thread of its own, which streams each table in batches of
 //! [`BATCH`] rows through a short queue: the events table is never held
 //! in memory whole. Each batch is one multi-row `INSERT ... ON CONFLICT
-//! (key) DO NOTHING`, all in one PostgreSQL transaction, so a failed copy
-//! leaves nothing behind and a second copy of the same file adds nothing
-//! (it reports 0 new rows). Rows keep their ids (event `seq`, halt and
+//! (key)`, all in one PostgreSQL transaction, so a failed copy leaves
+//! nothing behind and a second copy of the same file changes nothing (it
+//! reports 0 new and 0 changed rows). Events never change, so a copied one
+//! is left as it is (`DO NOTHING`); the other tables' rows do (an agent's
+//! last report, a token's uses, a reopened halt), so a copied row that
+//! differs from SQLite's now is updated to it (`DO UPDATE ... WHERE ... IS
+//! DISTINCT FROM`): a copy again after stopping the old reporter brings
+//! the last state. Rows deleted from SQLite since (pruned events, sent
+//! notices, expired sessions) are not deleted from PostgreSQL. Rows keep their ids (event `seq`, halt and
 //! outbox ids); the identity sequences are then moved past the highest, so
 //! new rows never take a copied id. A row whose key is there already is
 //! left as it is; a row that clashes on another unique key (an event
@@ -37,6 +43,8 @@ pub struct TableCopy {
     pub rows: u64,
     /// Rows PostgreSQL did not have yet.
     pub new: u64,
+    /// Rows PostgreSQL had, with other values: updated to SQLite's.
+    pub changed: u64,
 }
 
 /// What [`copy_sqlite_to_pg`] did, table by table.
@@ -55,6 +63,11 @@ impl CopyReport {
     /// New rows, in all: 0 when the copy was made before.
     pub fn new_rows(&self) -> u64 {
         self.tables.iter().map(|t| t.new).sum()
+    }
+
+    /// Changed rows, in all: 0 when nothing changed since the last copy.
+    pub fn changed_rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.changed).sum()
     }
 
     /// One table's line.
@@ -77,6 +90,8 @@ struct Table {
     key: &'static str,
     /// The identity column whose sequence must pass the copied ids.
     identity: Option<&'static str>,
+    /// Whether a copied row may change in SQLite later (all but events).
+    mutable: bool,
 }
 
 use Kind::{Bytes, Int, Text};
@@ -98,6 +113,7 @@ const TABLES: &[Table] = &[
         ],
         key: "id",
         identity: None,
+        mutable: true,
     },
     Table {
         name: "agents",
@@ -125,6 +141,7 @@ const TABLES: &[Table] = &[
         ],
         key: "agent_id",
         identity: None,
+        mutable: true,
     },
     Table {
         name: "events",
@@ -146,6 +163,7 @@ const TABLES: &[Table] = &[
         ],
         key: "agent_id, id",
         identity: Some("seq"),
+        mutable: false,
     },
     Table {
         name: "agent_release",
@@ -160,6 +178,7 @@ const TABLES: &[Table] = &[
         ],
         key: "channel, release, agent_id",
         identity: None,
+        mutable: true,
     },
     Table {
         name: "halts",
@@ -175,6 +194,7 @@ const TABLES: &[Table] = &[
         ],
         key: "id",
         identity: Some("id"),
+        mutable: true,
     },
     Table {
         name: "rollout_history",
@@ -186,6 +206,7 @@ const TABLES: &[Table] = &[
         ],
         key: "channel, release",
         identity: None,
+        mutable: true,
     },
     Table {
         name: "notify_outbox",
@@ -201,18 +222,21 @@ const TABLES: &[Table] = &[
         ],
         key: "id",
         identity: Some("id"),
+        mutable: true,
     },
     Table {
         name: "notify_state",
         columns: &[("key", Text), ("value", Text), ("ts", Int)],
         key: "key",
         identity: None,
+        mutable: true,
     },
     Table {
         name: "web_sessions",
         columns: &[("hash", Text), ("csrf", Text), ("expires_at", Int)],
         key: "hash",
         identity: None,
+        mutable: true,
     },
 ];
 
@@ -242,6 +266,7 @@ pub async fn copy_sqlite_to_pg(sqlite_path: &Path, pg: &Pg) -> Result<CopyReport
                     table: t.name,
                     rows: 0,
                     new: 0,
+                    changed: 0,
                 })
                 .collect(),
         };
@@ -250,9 +275,10 @@ pub async fn copy_sqlite_to_pg(sqlite_path: &Path, pg: &Pg) -> Result<CopyReport
                 Ok(b) => b,
                 Err(e) => return Ok(Err(e)),
             };
-            let new = insert(&tx, &TABLES[i], &rows).await?;
+            let (new, changed) = insert(&tx, &TABLES[i], &rows).await?;
             report.tables[i].rows += rows.len() as u64;
             report.tables[i].new += new;
+            report.tables[i].changed += changed;
         }
         for t in TABLES {
             if let Some(col) = t.identity {
@@ -281,14 +307,15 @@ pub async fn copy_sqlite_to_pg(sqlite_path: &Path, pg: &Pg) -> Result<CopyReport
     }
 }
 
-/// One multi-row insert; how many rows were new.
+/// One multi-row insert (or update, where the row changed); how many rows
+/// were new, and how many changed.
 async fn insert(
     tx: &tokio_postgres::Transaction<'_>,
     t: &Table,
     rows: &[Vec<Value>],
-) -> Result<u64, super::DbError> {
+) -> Result<(u64, u64), super::DbError> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let n = rows.len();
     let names: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
@@ -302,14 +329,42 @@ async fn insert(
         }
         tuples.push(format!("({})", marks.join(", ")));
     }
+    let on_conflict = if t.mutable {
+        let row = |side: &str| {
+            names
+                .iter()
+                .map(|c| format!("{side}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let set: Vec<String> = names
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!(
+            "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+            set.join(", "),
+            row("t"),
+            row("excluded")
+        )
+    } else {
+        "DO NOTHING".to_owned()
+    };
+    // `xmax = 0`: the row version was inserted, not updated.
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO NOTHING",
+        "INSERT INTO {} AS t ({}) VALUES {} ON CONFLICT ({}) {on_conflict}
+         RETURNING (xmax = 0)",
         t.name,
         names.join(", "),
         tuples.join(", "),
         t.key
     );
-    Ok(tx.execute(&sql, &arg_refs(&args)).await?)
+    let rows = tx.query(&sql, &arg_refs(&args)).await?;
+    let mut new = 0;
+    for r in &rows {
+        new += u64::from(r.try_get::<_, bool>(0)?);
+    }
+    Ok((new, rows.len() as u64 - new))
 }
 
 /// A SQLite value (checked against its column's kind) as a typed argument.
