@@ -2,10 +2,9 @@
 //! SQLite database with tokens, agents and events moves to PostgreSQL with
 //! its event `seq` values; a second copy changes nothing; one after the
 //! old reporter went on brings the new events and the changed agents; new
-//! rows take ids
-//! past the copied ones; the copy answers every query as the SQLite file
-//! did; a password in the URL and a URL that is no PostgreSQL URL are
-//! refused before anything is written.
+//! rows take ids past the copied ones; the copy answers every query as the
+//! SQLite file did; a password in the URL, a URL that is no PostgreSQL URL
+//! and a missing SQLite file are refused before any row is written.
 
 mod common;
 #[path = "pg_read/fixture.rs"]
