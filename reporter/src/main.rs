@@ -34,6 +34,9 @@ enum Command {
     /// Manage agents.
     #[command(subcommand)]
     Agent(cli::agent::Command),
+    /// Move a database: `db copy` from SQLite to PostgreSQL.
+    #[command(subcommand)]
+    Db(cli::db::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Backup(a) => cli::backup::run(a),
         Command::Token(c) => cli::token::run(c),
         Command::Agent(c) => cli::agent::run(c),
+        Command::Db(c) => cli::db::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

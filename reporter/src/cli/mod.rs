@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod backup;
+pub mod db;
 pub mod serve;
 pub mod token;
 

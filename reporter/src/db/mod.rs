@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod checkin;
 pub mod checkpoint;
+pub mod copy;
 pub mod enroll;
 pub mod halts;
 pub mod ingest;
