@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::Utc;
 use flotilla_protocol::api::{EnrollRequest, Gate, GateState};
@@ -412,11 +413,31 @@ async fn the_writer_commits_every_job_once_and_a_failing_one_alone() {
 
     // A broken connection: the jobs in hand fail, the next ones run on a
     // new connection.
-    srv.execute(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = '{}' AND pid <> pg_backend_pid()",
-        pg.target().rsplit('/').next().unwrap()
-    ));
+    let db = pg.target().rsplit('/').next().unwrap().to_owned();
+    let admin = Pg::connect(&srv.url, Some(&srv.password), 1).await.unwrap();
+    let admin = admin.client().await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap();
+    // Until every connection of the pool is gone.
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut after = Vec::new();
     for i in 0..3 {
         after.push(
@@ -431,6 +452,12 @@ async fn the_writer_commits_every_job_once_and_a_failing_one_alone() {
         );
     }
     assert!(after[1] && after[2], "the writer reconnected: {after:?}");
+    let stored = after.iter().filter(|ok| **ok).count() as i64 * 5;
+    assert_eq!(
+        event_count(&pg).await,
+        2880 + stored,
+        "acknowledged = stored"
+    );
 }
 
 async fn add_token(pg: &Pg, secret: &str, max_uses: Option<i64>, extra: &str) {
@@ -698,4 +725,137 @@ async fn a_due_row_goes_to_one_replica_and_a_gate_change_is_told_once() {
     assert!(x ^ y, "told once: {x} {y}");
     // Only "all" wants gate_closed.
     assert_eq!(pg::outbox::count(&**c).await.unwrap(), before + 1);
+}
+
+#[tokio::test]
+async fn two_replicas_writing_the_same_agents_store_each_event_once() {
+    let Some(srv) =
+        common::pg::server("two_replicas_writing_the_same_agents_store_each_event_once")
+    else {
+        return;
+    };
+    let (url, one) = fresh(&srv, 2).await;
+    let two = Pg::connect(&url, Some(&srv.password), 2).await.unwrap();
+    one.client()
+        .await
+        .unwrap()
+        .batch_execute(&add_agents_sql())
+        .await
+        .unwrap();
+    let writers = [PgWriter::start(one.clone()), PgWriter::start(two.clone())];
+    let n = Notifier::default();
+    // Every batch goes to both replicas at once (an agent retrying on the
+    // other after a timeout), and each writer's transactions span all agents.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let agent = AGENTS[i % AGENTS.len()];
+        let batch = small_batch(agent, 8, &format!("batch {i}"));
+        for w in &writers {
+            let (w, n, batch) = (w.clone(), n.clone(), batch.clone());
+            tasks.spawn(async move { w.ingest(agent, batch, 1_000 + i as i64, n).await });
+        }
+    }
+    let (mut new, mut dups) = (0, 0);
+    while let Some(t) = tasks.join_next().await {
+        let o = t.unwrap().expect("every job commits");
+        new += o.new;
+        dups += o.duplicates;
+    }
+    assert_eq!(
+        (new, dups),
+        (960, 960),
+        "each event new on one replica only"
+    );
+    assert_eq!(event_count(&one).await, 960);
+    let counted: i64 = one
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT sum(event_count)::bigint FROM agents", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 960, "event_count counts each event once");
+}
+
+#[tokio::test]
+async fn checkins_give_sqlites_state() {
+    let Some(srv) = common::pg::server("checkins_give_sqlites_state") else {
+        return;
+    };
+    let (_, pg) = fresh(&srv, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lite =
+        flotilla_reporter::db::open_writer(&dir.path().join("r.db"), Default::default()).unwrap();
+    let setup = format!(
+        "{}UPDATE agents SET last_seen = 9000 WHERE agent_id = 'a-2';
+         UPDATE agents SET revoked_at = 5 WHERE agent_id = 'b-1';",
+        add_agents_sql()
+    );
+    lite.execute_batch(&setup).unwrap();
+    pg.client()
+        .await
+        .unwrap()
+        .batch_execute(&setup)
+        .await
+        .unwrap();
+    let ck = |at: i64, v: serde_json::Value| flotilla_reporter::checkin::Received {
+        checkin: serde_json::from_value(v).unwrap(),
+        at,
+    };
+    let rows = vec![
+        (
+            "a-1".to_owned(),
+            ck(
+                5000,
+                serde_json::json!({"state": "waiting", "reason": "wave", "wave": "w2"}),
+            ),
+        ),
+        (
+            "a-2".to_owned(),
+            ck(
+                6000,
+                serde_json::json!({"state": "held", "release": "r9",
+                                   "until": "2026-01-01T00:00:00Z", "version": "2.0"}),
+            ),
+        ),
+        (
+            "b-1".to_owned(),
+            ck(7000, serde_json::json!({"state": "paused"})),
+        ),
+        (
+            "nobody".to_owned(),
+            ck(7000, serde_json::json!({"state": "paused"})),
+        ),
+        (
+            "a-1".to_owned(),
+            ck(
+                4000,
+                serde_json::json!({"state": "on_release", "channel": "beta"}),
+            ),
+        ),
+    ];
+    flotilla_reporter::db::checkin::apply(&lite, &rows).unwrap();
+    let w = PgWriter::start(pg.clone());
+    w.checkin(rows).await.unwrap();
+    use Col::*;
+    let cols = [
+        ("agent_id", Text),
+        ("last_seen", Int),
+        ("checkin_ts", Int),
+        ("host_state", Text),
+        ("host_reason", Text),
+        ("host_release", Text),
+        ("host_until", Int),
+        ("wave", Text),
+        ("version", Text),
+        ("channel", Text),
+    ];
+    let want = sqlite_rows(&lite, "agents", &cols, "agent_id");
+    let c = pg.client().await.unwrap();
+    assert_eq!(pg_rows(&c, "agents", &cols, "agent_id").await, want);
+    assert!(
+        want[0].contains(&"Some(\"on_release\")".to_owned()),
+        "{want:?}"
+    );
 }

@@ -13,16 +13,36 @@ use tokio_postgres::GenericClient;
 use crate::checkin::Received;
 use crate::db::{to_micros, DbError};
 
+struct Folded<'a> {
+    seen: i64,
+    last: &'a Received,
+    wave: Option<&'a str>,
+    version: Option<&'a str>,
+    channel: Option<&'a str>,
+}
+
 /// Writes each agent's latest check-in: it was seen then, and this is its
 /// state. Revoked or unknown agents are skipped. Re-runnable. An agent
-/// named twice ends as SQLite leaves it (its last row, `last_seen` the
-/// latest of them).
+/// named twice ends as SQLite leaves it.
 pub async fn apply(c: &impl GenericClient, rows: &[(String, Received)]) -> Result<(), DbError> {
-    // agent -> (latest receipt, its last row)
-    let mut last: BTreeMap<&str, (i64, &Received)> = BTreeMap::new();
+    // Applied in order, rows of one agent leave: `last_seen` the latest
+    // receipt, wave, version and channel the last given, the rest the last
+    // row's. Folded here, so the statement updates each agent once.
+    let mut last: BTreeMap<&str, Folded> = BTreeMap::new();
     for (agent_id, r) in rows {
-        let e = last.entry(agent_id).or_insert((r.at, r));
-        *e = (e.0.max(r.at), r);
+        let ck = &r.checkin;
+        let f = last.entry(agent_id).or_insert(Folded {
+            seen: r.at,
+            last: r,
+            wave: None,
+            version: None,
+            channel: None,
+        });
+        f.seen = f.seen.max(r.at);
+        f.last = r;
+        f.wave = ck.wave.as_deref().or(f.wave);
+        f.version = ck.version.as_deref().or(f.version);
+        f.channel = ck.channel.as_deref().or(f.channel);
     }
     if last.is_empty() {
         return Ok(());
@@ -38,18 +58,18 @@ pub async fn apply(c: &impl GenericClient, rows: &[(String, Received)]) -> Resul
     let mut wave: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut version: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut channel: Vec<Option<&str>> = Vec::with_capacity(n);
-    for (id, (max_at, r)) in &last {
-        let ck = &r.checkin;
+    for (id, f) in &last {
+        let ck = &f.last.checkin;
         ids.push(*id);
-        seen.push(*max_at);
-        at.push(r.at);
+        seen.push(f.seen);
+        at.push(f.last.at);
         state.push(ck.state.as_str());
         reason.push(ck.reason.as_str());
         release.push(ck.release.as_deref());
         until.push(ck.until.map(to_micros));
-        wave.push(ck.wave.as_deref());
-        version.push(ck.version.as_deref());
-        channel.push(ck.channel.as_deref());
+        wave.push(f.wave);
+        version.push(f.version);
+        channel.push(f.channel);
     }
     let t = Type::TEXT_ARRAY;
     c.execute_typed(

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use flotilla_protocol::api::details as keys;
 use flotilla_protocol::{EventKind, EventStatus, Severity};
 use serde_json::{Map, Value};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use super::outbox;
@@ -262,20 +262,28 @@ pub async fn ingest(
         }
     }
     if !states.is_empty() {
+        let t = Type::TEXT;
         for ((ch, release), (r, s)) in states {
-            let params: [&(dyn ToSql + Sync); 7] = [
-                &ch,
-                &release,
-                &agent_id,
-                &s.as_str(),
-                &opt(b, &r.wave).or(wave),
-                &now,
-                &b.text(&r.message),
-            ];
-            c.execute(RELEASE_UPSERT, &params).await?;
+            c.execute_typed(
+                RELEASE_UPSERT,
+                &[
+                    (&ch, t.clone()),
+                    (&release, t.clone()),
+                    (&agent_id, t.clone()),
+                    (&s.as_str(), t.clone()),
+                    (&opt(b, &r.wave).or(wave), t.clone()),
+                    (&now, Type::INT8),
+                    (&b.text(&r.message), t.clone()),
+                ],
+            )
+            .await?;
         }
         let bound = crate::db::ingest::MAX_RELEASES_PER_AGENT as i64;
-        c.execute(RELEASE_BOUND, &[&agent_id, &bound]).await?;
+        c.execute_typed(
+            RELEASE_BOUND,
+            &[(&agent_id, Type::TEXT), (&bound, Type::INT8)],
+        )
+        .await?;
     }
     for r in &fresh {
         let notice = match (r.kind, r.status) {

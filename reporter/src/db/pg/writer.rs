@@ -39,6 +39,8 @@ use crate::notify::Notifier;
 pub const MAX_JOBS_PER_COMMIT: usize = 512;
 /// Jobs waiting, at most (callers wait beyond that: backpressure).
 pub const QUEUE: usize = 4096;
+/// Connections tried after one broke, at most, before the jobs in hand fail.
+pub const CONNECT_TRIES: usize = 16;
 /// Runs of one transaction that another crossed (deadlock, serialization), at most.
 pub const RETRIES: usize = 4;
 
@@ -210,6 +212,9 @@ async fn transaction(
 async fn run(pg: Pg, mut rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     let mut client: Option<deadpool_postgres::Client> = None;
+    // A connection broke: the pool's idle ones may be as dead (a server
+    // restart, a failover), so the next one is tried before use.
+    let mut suspect = false;
     while let Some(first) = rx.recv().await {
         jobs.push(first);
         while jobs.len() < MAX_JOBS_PER_COMMIT {
@@ -223,11 +228,15 @@ async fn run(pg: Pg, mut rx: mpsc::Receiver<Job>) {
         let started = Instant::now();
         if client.as_ref().is_some_and(|c| c.is_closed()) {
             client = None;
+            suspect = true;
         }
         let c = match &mut client {
             Some(c) => c,
-            None => match pg.client().await {
-                Ok(c) => client.insert(c),
+            None => match connect(&pg, suspect).await {
+                Ok(c) => {
+                    suspect = false;
+                    client.insert(c)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, db = pg.target(), "writer has no connection");
                     fail(&mut jobs, e);
@@ -248,11 +257,29 @@ async fn run(pg: Pg, mut rx: mpsc::Receiver<Job>) {
                 // Whatever state the connection is in, the next transaction
                 // starts on one the pool vouches for.
                 client = None;
+                suspect = true;
                 fail(&mut jobs, e);
             }
         }
     }
     tracing::debug!("PostgreSQL writer stopped");
+}
+
+/// A connection from the pool; if `check`, one that answers (up to
+/// [`CONNECT_TRIES`] are tried: the pool discards the dead ones).
+async fn connect(pg: &Pg, check: bool) -> Result<deadpool_postgres::Client, DbError> {
+    let mut tries = CONNECT_TRIES;
+    loop {
+        let c = pg.client().await?;
+        if !check {
+            return Ok(c);
+        }
+        match c.simple_query("").await {
+            Ok(_) => return Ok(c),
+            Err(e) if tries <= 1 => return Err(e.into()),
+            Err(_) => tries -= 1,
+        }
+    }
 }
 
 /// Answers every job with `e`: the first with `e` itself, the others with
