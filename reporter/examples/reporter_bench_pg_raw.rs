@@ -6,11 +6,15 @@
 //! from `--password-file` or `PGPASSWORD`); it gets the reporter's schema
 //! ([`schema::migrate`]). Each transaction holds one agent's batch of
 //! `--batch` rows, 64 agents in turn, as each HTTP batch is; `--connections`
-//! load at once, each on its own connection. `--method`:
+//! load at once, each on its own connection (`writer`: callers). `--method`:
 //!
 //! - `copy`: binary `COPY events FROM STDIN` (the fastest raw path);
 //! - `unnest`: one multi-row `INSERT ... SELECT FROM unnest(arrays)`, as
 //!   the reporter's ingest sends it.
+//! - `writer`: not raw: each batch through the reporter's own
+//!   [`PgWriter::ingest`] (group commit, derived state), from
+//!   `--connections` concurrent callers, for the agents' rows it needs
+//!   made first: the reporter's side without HTTP.
 //!
 //! Prints `rows= batch= connections= method= secs= rows_per_s=`.
 //!
@@ -25,6 +29,8 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use flotilla_protocol::{Event, EventKind, EventStatus};
+use flotilla_reporter::db::ingest::Batch;
+use flotilla_reporter::db::pg::writer::PgWriter;
 use flotilla_reporter::db::pg::{schema, Pg};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -33,6 +39,7 @@ use tokio_postgres::types::{ToSql, Type};
 enum Method {
     Copy,
     Unnest,
+    Writer,
 }
 
 #[derive(Parser)]
@@ -214,6 +221,9 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("{}", flotilla_reporter::error::error_text(&e)));
     schema::migrate(&pg).await.unwrap();
+    if let Method::Writer = a.method {
+        return through_writer(&a, pg).await;
+    }
     let rows: Vec<Cols> = (0..a.rows)
         .map(|i| cols(&make_event(&format!("raw-{:03}", (i / a.batch) % 64), i)))
         .collect();
@@ -235,6 +245,7 @@ async fn main() {
                 match method {
                     Method::Copy => load_copy(&mut c, chunk).await,
                     Method::Unnest => load_unnest(&mut c, chunk).await,
+                    Method::Writer => unreachable!("handled above"),
                 }
             }
         });
@@ -248,6 +259,54 @@ async fn main() {
         a.rows,
         a.batch,
         a.method,
+        a.rows as f64 / took
+    );
+}
+
+async fn through_writer(a: &Args, pg: Pg) {
+    let events: Vec<Event> = (0..a.rows)
+        .map(|i| make_event(&format!("raw-{:03}", (i / a.batch) % 64), i))
+        .collect();
+    let c = pg.client().await.unwrap();
+    for i in 0..64 {
+        c.execute(
+            "INSERT INTO agents (agent_id, enrolled_at) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&format!("raw-{i:03}")],
+        )
+        .await
+        .unwrap();
+    }
+    drop(c);
+    let batches: Vec<(String, Batch)> = events
+        .chunks(a.batch)
+        .map(|ch| (ch[0].agent_id.clone(), Batch::from_events(ch)))
+        .collect();
+    let batches = Arc::new(batches);
+    let writer = PgWriter::start(pg);
+    let n = a.connections.max(1);
+    let notifier = flotilla_reporter::notify::Notifier::default();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..n {
+        let (batches, writer, notifier) = (batches.clone(), writer.clone(), notifier.clone());
+        tasks.spawn(async move {
+            for (agent, b) in batches.iter().skip(k).step_by(n) {
+                let o = writer
+                    .ingest(agent.as_str(), b.clone(), 1, notifier.clone())
+                    .await
+                    .unwrap();
+                assert_eq!(o.duplicates, 0);
+            }
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    let took = start.elapsed().as_secs_f64();
+    println!(
+        "rows={} batch={} connections={n} method=Writer secs={took:.2} rows_per_s={:.0}",
+        a.rows,
+        a.batch,
         a.rows as f64 / took
     );
 }
