@@ -135,6 +135,16 @@ fn batches() -> Vec<(String, Batch)> {
         out.push((agent.to_string(), Batch::from_events(&first)));
         out.push((agent.to_string(), Batch::from_events(&second)));
         out.push((agent.to_string(), Batch::from_events(&only_dups)));
+        // No channel in the whole batch: the stored one is the fallback.
+        let mut lone = ev(
+            agent,
+            EventKind::UpdateHealthcheck,
+            EventStatus::Success,
+            "healthy",
+        );
+        lone.channel = None;
+        lone.details.insert("release".into(), "rel-30".into());
+        out.push((agent.to_string(), Batch::from_events(&[lone])));
     }
     out
 }
@@ -235,6 +245,15 @@ async fn ingest_gives_sqlites_answers_and_derived_state() {
     assert_eq!(lite_out[1].duplicates, 2, "redelivered");
     assert_eq!(lite_out[2].new, 0, "only redelivery");
     assert!(lite_out.iter().any(|o| o.notices));
+    let rel30: i64 = client
+        .query_one(
+            "SELECT count(*) FROM agent_release WHERE release = 'rel-30' AND channel = 'stable'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rel30, AGENTS.len() as i64, "the stored channel as fallback");
 
     use Col::*;
     let tables: [Table; 4] = [

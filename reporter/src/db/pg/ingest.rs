@@ -10,11 +10,12 @@
 //! (`query_typed`): one round trip each, no separate prepare.
 //!
 //! **Replicas.** Two replicas may ingest batches of one agent at once. The
-//! agent's row is read `FOR UPDATE` before the derived state is computed,
-//! so the second waits for the first's commit and builds on its result
-//! (version, channel, `event_count`, `agent_release` and its bound); the
-//! events' unique key makes a redelivered event new in one transaction
-//! only. Run [`ingest`] in a transaction (the [`super::writer`] does).
+//! derived state of the agent's row is one `UPDATE ... RETURNING` of
+//! values from the batch alone (`event_count + n`, `COALESCE(new, old)`),
+//! which locks the row: the second waits for the first's commit, then
+//! updates the row as the first left it, and holds the lock over its
+//! `agent_release` rows and their bound. The events' unique key makes a
+//! redelivered event new in one transaction only. Run [`ingest`] in a transaction (the [`super::writer`] does).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -54,13 +55,12 @@ const INSERT_EVENTS: &str =
 
 const AGENT_SEEN: &str = "UPDATE agents SET last_seen = $2 WHERE agent_id = $1";
 
-const AGENT_LOCK: &str = "SELECT channel FROM agents WHERE agent_id = $1 FOR UPDATE";
-
 const AGENT_UPDATE: &str = "UPDATE agents SET last_seen = $2, event_count = event_count + $3,
          version = COALESCE($4, version), channel = COALESCE($5, channel),
          wave = COALESCE($6, wave), labels = COALESCE($7, labels), state_ts = $2,
          last_error = COALESCE($8, last_error), last_error_ts = COALESCE($9, last_error_ts)
-     WHERE agent_id = $1";
+     WHERE agent_id = $1
+     RETURNING channel";
 
 const RELEASE_UPSERT: &str =
     "INSERT INTO agent_release (channel, release, agent_id, state, wave, ts, message)
@@ -197,11 +197,6 @@ pub async fn ingest(
         return Ok(outcome);
     }
 
-    let stored_channel: Option<String> = c
-        .query_typed_opt(AGENT_LOCK, &[(&agent_id, Type::TEXT)])
-        .await?
-        .and_then(|r| r.get(0));
-
     let parsed: Vec<Option<Map<String, Value>>> = fresh
         .iter()
         .map(|r| {
@@ -232,23 +227,26 @@ pub async fn ingest(
     }
     let fresh_n = fresh.len() as i64;
     let t = Type::TEXT;
-    c.execute_typed(
-        AGENT_UPDATE,
-        &[
-            (&agent_id, t.clone()),
-            (&now, Type::INT8),
-            (&fresh_n, Type::INT8),
-            (&version, t.clone()),
-            (&channel, t.clone()),
-            (&wave, t.clone()),
-            (&labels, t.clone()),
-            (&error, t),
-            (&error_at, Type::INT8),
-        ],
-    )
-    .await?;
+    // The new channel is the batch's, else the stored one: the fallback for
+    // events that name none, as SQLite's ingest reads it before its update.
+    let fallback_channel: Option<String> = c
+        .query_typed_opt(
+            AGENT_UPDATE,
+            &[
+                (&agent_id, t.clone()),
+                (&now, Type::INT8),
+                (&fresh_n, Type::INT8),
+                (&version, t.clone()),
+                (&channel, t.clone()),
+                (&wave, t.clone()),
+                (&labels, t.clone()),
+                (&error, t),
+                (&error_at, Type::INT8),
+            ],
+        )
+        .await?
+        .and_then(|r| r.get(0));
 
-    let fallback_channel = channel.map(str::to_owned).or(stored_channel);
     let mut states: BTreeMap<(&str, &str), (&Row, ReleaseState)> = BTreeMap::new();
     for r in &fresh {
         let Some(release) = event_release(b, r) else {
