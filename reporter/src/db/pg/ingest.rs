@@ -1,1 +1,314 @@
-//! Storing events: dedup per agent, the agents' rows, rollout rows.
+//! Storing a batch of events on PostgreSQL: the twin of
+//! [`crate::db::ingest::ingest`], with the same derived state (see that
+//! module's doc for the rules: receipt order, bounds, notices).
+//!
+//! The batch's events go in ONE statement: arrays of their columns,
+//! `unnest`ed in batch order, `ON CONFLICT (agent_id, id) DO NOTHING
+//! RETURNING id`, so redelivery stores nothing twice and the ids returned
+//! are the new events (an id twice in one batch: the first counts, as on
+//! SQLite). The hot statements are sent with their parameter types
+//! (`query_typed`): one round trip each, no separate prepare.
+//!
+//! **Replicas.** Two replicas may ingest batches of one agent at once. The
+//! derived state of the agent's row is one `UPDATE ... RETURNING` of
+//! values from the batch alone (`event_count + n`, `COALESCE(new, old)`),
+//! which locks the row: the second waits for the first's commit, then
+//! updates the row as the first left it, and holds the lock over its
+//! `agent_release` rows and their bound. The events' unique key makes a
+//! redelivered event new in one transaction only. Run [`ingest`] in a transaction (the [`super::writer`] does).
+
+use std::collections::{BTreeMap, HashSet};
+
+use flotilla_protocol::api::details as keys;
+use flotilla_protocol::{EventKind, EventStatus, Severity};
+use serde_json::{Map, Value};
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+
+use super::outbox;
+use crate::db::ingest::{release_state, stored_severity, Batch, IngestOutcome, ReleaseState, Row};
+use crate::db::DbError;
+use crate::notify::{Notice, Notifier};
+
+// Ids already stored, or twice in the batch, are left out before the
+// insert, so they take no `seq` (an identity value is drawn for every row
+// that reaches the insert, even one `ON CONFLICT` then skips): `seq` counts
+// like SQLite's. `ON CONFLICT` still covers a replica storing the same id
+// at the same moment.
+const INSERT_EVENTS: &str =
+    "INSERT INTO events (id, agent_id, ts, kind, status, severity, component, message,
+         from_version, to_version, channel, wave, details)
+     SELECT u.id, $2, u.ts, u.kind, u.status, u.severity, u.component, u.message,
+            u.from_version, u.to_version, u.channel, u.wave, u.details
+     FROM (SELECT DISTINCT ON (v.id) v.*
+           FROM unnest($1::bytea[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                       $12::text[], $13::text[])
+                WITH ORDINALITY
+                AS v(id, ts, kind, status, severity, component, message, from_version,
+                     to_version, channel, wave, details, n)
+           ORDER BY v.id, v.n) u
+     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = $2 AND e.id = u.id)
+     ORDER BY u.n
+     ON CONFLICT (agent_id, id) DO NOTHING
+     RETURNING id";
+
+const AGENT_SEEN: &str = "UPDATE agents SET last_seen = $2 WHERE agent_id = $1";
+
+const AGENT_UPDATE: &str = "UPDATE agents SET last_seen = $2, event_count = event_count + $3,
+         version = COALESCE($4, version), channel = COALESCE($5, channel),
+         wave = COALESCE($6, wave), labels = COALESCE($7, labels), state_ts = $2,
+         last_error = COALESCE($8, last_error), last_error_ts = COALESCE($9, last_error_ts)
+     WHERE agent_id = $1
+     RETURNING channel";
+
+const RELEASE_UPSERT: &str =
+    "INSERT INTO agent_release (channel, release, agent_id, state, wave, ts, message)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (channel, release, agent_id) DO UPDATE SET
+         state = CASE WHEN excluded.state = 'waiting'
+                           AND agent_release.state IN ('on_release', 'failed', 'rolled_back')
+                      THEN agent_release.state ELSE excluded.state END,
+         wave = COALESCE(excluded.wave, agent_release.wave),
+         ts = GREATEST(excluded.ts, agent_release.ts),
+         message = CASE WHEN excluded.state = 'waiting'
+                             AND agent_release.state IN ('on_release', 'failed', 'rolled_back')
+                        THEN agent_release.message ELSE excluded.message END";
+
+// Byte order ("C"), as SQLite compares text, whatever the database's collation.
+const RELEASE_BOUND: &str =
+    "DELETE FROM agent_release WHERE agent_id = $1 AND (channel, release) IN (
+         SELECT channel, release FROM agent_release WHERE agent_id = $1
+         ORDER BY ts DESC, channel COLLATE \"C\" DESC, release COLLATE \"C\" DESC OFFSET $2)";
+
+/// The release an event is about: `details.release`, else `from_version`
+/// for a rollback, else `to_version` (as SQLite's ingest).
+fn event_release<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
+    if let Some(rel) = opt(b, &r.release) {
+        return Some(rel);
+    }
+    if r.kind == EventKind::UpdateRollback {
+        return opt(b, &r.from_version);
+    }
+    opt(b, &r.to_version)
+}
+
+/// The version the agent runs according to this event, if it says.
+fn running_version<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
+    if let Some(v) = opt(b, &r.agent_version) {
+        return Some(v);
+    }
+    match (r.kind, r.status) {
+        (EventKind::UpdateHealthcheck, EventStatus::Success)
+        | (EventKind::UpdateRollback, EventStatus::Success) => opt(b, &r.to_version),
+        _ => None,
+    }
+}
+
+fn opt<'a>(b: &'a Batch, t: &'a Option<crate::db::ingest::Text>) -> Option<&'a str> {
+    t.as_ref().map(|t| b.text(t))
+}
+
+fn labels_json(details: &Map<String, Value>) -> Option<String> {
+    match details.get(keys::LABELS) {
+        Some(Value::Object(m)) if m.values().all(Value::is_string) => {
+            Some(Value::Object(m.clone()).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Stores the events of `batch` (already validated and checked to be
+/// `agent_id`'s) and updates the derived state; queues a notice for each
+/// new rollback and failed migration ([`outbox::queue`]). `now`: receipt
+/// time, µs. Run it in a transaction.
+pub async fn ingest(
+    c: &impl GenericClient,
+    agent_id: &str,
+    batch: &Batch,
+    now: i64,
+    notifier: &Notifier,
+) -> Result<IngestOutcome, DbError> {
+    let b = batch;
+    let n = b.rows.len();
+    let mut ids: Vec<&[u8]> = Vec::with_capacity(n);
+    let mut ts: Vec<i64> = Vec::with_capacity(n);
+    let mut kind: Vec<&str> = Vec::with_capacity(n);
+    let mut status: Vec<&str> = Vec::with_capacity(n);
+    let mut severity: Vec<&str> = Vec::with_capacity(n);
+    let mut component: Vec<&str> = Vec::with_capacity(n);
+    let mut message: Vec<&str> = Vec::with_capacity(n);
+    let mut from_version: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut to_version: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut channel_col: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut wave_col: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut details: Vec<&str> = Vec::with_capacity(n);
+    for r in &b.rows {
+        ids.push(r.id.as_slice());
+        ts.push(r.ts);
+        kind.push(r.kind.as_str());
+        status.push(r.status.as_str());
+        severity.push(stored_severity(r.kind, r.severity).as_str());
+        component.push(b.text(&r.component));
+        message.push(b.text(&r.message));
+        from_version.push(opt(b, &r.from_version));
+        to_version.push(opt(b, &r.to_version));
+        channel_col.push(opt(b, &r.channel));
+        wave_col.push(opt(b, &r.wave));
+        details.push(b.text(&r.details));
+    }
+    let text_arr = Type::TEXT_ARRAY;
+    let inserted = c
+        .query_typed(
+            INSERT_EVENTS,
+            &[
+                (&ids, Type::BYTEA_ARRAY),
+                (&agent_id, Type::TEXT),
+                (&ts, Type::INT8_ARRAY),
+                (&kind, text_arr.clone()),
+                (&status, text_arr.clone()),
+                (&severity, text_arr.clone()),
+                (&component, text_arr.clone()),
+                (&message, text_arr.clone()),
+                (&from_version, text_arr.clone()),
+                (&to_version, text_arr.clone()),
+                (&channel_col, text_arr.clone()),
+                (&wave_col, text_arr.clone()),
+                (&details, text_arr),
+            ],
+        )
+        .await?;
+    let mut new_ids: HashSet<Vec<u8>> = inserted.iter().map(|r| r.get(0)).collect();
+    // The first row of each new id, in batch order.
+    let fresh: Vec<&Row> = b
+        .rows
+        .iter()
+        .filter(|r| new_ids.remove(r.id.as_slice()))
+        .collect();
+    let mut outcome = IngestOutcome {
+        new: fresh.len(),
+        duplicates: b.rows.len() - fresh.len(),
+        notices: false,
+    };
+    if fresh.is_empty() {
+        // Only redelivery: the agent was heard from, nothing else changed.
+        c.execute_typed(AGENT_SEEN, &[(&agent_id, Type::TEXT), (&now, Type::INT8)])
+            .await?;
+        return Ok(outcome);
+    }
+
+    let parsed: Vec<Option<Map<String, Value>>> = fresh
+        .iter()
+        .map(|r| {
+            r.special
+                .then(|| serde_json::from_str(b.text(&r.details)).ok())
+                .flatten()
+        })
+        .collect();
+    let (mut version, mut channel, mut wave, mut labels) = (None, None, None, None);
+    let (mut error, mut error_at) = (None, None);
+    for (r, details) in fresh.iter().zip(&parsed) {
+        if let Some(v) = running_version(b, r) {
+            version = Some(v);
+        }
+        if let Some(ch) = opt(b, &r.channel) {
+            channel = Some(ch);
+        }
+        if let Some(w) = opt(b, &r.wave) {
+            wave = Some(w);
+        }
+        if let Some(l) = details.as_ref().and_then(labels_json) {
+            labels = Some(l);
+        }
+        if r.severity >= Severity::Error {
+            error = Some(b.text(&r.message));
+            error_at = Some(r.ts.min(now));
+        }
+    }
+    let fresh_n = fresh.len() as i64;
+    let t = Type::TEXT;
+    // The new channel is the batch's, else the stored one: the fallback for
+    // events that name none, as SQLite's ingest reads it before its update.
+    let fallback_channel: Option<String> = c
+        .query_typed_opt(
+            AGENT_UPDATE,
+            &[
+                (&agent_id, t.clone()),
+                (&now, Type::INT8),
+                (&fresh_n, Type::INT8),
+                (&version, t.clone()),
+                (&channel, t.clone()),
+                (&wave, t.clone()),
+                (&labels, t.clone()),
+                (&error, t),
+                (&error_at, Type::INT8),
+            ],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+
+    let mut states: BTreeMap<(&str, &str), (&Row, ReleaseState)> = BTreeMap::new();
+    for r in &fresh {
+        let Some(release) = event_release(b, r) else {
+            continue;
+        };
+        let Some(ch) = opt(b, &r.channel).or(fallback_channel.as_deref()) else {
+            continue;
+        };
+        if let Some(s) = release_state(r.kind, r.status) {
+            states.insert((ch, release), (r, s));
+        }
+    }
+    if !states.is_empty() {
+        let t = Type::TEXT;
+        for ((ch, release), (r, s)) in states {
+            c.execute_typed(
+                RELEASE_UPSERT,
+                &[
+                    (&ch, t.clone()),
+                    (&release, t.clone()),
+                    (&agent_id, t.clone()),
+                    (&s.as_str(), t.clone()),
+                    (&opt(b, &r.wave).or(wave), t.clone()),
+                    (&now, Type::INT8),
+                    (&b.text(&r.message), t.clone()),
+                ],
+            )
+            .await?;
+        }
+        let bound = crate::db::ingest::MAX_RELEASES_PER_AGENT as i64;
+        c.execute_typed(
+            RELEASE_BOUND,
+            &[(&agent_id, Type::TEXT), (&bound, Type::INT8)],
+        )
+        .await?;
+    }
+    for r in &fresh {
+        let notice = match (r.kind, r.status) {
+            (EventKind::UpdateRollback, status) if notifier.wants("rollback") => Notice::Rollback {
+                agent_id: agent_id.to_owned(),
+                channel: opt(b, &r.channel)
+                    .or(fallback_channel.as_deref())
+                    .map(Into::into),
+                release: event_release(b, r).map(Into::into),
+                status: status.as_str().to_owned(),
+                message: b.text(&r.message).to_owned(),
+            },
+            (EventKind::MigrationExecution, EventStatus::Failed)
+                if notifier.wants("migration_failed") =>
+            {
+                Notice::MigrationFailed {
+                    agent_id: agent_id.to_owned(),
+                    channel: opt(b, &r.channel)
+                        .or(fallback_channel.as_deref())
+                        .map(Into::into),
+                    release: event_release(b, r).map(Into::into),
+                    message: b.text(&r.message).to_owned(),
+                }
+            }
+            _ => continue,
+        };
+        outcome.notices |= outbox::queue(c, notifier, &notice, now).await?;
+    }
+    Ok(outcome)
+}

@@ -1,1 +1,292 @@
-//! The ingest writer: group commit of many requests' batches in one transaction.
+//! Group commit on PostgreSQL, like [`crate::db::writer`] for SQLite: one
+//! task owning one pooled connection runs the ingest and check-in jobs of
+//! many concurrent requests in one transaction.
+//!
+//! 1. wait for a job; take every other job already queued (up to
+//!    [`MAX_JOBS_PER_COMMIT`]); sort them by agent id, so that two
+//!    replicas' transactions lock agents' rows in the same order;
+//! 2. `BEGIN`; run each job; the first that fails ends the run (PostgreSQL
+//!    refuses every later statement of a failed transaction);
+//! 3. a deadlock or serialization failure (another replica's transaction
+//!    crossed this one): `ROLLBACK` and run them all again, up to
+//!    [`RETRIES`] times;
+//! 4. any other failure: `ROLLBACK`, and run the same jobs again in a new
+//!    transaction, each in its own savepoint, so a failing job is rolled
+//!    back alone (jobs are re-runnable; the common case pays for no
+//!    savepoint);
+//! 5. `COMMIT`, and only then answer each job with its result, or every
+//!    job with the error if the transaction could not be committed.
+//!
+//! So an acknowledgement always means "committed". The queue holds
+//! [`QUEUE`] jobs; callers beyond that wait (backpressure). If the
+//! connection breaks, the jobs in hand are answered with the error and the
+//! next transaction runs on a new connection from the pool. The task ends
+//! when every [`PgWriter`] handle is dropped and the queue is drained.
+
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::GenericClient;
+
+use super::Pg;
+use crate::checkin::Received;
+use crate::db::ingest::{Batch, IngestOutcome};
+use crate::db::DbError;
+use crate::notify::Notifier;
+
+/// Jobs in one transaction, at most.
+pub const MAX_JOBS_PER_COMMIT: usize = 512;
+/// Jobs waiting, at most (callers wait beyond that: backpressure).
+pub const QUEUE: usize = 4096;
+/// Connections tried after one broke, at most, before the jobs in hand fail.
+pub const CONNECT_TRIES: usize = 16;
+/// Runs of one transaction that another crossed (deadlock, serialization), at most.
+pub const RETRIES: usize = 4;
+
+enum Work {
+    Ingest {
+        agent_id: String,
+        batch: Batch,
+        now: i64,
+        notifier: Notifier,
+    },
+    Checkin(Vec<(String, Received)>),
+}
+
+enum Answer {
+    Ingest(IngestOutcome),
+    Checkin,
+}
+
+impl Work {
+    /// The agent whose row the job locks first.
+    fn key(&self) -> &str {
+        match self {
+            Work::Ingest { agent_id, .. } => agent_id,
+            Work::Checkin(_) => "",
+        }
+    }
+
+    async fn run(&self, c: &impl GenericClient) -> Result<Answer, DbError> {
+        match self {
+            Work::Ingest {
+                agent_id,
+                batch,
+                now,
+                notifier,
+            } => super::ingest::ingest(c, agent_id, batch, *now, notifier)
+                .await
+                .map(Answer::Ingest),
+            Work::Checkin(rows) => super::checkin::apply(c, rows)
+                .await
+                .map(|()| Answer::Checkin),
+        }
+    }
+}
+
+struct Job {
+    work: Work,
+    result: Option<Result<Answer, DbError>>,
+    reply: oneshot::Sender<Result<Answer, DbError>>,
+}
+
+/// A handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct PgWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl PgWriter {
+    /// Starts the writer task (on the current tokio runtime) over `pg`'s pool.
+    pub fn start(pg: Pg) -> PgWriter {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pg, rx));
+        PgWriter { tx }
+    }
+
+    async fn submit(&self, work: Work) -> Result<Answer, DbError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            work,
+            result: None,
+            reply,
+        };
+        self.tx.send(job).await.map_err(|_| DbError::Busy)?;
+        answer.await.map_err(|_| DbError::Busy)?
+    }
+
+    /// [`super::ingest::ingest`] in the next transaction; answers once that
+    /// transaction committed. If the job fails, its changes are rolled
+    /// back and the other jobs of the transaction are unaffected.
+    pub async fn ingest(
+        &self,
+        agent_id: impl Into<String>,
+        batch: Batch,
+        now: i64,
+        notifier: Notifier,
+    ) -> Result<IngestOutcome, DbError> {
+        let work = Work::Ingest {
+            agent_id: agent_id.into(),
+            batch,
+            now,
+            notifier,
+        };
+        match self.submit(work).await? {
+            Answer::Ingest(o) => Ok(o),
+            Answer::Checkin => unreachable!("an ingest job answers with its outcome"),
+        }
+    }
+
+    /// [`super::checkin::apply`] in the next transaction; answers once that
+    /// transaction committed.
+    pub async fn checkin(&self, rows: Vec<(String, Received)>) -> Result<(), DbError> {
+        self.submit(Work::Checkin(rows)).await.map(|_| ())
+    }
+}
+
+fn retryable(e: &DbError) -> bool {
+    match e {
+        DbError::Postgres(e) => matches!(
+            e.code(),
+            Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+        ),
+        _ => false,
+    }
+}
+
+/// Runs `jobs` in one transaction (see the module doc); `Ok` once
+/// committed, each job's result in it.
+async fn transaction(
+    client: &mut deadpool_postgres::Client,
+    jobs: &mut [Job],
+) -> Result<(), DbError> {
+    for attempt in 1.. {
+        let tx = client.transaction().await?;
+        let mut failure = None;
+        for j in jobs.iter_mut() {
+            let r = j.work.run(&*tx).await;
+            let failed = r.is_err();
+            if let Err(e) = &r {
+                failure = Some(retryable(e));
+            }
+            j.result = Some(r);
+            if failed {
+                break;
+            }
+        }
+        match failure {
+            None => return Ok(tx.commit().await?),
+            Some(true) if attempt < RETRIES => {
+                tx.rollback().await?;
+                tracing::debug!(attempt, "transaction crossed another; again");
+                for j in jobs.iter_mut() {
+                    j.result = None;
+                }
+            }
+            Some(_) if jobs.len() == 1 => {
+                // A lone job: its failure spoils no one else's work.
+                return Ok(tx.rollback().await?);
+            }
+            Some(_) => {
+                tx.rollback().await?;
+                break;
+            }
+        }
+    }
+    // Again, each job in a savepoint: the failing ones leave nothing behind.
+    let mut tx = client.transaction().await?;
+    for j in jobs.iter_mut() {
+        let sp = tx.savepoint("job").await?;
+        let r = j.work.run(&*sp).await;
+        if r.is_ok() {
+            sp.commit().await?;
+        } else {
+            sp.rollback().await?;
+        }
+        j.result = Some(r);
+    }
+    Ok(tx.commit().await?)
+}
+
+async fn run(pg: Pg, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    let mut client: Option<deadpool_postgres::Client> = None;
+    // A connection broke: the pool's idle ones may be as dead (a server
+    // restart, a failover), so the next one is tried before use.
+    let mut suspect = false;
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_JOBS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        jobs.sort_by(|a, b| a.work.key().cmp(b.work.key()));
+        let n = jobs.len();
+        let started = Instant::now();
+        if client.as_ref().is_some_and(|c| c.is_closed()) {
+            client = None;
+            suspect = true;
+        }
+        let c = match &mut client {
+            Some(c) => c,
+            None => match connect(&pg, suspect).await {
+                Ok(c) => {
+                    suspect = false;
+                    client.insert(c)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, db = pg.target(), "writer has no connection");
+                    fail(&mut jobs, e);
+                    continue;
+                }
+            },
+        };
+        match transaction(c, &mut jobs).await {
+            Ok(()) => {
+                for j in jobs.drain(..) {
+                    let r = j.result.unwrap_or(Err(DbError::Busy));
+                    let _ = j.reply.send(r);
+                }
+                tracing::trace!(jobs = n, took = ?started.elapsed(), "committed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = n, db = pg.target(), "transaction failed");
+                // Whatever state the connection is in, the next transaction
+                // starts on one the pool vouches for.
+                client = None;
+                suspect = true;
+                fail(&mut jobs, e);
+            }
+        }
+    }
+    tracing::debug!("PostgreSQL writer stopped");
+}
+
+/// A connection from the pool; if `check`, one that answers (up to
+/// [`CONNECT_TRIES`] are tried: the pool discards the dead ones).
+async fn connect(pg: &Pg, check: bool) -> Result<deadpool_postgres::Client, DbError> {
+    let mut tries = CONNECT_TRIES;
+    loop {
+        let c = pg.client().await?;
+        if !check {
+            return Ok(c);
+        }
+        match c.simple_query("").await {
+            Ok(_) => return Ok(c),
+            Err(e) if tries <= 1 => return Err(e.into()),
+            Err(_) => tries -= 1,
+        }
+    }
+}
+
+/// Answers every job with `e`: the first with `e` itself, the others with
+/// [`DbError::Busy`] (an error cannot be copied), after logging it.
+fn fail(jobs: &mut Vec<Job>, e: DbError) {
+    let mut e = Some(e);
+    for j in jobs.drain(..) {
+        let _ = j.reply.send(Err(e.take().unwrap_or(DbError::Busy)));
+    }
+}
