@@ -63,6 +63,20 @@ pub async fn reload(st: &AppState) -> Result<(), DbError> {
     Ok(())
 }
 
+/// On a database shared by several reporters, reloads the active halts
+/// every `every`, so a halt closed or reopened on another replica holds
+/// here within that time (the gate's own cache adds its `rollout_cache`).
+pub async fn reload_loop(st: AppState, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = reload(&st).await {
+            tracing::warn!(error = %e, "reloading the manual halts failed");
+        }
+    }
+}
+
 /// `gate` as it is with `halt` holding: closed, the halt's reason first
 /// (and the failure rate's, when that closed it too).
 pub fn apply(mut gate: Gate, halt: Option<Halt>) -> Gate {

@@ -193,6 +193,9 @@ use crate::channels::ManifestStore;
 use crate::state::AppState;
 use crate::store::Store;
 
+/// How often a replica over a shared database reloads the manual halts.
+pub const HALTS_RELOAD: Duration = Duration::from_secs(1);
+
 /// Binds `settings.listen` and serves until `shutdown` completes.
 pub async fn launch(
     settings: Settings,
@@ -253,7 +256,7 @@ pub async fn launch_with_tcp_listener(
             ))
         }
     };
-    let (store, running) = Store::open(&settings)?;
+    let (store, running) = Store::open(&settings).await?;
     let active_halts = store.halts_active().await.map_err(|e| match e {
         db::DbError::Sqlite(source) => Error::Db {
             path: store.target().into(),
@@ -265,6 +268,12 @@ pub async fn launch_with_tcp_listener(
     let state = AppState::new(settings, store, manifest);
     state.halts.set(active_halts);
     background.push(tokio::spawn(retention::run(state.clone())));
+    if state.store.is_shared() {
+        background.push(tokio::spawn(halts::reload_loop(
+            state.clone(),
+            HALTS_RELOAD,
+        )));
+    }
     if !state.settings.notify.webhooks.is_empty() {
         background.push(tokio::spawn(notify::deliver::run(state.clone())));
         background.push(tokio::spawn(notify::watch::run(state.clone())));

@@ -42,11 +42,33 @@ pub async fn run(st: AppState) {
     }
 }
 
-/// One retention pass; returns how many events were deleted.
+/// The lease that lets one replica at a time prune a shared database.
+pub const LEASE: &str = crate::db::pg::prune::LEASE;
+
+/// How long a retention lease lasts unrenewed: a replica that dies while
+/// pruning gives the job up to another after this.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes or renews the retention lease; whether this reporter holds it.
+async fn hold(st: &AppState) -> Result<bool, DbError> {
+    st.store.lease(LEASE, &st.replica, LEASE_TTL).await
+}
+
+/// One retention pass; returns how many events were deleted. On a shared
+/// database it runs only on the replica that holds [`LEASE`] (renewed
+/// before each job, so a pass that outlasts the lease's time keeps it), and
+/// the others skip their turn.
 pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
+    if !hold(st).await? {
+        tracing::debug!("another replica holds the retention lease");
+        return Ok(0);
+    }
     let mut total = 0;
     let cutoff = crate::db::now_micros() - i64::from(st.settings.retain_days) * 86_400 * 1_000_000;
     loop {
+        if !hold(st).await? {
+            return Ok(total);
+        }
         let n = paced(st.store.prune_older_than(cutoff, CHUNK)).await?;
         total += n;
         if n < CHUNK as usize {
@@ -57,6 +79,9 @@ pub async fn prune_once(st: &AppState) -> Result<usize, DbError> {
     let over = st.store.prune_agents_over(keep).await?;
     for agent in over {
         loop {
+            if !hold(st).await? {
+                return Ok(total);
+            }
             let n = paced(st.store.prune_beyond_count(agent.clone(), keep, CHUNK)).await?;
             total += n;
             if n < CHUNK as usize {

@@ -166,6 +166,12 @@ pub struct Settings {
     pub stale_after: Duration,
     /// Read-only SQLite connections for queries.
     pub read_connections: usize,
+    /// PostgreSQL: connections each reporter keeps open at most (queries,
+    /// writes and the ingest writer's own).
+    pub db_max_connections: usize,
+    /// PostgreSQL: the CA certificates (PEM) the server's TLS certificate
+    /// must chain to; `None`: the system's roots.
+    pub db_ca_file: Option<PathBuf>,
     /// How long a computed gate or rollout is reused.
     pub rollout_cache: Duration,
     /// Lifetime of a web session.
@@ -213,6 +219,8 @@ impl Default for Settings {
             },
             stale_after: Duration::from_secs(3600),
             read_connections: 4,
+            db_max_connections: 16,
+            db_ca_file: None,
             rollout_cache: Duration::from_secs(2),
             session_ttl: Duration::from_secs(12 * 3600),
             cookie_secure: false,
@@ -474,6 +482,10 @@ pub struct FileSettings {
     pub stale_after: Option<HumanDuration>,
     /// See [`Settings::read_connections`].
     pub read_connections: Option<usize>,
+    /// See [`Settings::db_max_connections`].
+    pub db_max_connections: Option<usize>,
+    /// See [`Settings::db_ca_file`].
+    pub db_ca_file: Option<PathBuf>,
     /// See [`Settings::session_ttl`].
     pub session_ttl: Option<HumanDuration>,
     /// See [`Settings::cookie_secure`].
@@ -586,6 +598,21 @@ impl FileSettings {
         }
         if let Some(v) = self.stale_after {
             s.stale_after = d(v);
+        }
+        if let Some(v) = self.db_max_connections {
+            s.db_max_connections = v.max(2);
+        }
+        if let Some(p) = self.db_ca_file {
+            if let DbTarget::Sqlite(path) = &s.db {
+                return Err(Error::Config {
+                    path: p,
+                    reason: format!(
+                        "db_ca_file is for a PostgreSQL database, but db is the SQLite file {}",
+                        path.display()
+                    ),
+                });
+            }
+            s.db_ca_file = Some(p);
         }
         if let Some(v) = self.read_connections {
             s.read_connections = v.max(1);

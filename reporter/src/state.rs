@@ -29,6 +29,9 @@ pub struct Inner {
     pub settings: Settings,
     /// The database.
     pub store: Store,
+    /// This reporter among the replicas sharing a database: the holder
+    /// named in the leases it takes (host, process id and a random part).
+    pub replica: String,
     /// Metrics.
     pub metrics: Metrics,
     /// Per-agent ingestion limit.
@@ -74,6 +77,15 @@ fn remember<T>(cache: &Cache<T>, key: (String, String), value: T, ttl: Duration)
     c.insert(key, (Instant::now(), value));
 }
 
+/// See [`Inner::replica`].
+fn replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let random = &crate::tokens::random_hex256()[..8];
+    format!("{host}:{}:{random}", std::process::id())
+}
+
 impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
@@ -92,6 +104,7 @@ impl AppState {
             notifier: Notifier::new(settings.notify.clone()),
             settings,
             store,
+            replica: replica_id(),
             metrics: Metrics::default(),
             manifest,
             checkins: Default::default(),

@@ -6,6 +6,12 @@
 //! - [`Store::Sqlite`]: the embedded default. Writes are jobs of the one
 //!   writer thread ([`db::writer`], group commit), reads run on the read
 //!   pool ([`db::pool`]); the SQL is in `db::<module>`.
+//! - [`Store::Postgres`]: several stateless replicas over one database.
+//!   Ingestion and check-ins go through [`db::pg::writer`] (group commit
+//!   across concurrent requests); every other write is one transaction on a
+//!   pooled connection, every read one statement (or, for a composition,
+//!   one REPEATABLE READ snapshot); the SQL is in `db::pg::<module>`, each
+//!   function the twin of SQLite's of the same name.
 //!
 //! Each method's SQLite arm calls the `db::<module>::<function>` named in
 //! its doc with the same arguments; an operation that must see or change
@@ -43,11 +49,44 @@ use crate::notify::{Notice, Notifier};
 use crate::settings::{DbTarget, Durability, Settings};
 use crate::Error;
 
-fn not_wired(db: &DbTarget) -> Error {
-    Error::Config {
-        path: db.to_string().into(),
-        reason: "PostgreSQL: not wired in this build".into(),
-    }
+/// A PostgreSQL read: `$body` with `$c` a pooled connection.
+macro_rules! pg_read {
+    ($p:expr, |$c:ident| $body:expr) => {{
+        let client = $p.pg.client().await?;
+        let $c = &**client;
+        $body.await
+    }};
+}
+
+/// A PostgreSQL write: `$body` in a transaction of its own, committed
+/// before the answer.
+macro_rules! pg_tx {
+    ($p:expr, |$c:ident| $body:expr) => {{
+        let mut client = $p.pg.client().await?;
+        let tx = client.transaction().await?;
+        let $c = &*tx;
+        let r = $body.await?;
+        tx.commit().await?;
+        Ok(r)
+    }};
+}
+
+/// A PostgreSQL composition of reads: one REPEATABLE READ, read-only
+/// snapshot, so its parts agree with each other.
+macro_rules! pg_snapshot {
+    ($p:expr, |$c:ident| $body:expr) => {{
+        let mut client = $p.pg.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let $c = &*tx;
+        let r = $body.await?;
+        tx.commit().await?;
+        Ok(r)
+    }};
 }
 
 /// The database the reporter stores into; cheap to clone.
@@ -55,6 +94,17 @@ fn not_wired(db: &DbTarget) -> Error {
 pub enum Store {
     /// A SQLite file.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PgStore),
+}
+
+/// The PostgreSQL side: the pool and the ingest writer.
+#[derive(Clone)]
+pub struct PgStore {
+    /// The connections.
+    pub pg: db::pg::Pg,
+    /// The group-commit writer of events and check-ins.
+    pub writer: db::pg::writer::PgWriter,
 }
 
 /// The SQLite side: the writer and the read pool over one file.
@@ -71,7 +121,7 @@ pub struct SqliteStore {
 /// What runs beside a SQLite store: the writer thread and the checkpointer.
 /// [`Running::stop`] once every [`Store`] handle is dropped.
 pub struct Running {
-    writer: JoinHandle<()>,
+    writer: Option<JoinHandle<()>>,
     checkpointer: Option<Checkpointer>,
 }
 
@@ -84,12 +134,14 @@ impl Running {
             writer,
             checkpointer,
         } = self;
-        let joined = tokio::task::spawn_blocking(move || writer.join());
-        if tokio::time::timeout(Duration::from_secs(30), joined)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the writer did not stop within 30 s");
+        if let Some(writer) = writer {
+            let joined = tokio::task::spawn_blocking(move || writer.join());
+            if tokio::time::timeout(Duration::from_secs(30), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the writer did not stop within 30 s");
+            }
         }
         if let Some(c) = checkpointer {
             let _ = tokio::task::spawn_blocking(move || c.stop()).await;
@@ -100,22 +152,52 @@ impl Running {
 impl Store {
     /// Opens the database `settings.db` names for the server (see
     /// [`Store::open_sqlite`]).
-    pub fn open(settings: &Settings) -> Result<(Store, Running), Error> {
+    pub async fn open(settings: &Settings) -> Result<(Store, Running), Error> {
         match &settings.db {
             DbTarget::Sqlite(path) => {
                 Store::open_sqlite(path, settings.durability, settings.read_connections)
             }
-            DbTarget::Postgres { .. } => Err(not_wired(&settings.db)),
+            DbTarget::Postgres { .. } => Store::open_postgres(settings).await,
         }
     }
 
-    /// Opens the existing database `db` names for an admin command (see
-    /// [`Store::open_sqlite_existing`]).
-    pub fn open_existing(db: &DbTarget, durability: Durability) -> Result<(Store, Running), Error> {
-        match db {
-            DbTarget::Sqlite(path) => Store::open_sqlite_existing(path, durability),
-            DbTarget::Postgres { .. } => Err(not_wired(db)),
+    /// Opens the existing database `settings.db` names for an admin
+    /// command (see [`Store::open_sqlite_existing`]; PostgreSQL is
+    /// migrated like for the server, an admin command being as likely as a
+    /// replica to meet a new database).
+    pub async fn open_existing(settings: &Settings) -> Result<(Store, Running), Error> {
+        match &settings.db {
+            DbTarget::Sqlite(path) => Store::open_sqlite_existing(path, settings.durability),
+            DbTarget::Postgres { .. } => Store::open_postgres(settings).await,
         }
+    }
+
+    /// Connects to the PostgreSQL database `settings.db` names (the
+    /// password from its file or `PGPASSWORD`), migrates it (one replica at
+    /// a time) and starts the ingest writer.
+    pub async fn open_postgres(settings: &Settings) -> Result<(Store, Running), Error> {
+        let DbTarget::Postgres { url, .. } = &settings.db else {
+            unreachable!("open_postgres on a SQLite target");
+        };
+        let password = settings.db.password()?;
+        let pg = db::pg::Pg::connect_with(
+            url,
+            &db::pg::Options {
+                password: password.map(|p| p.expose().to_owned()),
+                max_connections: settings.db_max_connections,
+                ca_file: settings.db_ca_file.clone(),
+            },
+        )
+        .await?;
+        db::pg::schema::migrate(&pg).await?;
+        let writer = db::pg::writer::PgWriter::start(pg.clone());
+        Ok((
+            Store::Postgres(PgStore { pg, writer }),
+            Running {
+                writer: None,
+                checkpointer: None,
+            },
+        ))
     }
 
     /// Opens (creating and migrating) the SQLite database at `path` for the
@@ -142,7 +224,7 @@ impl Store {
         Ok((
             store,
             Running {
-                writer: thread,
+                writer: Some(thread),
                 checkpointer: Some(checkpointer),
             },
         ))
@@ -165,7 +247,7 @@ impl Store {
         Ok((
             store,
             Running {
-                writer: thread,
+                writer: Some(thread),
                 checkpointer: None,
             },
         ))
@@ -175,6 +257,7 @@ impl Store {
     pub fn target(&self) -> String {
         match self {
             Store::Sqlite(s) => s.path.display().to_string(),
+            Store::Postgres(p) => p.pg.target().to_owned(),
         }
     }
 
@@ -182,6 +265,7 @@ impl Store {
     pub async fn schema_version(&self) -> Result<u32, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(db::schema::version).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::schema::version(c)),
         }
     }
 
@@ -200,6 +284,12 @@ impl Store {
                     .run(move |c| db::enroll::enroll(c, &req, agent_token.as_deref(), now))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::enroll::enroll(
+                c,
+                &req,
+                agent_token.as_deref(),
+                now
+            )),
         }
     }
 
@@ -211,6 +301,7 @@ impl Store {
                     .read_quick(move |c| db::enroll::agent_for_token(c, &token))
                     .await
             }
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::enroll::agent_for_token(c, &token)),
         }
     }
 
@@ -225,6 +316,9 @@ impl Store {
                 s.reader
                     .read_quick(move |c| db::tokens::read_token_active(c, &token, now))
                     .await
+            }
+            Store::Postgres(p) => {
+                pg_read!(p, |c| db::pg::tokens::read_token_active(c, &token, now))
             }
         }
     }
@@ -248,6 +342,7 @@ impl Store {
                     .run(move |c| db::ingest::ingest(c, &agent_id, &batch, now, &notifier))
                     .await
             }
+            Store::Postgres(p) => p.writer.ingest(agent_id, batch, now, notifier).await,
         }
     }
 
@@ -255,6 +350,7 @@ impl Store {
     pub async fn checkin_apply(&self, rows: Vec<(String, Received)>) -> Result<(), DbError> {
         match self {
             Store::Sqlite(s) => s.writer.run(move |c| db::checkin::apply(c, &rows)).await,
+            Store::Postgres(p) => p.writer.checkin(rows).await,
         }
     }
 
@@ -264,6 +360,7 @@ impl Store {
     pub async fn agents(&self, f: AgentFilter) -> Result<(Vec<AgentSummary>, u64), DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(move |c| db::queries::agents(c, &f)).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::queries::agents(c, &f)),
         }
     }
 
@@ -278,6 +375,9 @@ impl Store {
                 s.reader
                     .read(move |c| db::queries::agent(c, &agent_id, stale_before))
                     .await
+            }
+            Store::Postgres(p) => {
+                pg_read!(p, |c| db::pg::queries::agent(c, &agent_id, stale_before))
             }
         }
     }
@@ -296,6 +396,12 @@ impl Store {
                     .read(move |c| db::queries::agent_with_events(c, &agent_id, stale_before, &f))
                     .await
             }
+            Store::Postgres(p) => pg_snapshot!(p, |c| db::pg::queries::agent_with_events(
+                c,
+                &agent_id,
+                stale_before,
+                &f
+            )),
         }
     }
 
@@ -310,6 +416,9 @@ impl Store {
                 s.reader
                     .read(move |c| db::queries::rollout_rows(c, &channel, &release))
                     .await
+            }
+            Store::Postgres(p) => {
+                pg_read!(p, |c| db::pg::queries::rollout_rows(c, &channel, &release))
             }
         }
     }
@@ -327,6 +436,9 @@ impl Store {
                     .read(move |c| db::queries::release_state_counts(c, &channel, &release))
                     .await
             }
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::queries::release_state_counts(
+                c, &channel, &release
+            )),
         }
     }
 
@@ -338,6 +450,7 @@ impl Store {
                     .read(move |c| db::queries::overview(c, since, errors))
                     .await
             }
+            Store::Postgres(p) => pg_snapshot!(p, |c| db::pg::queries::overview(c, since, errors)),
         }
     }
 
@@ -345,6 +458,7 @@ impl Store {
     pub async fn gauges(&self, since: i64) -> Result<GaugeCounts, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(move |c| db::queries::gauges(c, since)).await,
+            Store::Postgres(p) => pg_snapshot!(p, |c| db::pg::queries::gauges(c, since)),
         }
     }
 
@@ -354,6 +468,7 @@ impl Store {
     pub async fn tokens_list(&self) -> Result<Vec<TokenInfo>, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(db::tokens::list).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::tokens::list(c)),
         }
     }
 
@@ -370,6 +485,9 @@ impl Store {
                     .run(move |c| db::tokens::create(c, expires_in, max_uses, &note))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::tokens::create(
+                c, expires_in, max_uses, &note
+            )),
         }
     }
 
@@ -385,6 +503,7 @@ impl Store {
                     .run(move |c| db::tokens::create_read(c, expires_in, &note))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::tokens::create_read(c, expires_in, &note)),
         }
     }
 
@@ -392,6 +511,7 @@ impl Store {
     pub async fn token_revoke(&self, id: String) -> Result<bool, DbError> {
         match self {
             Store::Sqlite(s) => s.writer.run(move |c| db::tokens::revoke(c, &id)).await,
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::tokens::revoke(c, &id)),
         }
     }
 
@@ -403,6 +523,7 @@ impl Store {
                     .run(move |c| db::tokens::revoke_agent(c, &agent_id))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::tokens::revoke_agent(c, &agent_id)),
         }
     }
 
@@ -414,6 +535,7 @@ impl Store {
                     .run(move |c| db::tokens::readmit_agent(c, &agent_id))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::tokens::readmit_agent(c, &agent_id)),
         }
     }
 
@@ -425,6 +547,7 @@ impl Store {
                     .run(move |c| db::tokens::release_agent(c, &agent_id))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::tokens::release_agent(c, &agent_id)),
         }
     }
 
@@ -447,6 +570,14 @@ impl Store {
                     })
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::halts::close(
+                c,
+                &channel,
+                release.as_deref(),
+                &reason,
+                &by,
+                now
+            )),
         }
     }
 
@@ -463,6 +594,7 @@ impl Store {
                     .run(move |c| db::halts::reopen(c, id, &by, now))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::halts::reopen(c, id, &by, now)),
         }
     }
 
@@ -470,6 +602,7 @@ impl Store {
     pub async fn halt_get(&self, id: i64) -> Result<Option<Halt>, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(move |c| db::halts::get(c, id)).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::halts::get(c, id)),
         }
     }
 
@@ -477,6 +610,7 @@ impl Store {
     pub async fn halts_list(&self, recent: u32) -> Result<Vec<Halt>, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(move |c| db::halts::list(c, recent)).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::halts::list(c, recent)),
         }
     }
 
@@ -484,6 +618,7 @@ impl Store {
     pub async fn halts_active(&self) -> Result<Vec<Halt>, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(db::halts::active).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::halts::active(c)),
         }
     }
 
@@ -503,6 +638,7 @@ impl Store {
                     .run(move |c| db::notices::insert(c, &notifier, &notice, now))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::outbox::queue(c, &notifier, &notice, now)),
         }
     }
 
@@ -520,6 +656,9 @@ impl Store {
                 s.writer
                     .run(move |c| db::notices::record_gate(c, &notifier, &gate, now))
                     .await
+            }
+            Store::Postgres(p) => {
+                pg_tx!(p, |c| db::pg::outbox::record_gate(c, &notifier, &gate, now))
             }
         }
     }
@@ -542,6 +681,14 @@ impl Store {
                     })
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::notices::watch_check(
+                c,
+                &notifier,
+                cutoff,
+                &silent_for,
+                &expiring,
+                now
+            )),
         }
     }
 
@@ -549,6 +696,7 @@ impl Store {
     pub async fn outbox_next_due(&self) -> Result<Option<i64>, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(db::outbox::next_due).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::outbox::next_due(c)),
         }
     }
 
@@ -556,6 +704,7 @@ impl Store {
     pub async fn outbox_due(&self, now: i64, limit: u32) -> Result<Vec<Queued>, DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(move |c| db::outbox::due(c, now, limit)).await,
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::outbox::due(c, now, limit)),
         }
     }
 
@@ -563,6 +712,7 @@ impl Store {
     pub async fn outbox_delete(&self, id: i64) -> Result<(), DbError> {
         match self {
             Store::Sqlite(s) => s.writer.run(move |c| db::outbox::delete(c, id)).await,
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::outbox::delete(c, id)),
         }
     }
 
@@ -574,6 +724,7 @@ impl Store {
                     .run(move |c| db::outbox::failed(c, id, next_at, &error))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::outbox::failed(c, id, next_at, &error)),
         }
     }
 
@@ -582,6 +733,7 @@ impl Store {
     pub async fn outbox_expire(&self, cutoff: i64) -> Result<Vec<String>, DbError> {
         match self {
             Store::Sqlite(s) => s.writer.run(move |c| db::outbox::expire(c, cutoff)).await,
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::outbox::expire(c, cutoff)),
         }
     }
 
@@ -599,6 +751,7 @@ impl Store {
                     .run(move |c| db::rollout_history::touch(c, &pairs, now))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::rollout_history::touch(c, &pairs, now)),
         }
     }
 
@@ -614,6 +767,11 @@ impl Store {
                     .read(move |c| db::rollout_history::list(c, channel.as_deref(), per_channel))
                     .await
             }
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::rollout_history::list(
+                c,
+                channel.as_deref(),
+                per_channel
+            )),
         }
     }
 
@@ -627,6 +785,7 @@ impl Store {
                     .run(move |c| db::prune::older_than(c, cutoff, max))
                     .await
             }
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::prune::older_than(c, cutoff, max)),
         }
     }
 
@@ -638,6 +797,7 @@ impl Store {
                     .read(move |c| db::prune::agents_over(c, keep))
                     .await
             }
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::prune::agents_over(c, keep)),
         }
     }
 
@@ -654,6 +814,9 @@ impl Store {
                 s.writer
                     .run(move |c| db::prune::beyond_count(c, &agent_id, keep, max))
                     .await
+            }
+            Store::Postgres(p) => {
+                pg_tx!(p, |c| db::pg::prune::beyond_count(c, &agent_id, keep, max))
             }
         }
     }
@@ -673,6 +836,9 @@ impl Store {
                     .run(move |c| db::sessions::create(c, &hash, &csrf, expires_at))
                     .await
             }
+            Store::Postgres(p) => {
+                pg_tx!(p, |c| db::pg::sessions::create(c, &hash, &csrf, expires_at))
+            }
         }
     }
 
@@ -684,6 +850,7 @@ impl Store {
                     .read_quick(move |c| db::sessions::get(c, &hash, now))
                     .await
             }
+            Store::Postgres(p) => pg_read!(p, |c| db::pg::sessions::get(c, &hash, now)),
         }
     }
 
@@ -691,6 +858,7 @@ impl Store {
     pub async fn session_remove(&self, hash: String) -> Result<(), DbError> {
         match self {
             Store::Sqlite(s) => s.writer.run(move |c| db::sessions::remove(c, &hash)).await,
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::sessions::remove(c, &hash)),
         }
     }
 
@@ -698,6 +866,35 @@ impl Store {
     pub async fn sessions_expire(&self, now: i64) -> Result<usize, DbError> {
         match self {
             Store::Sqlite(s) => s.writer.run(move |c| db::sessions::expire(c, now)).await,
+            Store::Postgres(p) => pg_tx!(p, |c| db::pg::sessions::expire(c, now)),
         }
+    }
+
+    // ---- leases ----
+
+    /// Takes or renews lease `name` for `holder` for `ttl`: whether
+    /// `holder` holds it, so a job runs on one replica at a time
+    /// ([`db::pg::lease::acquire`]). A SQLite database has one reporter, which
+    /// always holds every lease.
+    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, DbError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(p) => {
+                let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+                pg_read!(p, |c| db::pg::lease::acquire(
+                    c,
+                    name,
+                    holder,
+                    ttl_us,
+                    db::now_micros()
+                ))
+            }
+        }
+    }
+
+    /// Whether several reporters may share this database (PostgreSQL), so
+    /// what one keeps in memory must be read again from the database.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 }

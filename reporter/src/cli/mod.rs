@@ -31,10 +31,18 @@ pub fn init_tracing() {
 #[derive(clap::Args)]
 pub struct DbArgs {
     /// The database: a SQLite file, or a postgres:// URL without a password
-    /// (that comes from the config's `db_password_file` or PGPASSWORD)
-    /// [default: ./flotilla-reporter.db, or the config file's `db`].
+    /// (that comes from --db-password-file, the config's `db_password_file`
+    /// or PGPASSWORD) [default: ./flotilla-reporter.db, or the config
+    /// file's `db`].
     #[arg(long)]
     pub db: Option<String>,
+    /// PostgreSQL: a file holding the password (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub db_password_file: Option<PathBuf>,
+    /// PostgreSQL: the CA certificates (PEM) its TLS certificate must chain
+    /// to [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub db_ca_file: Option<PathBuf>,
     /// A TOML config file (the same as `serve --config`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -47,13 +55,13 @@ impl DbArgs {
         if let Some(c) = &self.config {
             FileSettings::load(c)?.apply(&mut s)?;
         }
-        if let Some(db) = &self.db {
-            FileSettings {
-                db: Some(db.clone()),
-                ..FileSettings::default()
-            }
-            .apply(&mut s)?;
+        FileSettings {
+            db: self.db.clone(),
+            db_password_file: self.db_password_file.clone(),
+            db_ca_file: self.db_ca_file.clone(),
+            ..FileSettings::default()
         }
+        .apply(&mut s)?;
         Ok(s)
     }
 
@@ -67,7 +75,7 @@ impl DbArgs {
     {
         let s = self.settings()?;
         block_on(async move {
-            let (store, running) = Store::open_existing(&s.db, s.durability)?;
+            let (store, running) = Store::open_existing(&s).await?;
             let r = f(store).await;
             running.stop().await;
             r
@@ -94,7 +102,7 @@ pub fn sqlite_only<'a>(db: &'a DbTarget, what: &str) -> anyhow::Result<&'a std::
 pub fn init(db: DbArgs) -> anyhow::Result<()> {
     let s = db.settings()?;
     let version = block_on(async {
-        let (store, running) = Store::open(&s)?;
+        let (store, running) = Store::open(&s).await?;
         let v = store.schema_version().await;
         drop(store);
         running.stop().await;

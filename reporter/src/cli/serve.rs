@@ -9,12 +9,14 @@ use flotilla_reporter::settings::{FileSettings, Settings};
 /// `serve --help`'s epilogue: every key of the `--config` file, set to its
 /// default (a test parses it, so it cannot drift from the code).
 pub const CONFIG_HELP: &str = r#"The --config file (TOML; every key optional, an unknown key is an error).
-Each key below is set to its default, except the first six (examples):
+Each key below is set to its default, except the first seven (examples):
   db = "/var/lib/flotilla-reporter/db.sqlite"  # a SQLite file, or a URL:
                                  # "postgres://flotilla@db.example.com/flotilla"
                                  # (no password in it)
   db_password_file = "/etc/flotilla-reporter/db.password"  # PostgreSQL's
                                  # password (mode 0600; else PGPASSWORD)
+  db_ca_file = "/etc/flotilla-reporter/db-ca.crt"  # PostgreSQL: the CA (PEM)
+                                 # of its TLS certificate; else the system's
   admin_token_file = "/etc/flotilla-reporter/admin.token"
   manifest = "https://updates.example.com/fleet/manifest.json"
   trust_root = "/etc/flotilla-reporter/root.json"
@@ -33,6 +35,7 @@ Each key below is set to its default, except the first six (examples):
   rate_limit_burst = 50.0        # and in a burst (beyond: 429, Retry-After)
   stale_after = "1h"             # agents silent this long are "not reporting"
   read_connections = 4           # SQLite connections for queries
+  db_max_connections = 16        # PostgreSQL connections per reporter
   session_ttl = "12h"            # web login lifetime
   cookie_secure = false          # true when served over HTTPS
   trusted_proxies = []           # proxy addresses ("127.0.0.1") whose
@@ -81,6 +84,11 @@ pub struct Args {
     /// used). Never put the password in --db.
     #[arg(long)]
     db_password_file: Option<PathBuf>,
+    /// PostgreSQL: the CA certificates (PEM) its TLS certificate must chain
+    /// to [default: the system's]. TLS follows the URL's sslmode (disable,
+    /// prefer, require); whenever it is used the certificate is verified.
+    #[arg(long, value_name = "FILE")]
+    db_ca_file: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -116,6 +124,7 @@ impl Args {
         FileSettings {
             db: self.db,
             db_password_file: self.db_password_file,
+            db_ca_file: self.db_ca_file,
             listen: self.listen,
             admin_token_file: self.admin_token_file,
             manifest: self.manifest,
@@ -228,6 +237,8 @@ mod tests {
             rate_limit_burst: Some(_),
             stale_after: Some(_),
             read_connections: Some(_),
+            db_max_connections: Some(_),
+            db_ca_file: Some(_),
             session_ttl: Some(_),
             cookie_secure: Some(_),
             public_url: Some(_),
@@ -248,6 +259,7 @@ mod tests {
         (f.db, f.admin_token_file, f.manifest, f.trust_root) = (None, None, None, None);
         f.public_url = None;
         f.db_password_file = None;
+        f.db_ca_file = None;
         f.notify.as_mut().unwrap().webhook.clear();
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();

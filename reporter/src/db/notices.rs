@@ -10,7 +10,7 @@ use super::{outbox, DbError};
 use crate::notify::{Notice, Notifier, MAX_NAMED_AGENTS};
 
 /// The watermark of the silent-agent check in `notify_state`.
-const WATERMARK: &str = "silent_watermark";
+pub const WATERMARK: &str = "silent_watermark";
 
 /// Queues `notice` for each receiver that wants it, in `conn`'s
 /// transaction, then drops the oldest rows beyond `max_rows`. Returns

@@ -25,8 +25,18 @@ pub async fn run(st: AppState) {
     }
 }
 
-/// One look.
+/// The lease that lets one replica at a time watch a shared database.
+pub const LEASE: &str = "notify-watch";
+
+/// One look; on a shared database only by the replica that holds
+/// [`LEASE`] (for three `check_every`, at least a minute: a dead holder's
+/// watch passes to another after that). Gate notices are told once either
+/// way ([`crate::store::Store::notify_record_gate`] locks the gate's row).
 pub async fn once(st: &AppState) -> Result<(), DbError> {
+    let ttl = (st.notifier.settings().check_every * 3).max(std::time::Duration::from_secs(60));
+    if !st.store.lease(LEASE, &st.replica, ttl).await? {
+        return Ok(());
+    }
     for (channel, release) in st.current_rollouts() {
         // `gate` reports a change to the notifier itself.
         st.gate(&channel, &release).await?;

@@ -23,11 +23,13 @@ pub mod enroll;
 pub mod halts;
 pub mod ingest;
 pub mod lease;
+pub mod notices;
 pub mod outbox;
 pub mod prune;
 pub mod queries;
 pub mod rollout_history;
 pub mod schema;
+pub mod sessions;
 pub mod tokens;
 pub mod writer;
 

@@ -408,3 +408,42 @@ pub async fn agent_counts(c: &impl GenericClient, since: i64) -> Result<(u64, u6
         r.try_get::<_, i64>(1)? as u64,
     ))
 }
+
+/// The twin of [`crate::db::queries::agent_with_events`]; run it in one
+/// snapshot (a REPEATABLE READ transaction) for one moment's answer.
+pub async fn agent_with_events(
+    c: &impl GenericClient,
+    agent_id: &str,
+    stale_before: i64,
+    f: &EventFilter,
+) -> Result<crate::db::queries::AgentWithEvents, DbError> {
+    Ok((
+        agent(c, agent_id, stale_before).await?,
+        events(c, agent_id, f).await?,
+    ))
+}
+
+/// The twin of [`crate::db::queries::overview`]; see [`agent_with_events`].
+pub async fn overview(
+    c: &impl GenericClient,
+    since: i64,
+    errors: u32,
+) -> Result<crate::db::queries::Overview, DbError> {
+    Ok((
+        agents_by_version(c).await?,
+        agent_counts(c, since).await?,
+        newest_errors(c, errors).await?,
+    ))
+}
+
+/// The twin of [`crate::db::queries::gauges`]; see [`agent_with_events`].
+pub async fn gauges(
+    c: &impl GenericClient,
+    since: i64,
+) -> Result<crate::db::queries::GaugeCounts, DbError> {
+    Ok((
+        agents_by_version(c).await?,
+        agent_counts(c, since).await?,
+        super::outbox::count(c).await?,
+    ))
+}

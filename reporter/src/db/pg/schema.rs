@@ -161,6 +161,9 @@ pub async fn migrate(pg: &Pg) -> Result<(), Error> {
 /// `Ok(Some(found))`: the database is newer than this binary.
 async fn migrate_client(client: &mut Client) -> Result<Option<u32>, DbError> {
     let tx = client.transaction().await?;
+    // "relation already exists, skipping" is no news on every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS flotilla_schema (version INTEGER NOT NULL)")
@@ -189,4 +192,11 @@ async fn migrate_client(client: &mut Client) -> Result<Option<u32>, DbError> {
         tracing::info!(from, to = VERSION, "database migrated");
     }
     Ok(None)
+}
+
+/// The version the database is at (0: none yet).
+pub async fn version(c: &impl tokio_postgres::GenericClient) -> Result<u32, DbError> {
+    Ok(c.query_opt("SELECT version FROM flotilla_schema", &[])
+        .await?
+        .map_or(0, |r| r.get::<_, i32>(0) as u32))
 }
