@@ -292,18 +292,7 @@ impl Setup {
         let reporter_bin = stripped(&bins::reporter(), &tmp, "flotilla-reporter");
         let store = f.store_url();
         for (version, file) in [("1.0.0", &v1), ("2.0.0", &v2)] {
-            f.ok(&[
-                "release",
-                "add",
-                "--version",
-                version,
-                "--target",
-                TARGET,
-                "--file",
-                file.to_str().unwrap(),
-                "--store",
-                &store,
-            ]);
+            f.add_release(version, &std::fs::read(file).unwrap());
         }
         let dist = tmp.join("dist");
         std::fs::create_dir_all(&dist).unwrap();
@@ -1018,6 +1007,8 @@ fn package_help_teaches() {
         "--label <KEY=VALUE>",
         "apt install",
         "lintian",
+        "dnf install",
+        "rpm -K",
     ] {
         assert!(help.contains(s), "package --help lacks {s:?}:\n{help}");
     }
