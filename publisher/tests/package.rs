@@ -1,8 +1,10 @@
-//! `flotilla-publisher package`: the agent and reporter .debs, built by the
-//! real binary from a real fleet repo and store, checked with Debian's own
-//! tools (`dpkg-deb`, `lintian`, `systemd-analyze`), installed into
-//! throwaway roots with `dpkg --root`, and run from the installed files: the
-//! agent enrolls with the installed reporter and takes an update.
+//! `flotilla-publisher package`: the agent and reporter .debs and .rpms,
+//! built by the real binary from a real fleet repo and store, checked with
+//! the formats' own tools (`dpkg-deb`, `lintian`; `rpm -qp`, `rpm -K`,
+//! `rpmlint`; `systemd-analyze`), installed into throwaway roots with
+//! `dpkg --root` or `rpm --root`, and run from the installed files: the
+//! agent enrolls with the installed reporter and takes an update. Both
+//! formats' tests share [`Setup`] and the checks after installing.
 //!
 //! The throwaway roots: `dpkg --root DIR --force-script-chrootless
 //! --force-not-root` unpacks into DIR and runs the maintainer scripts on the
@@ -14,8 +16,13 @@
 //! `/opt/flotilla`) are re-rooted under DIR, everything else is as
 //! installed.
 //!
-//! scripts/test installs lintian, dpkg and systemd; these tests fail (they do
-//! not skip) without them.
+//! `rpm --root DIR` chroots into DIR for its transaction, so the rpm test
+//! needs root (as the reporter's token check does: the token is root's);
+//! it installs with `--noscripts` and runs each scriptlet, as queried from
+//! the package, on the host under `DPKG_ROOT=DIR` with rpm's argument.
+//!
+//! scripts/test installs lintian, dpkg, rpm, rpmlint and systemd; these
+//! tests fail (they do not skip) without them.
 
 mod common;
 
