@@ -23,7 +23,7 @@
 //! verifies every update itself. An operator who serves the packages from
 //! a dnf repository signs them there (`rpmsign --addsign`).
 
-use rpm::{BuildConfig, CompressionType, Dependency, FileOptions, PackageBuilder, Scriptlet};
+use rpm::{BuildConfig, CompressionWithLevel, Dependency, FileOptions, PackageBuilder, Scriptlet};
 
 use super::deb::Entry;
 use super::{About, Deb};
@@ -115,7 +115,9 @@ pub fn build(about: &About, deb: &Deb) -> Result<Vec<u8>> {
     );
     b.using_config(
         BuildConfig::v4()
-            .compression(CompressionType::Gzip)
+            // zlib's default level, as the .deb's data.tar.gz (rpm's 9
+            // takes much longer on a whole agent build for little gain).
+            .compression(CompressionWithLevel::Gzip(6))
             .source_date(mtime),
     )
     .release("1")
