@@ -1,4 +1,5 @@
-//! `package`: a .deb for the fleet's hosts (the agent) or for its reporter.
+//! `package`: a .deb or .rpm for the fleet's hosts (the agent) or for its
+//! reporter.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,12 +11,22 @@ use flotilla_publisher::Store;
 
 use super::Global;
 
-/// The kind of package. Only deb: an rpm can be neither built nor checked
-/// without rpmbuild and rpm.
+/// The kind of package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PackageType {
     /// A Debian package (Debian, Ubuntu): install with apt or dpkg.
     Deb,
+    /// An rpm package (Fedora, RHEL, Rocky, Alma, openSUSE): install with dnf, zypper or rpm.
+    Rpm,
+}
+
+impl From<PackageType> for package::Format {
+    fn from(t: PackageType) -> Self {
+        match t {
+            PackageType::Deb => package::Format::Deb,
+            PackageType::Rpm => package::Format::Rpm,
+        }
+    }
 }
 
 /// Build an installer for the fleet's hosts (the agent) or, with --reporter, for the reporter.
@@ -30,7 +41,8 @@ pub enum PackageType {
 /// /opt/flotilla/versions/<v> (where it updates itself; the package never
 /// owns that) and enables and starts the timer, whose first pass enrolls.
 /// Removing it stops and disables the timer and keeps /var/lib/flotilla;
-/// purging deletes it. The .deb holds the enrollment token: give it a token
+/// purging deletes it (rpm has no purge: erasing keeps it; the config
+/// files are %config(noreplace)). The package holds the enrollment token: give it a token
 /// with limited uses and expiry, and keep the file as secret as the token
 /// (it is written mode 0600).
 ///
@@ -49,9 +61,12 @@ Examples:
   flotilla-publisher package --type deb --reporter \\
       --binary target/release/flotilla-reporter --version 1.4.0 \\
       --manifest https://updates.example.com/fleet/manifest.json --out dist/
+  The same with --type rpm makes flotilla-agent-1.4.0-1.x86_64.rpm.
 
 Then on a host: apt install ./flotilla-agent_1.4.0_amd64.deb
-Check it with: dpkg-deb --info FILE; dpkg-deb --contents FILE; lintian FILE")]
+            or: dnf install ./flotilla-agent-1.4.0-1.x86_64.rpm
+Check it with: dpkg-deb --info FILE; dpkg-deb --contents FILE; lintian FILE
+           or: rpm -qip FILE; rpm -qlvp FILE; rpm -qp --scripts FILE; rpm -K FILE")]
 pub struct Args {
     /// The package format.
     #[arg(long = "type", value_enum, value_name = "TYPE")]
@@ -60,17 +75,18 @@ pub struct Args {
     #[arg(long)]
     reporter: bool,
     /// Write the package here: a file, or a directory (existing, or ending
-    /// in /) for the Debian file name (flotilla-agent_<version>_<arch>.deb).
+    /// in /) for the usual file name (flotilla-agent_<version>_<arch>.deb,
+    /// flotilla-agent-<version>-1.<arch>.rpm).
     #[arg(long, value_name = "PATH", default_value = ".")]
     out: PathBuf,
-    /// The target triple of the build (the Debian architecture follows).
+    /// The target triple of the build (the package's architecture follows).
     #[arg(
         long,
         value_name = "TRIPLE",
         default_value = "x86_64-unknown-linux-gnu"
     )]
     target: String,
-    /// The package's Maintainer field: who answers for it.
+    /// The package's Maintainer field (rpm: Packager): who answers for it.
     #[arg(long, value_name = "NAME <EMAIL>", default_value = package::DEFAULT_MAINTAINER)]
     maintainer: String,
 
@@ -151,7 +167,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
-    let PackageType::Deb = args.kind;
+    let format = package::Format::from(args.kind);
     if args.reporter {
         let opts = reporter::Options {
             binary: args
@@ -167,7 +183,7 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
             maintainer: args.maintainer,
         };
         let built = reporter::build(&g.repo(), &opts)?;
-        let path = package::write(&built.deb, &args.out, &built.file_name)?;
+        let path = package::write(format, &built.about, &built.deb, &args.out)?;
         eprintln!("wrote flotilla-reporter {} package", opts.version);
         println!("{}", path.display());
         return Ok(());
@@ -210,7 +226,7 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
         now: g.now()?,
     };
     let built = agent::build(&g.repo(), &store, &opts)?;
-    let path = package::write(&built.deb, &args.out, &built.file_name)?;
+    let path = package::write(format, &built.about, &built.deb, &args.out)?;
     eprintln!(
         "wrote flotilla-agent {} for fleet {}, channel {} (verified at manifest serial {}); it holds {}",
         built.version,

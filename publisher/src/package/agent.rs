@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use flotilla_protocol::sources::valid_name;
 
-use super::{deb, toml_str, Deb};
+use super::{toml_str, About, Deb};
 use crate::history::Snapshot;
 use crate::{Error, Repo, Result, Store};
 
@@ -119,10 +119,10 @@ pub struct Options {
 /// A package ready to be written.
 #[derive(Debug)]
 pub struct Built {
+    /// What it says about itself.
+    pub about: About,
     /// The package.
     pub deb: Deb,
-    /// Its file name (`flotilla-agent_<version>_<arch>.deb`).
-    pub file_name: String,
     /// The release shipped.
     pub version: String,
     /// The serial of the manifest it was verified with.
@@ -134,12 +134,7 @@ pub struct Built {
 /// Verifies the release and assembles the package (nothing is written).
 pub fn build(repo: &Repo, store: &Store, opts: &Options) -> Result<Built> {
     check(opts)?;
-    let arch = deb::architecture(&opts.target).ok_or_else(|| {
-        Error::Usage(format!(
-            "--target {}: no Debian architecture for this target",
-            opts.target
-        ))
-    })?;
+    super::deb_architecture(&opts.target)?;
     let snapshot = Snapshot::work_tree(repo)?;
     let verified = snapshot
         .verify_manifest(opts.now)
@@ -206,40 +201,38 @@ pub fn build(repo: &Repo, store: &Store, opts: &Options) -> Result<Built> {
         .cloned()
         .ok_or_else(|| Error::file(Repo::root_rel(root), "missing"))?;
 
-    let package = "flotilla-agent";
-    let deb_version = super::debian_version(&release.version);
+    let about = About {
+        name: "flotilla-agent",
+        version: super::debian_version(&release.version),
+        target: opts.target.clone(),
+        maintainer: opts.maintainer.clone(),
+        summary: format!(
+            "Flotilla agent for fleet {}, channel {}",
+            manifest.fleet, opts.channel
+        ),
+        description: format!(
+            "Installs flotilla-agent {version}, verified against the fleet's\n\
+             root at manifest serial {}, with its config, trust root{}\n\
+             and systemd timer. From then on the agent updates itself under\n\
+             /opt/flotilla; the package owns only the bootstrap copy, the\n\
+             config and the units.",
+            manifest.serial,
+            if opts.reporter.is_some() {
+                ", enrollment token"
+            } else {
+                ""
+            }
+        ),
+        note: format!(
+            "flotilla-agent {version} for fleet {}, channel {}.",
+            manifest.fleet, opts.channel
+        ),
+    };
     let mut d = Deb {
         mtime: super::mtime(manifest.issued)?,
+        control: about.control()?,
         ..Deb::default()
     };
-    d.control = vec![
-        ("Package", package.into()),
-        ("Version", deb_version.clone()),
-        ("Architecture", arch.into()),
-        ("Maintainer", opts.maintainer.clone()),
-        ("Section", "admin".into()),
-        ("Priority", "optional".into()),
-        ("Depends", "libc6".into()),
-        (
-            "Description",
-            format!(
-                "Flotilla agent for fleet {}, channel {}\n \
-                 Installs flotilla-agent {version}, verified against the fleet's\n \
-                 root at manifest serial {}, with its config, trust root{}\n \
-                 and systemd timer. From then on the agent updates itself under\n \
-                 /opt/flotilla; the package owns only the bootstrap copy, the\n \
-                 config and the units.",
-                manifest.fleet,
-                opts.channel,
-                manifest.serial,
-                if opts.reporter.is_some() {
-                    ", enrollment token"
-                } else {
-                    ""
-                }
-            ),
-        ),
-    ];
     d.file(BOOTSTRAP, binary, 0o755);
     d.conffile(CONFIG, config(opts, &manifest.fleet), 0o644);
     d.conffile(TRUST_ROOT, root_bytes, 0o644);
@@ -249,17 +242,8 @@ pub fn build(repo: &Repo, store: &Store, opts: &Options) -> Result<Built> {
     for (name, text) in UNITS {
         d.file(&format!("/usr/lib/systemd/system/{name}"), text, 0o644);
     }
-    super::docs(
-        &mut d,
-        package,
-        &deb_version,
-        &opts.maintainer,
-        &format!(
-            "flotilla-agent {version} for fleet {}, channel {}.",
-            manifest.fleet, opts.channel
-        ),
-    )?;
-    super::lintian_overrides(&mut d, package, LINTIAN_OVERRIDES);
+    super::docs(&mut d, &about)?;
+    super::lintian_overrides(&mut d, about.name, LINTIAN_OVERRIDES);
     d.scripts = vec![
         ("postinst", POSTINST.replace("@VERSION@", &version)),
         ("prerm", PRERM.into()),
@@ -267,7 +251,7 @@ pub fn build(repo: &Repo, store: &Store, opts: &Options) -> Result<Built> {
     ];
     Ok(Built {
         deb: d,
-        file_name: format!("{package}_{deb_version}_{arch}.deb"),
+        about,
         version,
         serial: manifest.serial,
         fleet: manifest.fleet.clone(),

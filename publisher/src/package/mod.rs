@@ -9,7 +9,9 @@
 //!   only then write the package.
 //! - [`reporter`]: the reporter package (a local build of
 //!   `flotilla-reporter`, its hardened unit, a default config).
-//! - [`deb`]: the `.deb` format itself.
+//! - [`deb`]: the `.deb` format itself, and [`Deb`], the list of files
+//!   and scripts both formats are written from;
+//! - [`rpm`]: the `.rpm` format, from the same list.
 //!
 //! Both packages ship the same documentation (the project's README, which
 //! the units' `Documentation=` names), a Debian copyright file and a
@@ -18,6 +20,7 @@
 pub mod agent;
 pub mod deb;
 pub mod reporter;
+pub mod rpm;
 
 use std::path::{Path, PathBuf};
 
@@ -31,8 +34,76 @@ pub const DEFAULT_MAINTAINER: &str = "Flotilla fleet operators <fleet-ops@exampl
 /// The README shipped in both packages, named by the units' `Documentation=`.
 const README: &str = include_str!("../../../README.md");
 
+/// What a package says about itself, in every format: Debian's control
+/// fields and rpm's header tags are both written from this.
+#[derive(Clone, Debug)]
+pub struct About {
+    /// The package name (`flotilla-agent`).
+    pub name: &'static str,
+    /// The package version ([`debian_version`]; rpm takes it as it is).
+    pub version: String,
+    /// The Rust target triple of the build.
+    pub target: String,
+    /// `Maintainer` (rpm: `Packager`).
+    pub maintainer: String,
+    /// The one-line summary.
+    pub summary: String,
+    /// The long description, lines joined by `\n`.
+    pub description: String,
+    /// The changelog's one entry.
+    pub note: String,
+}
+
+impl About {
+    /// The Debian architecture of the build.
+    pub fn deb_arch(&self) -> Result<&'static str> {
+        deb_architecture(&self.target)
+    }
+
+    /// The `control` fields of the `.deb` (`Installed-Size` is added when
+    /// it is built).
+    pub fn control(&self) -> Result<Vec<(&'static str, String)>> {
+        let mut description = self.summary.clone();
+        for line in self.description.lines() {
+            description.push_str("\n ");
+            description.push_str(line);
+        }
+        Ok(vec![
+            ("Package", self.name.into()),
+            ("Version", self.version.clone()),
+            ("Architecture", self.deb_arch()?.into()),
+            ("Maintainer", self.maintainer.clone()),
+            ("Section", "admin".into()),
+            ("Priority", "optional".into()),
+            ("Depends", "libc6".into()),
+            ("Description", description),
+        ])
+    }
+
+    /// `<name>_<version>_<arch>.deb`.
+    pub fn deb_file_name(&self) -> Result<String> {
+        Ok(format!(
+            "{}_{}_{}.deb",
+            self.name,
+            self.version,
+            self.deb_arch()?
+        ))
+    }
+}
+
+/// The Debian architecture of `--target`, or a usage error.
+pub fn deb_architecture(target: &str) -> Result<&'static str> {
+    deb::architecture(target).ok_or_else(|| {
+        Error::Usage(format!(
+            "--target {target}: no Debian architecture for this target"
+        ))
+    })
+}
+
 /// `/usr/share/doc/<package>/`: README.md, copyright, changelog.gz.
-fn docs(deb: &mut Deb, package: &str, version: &str, maintainer: &str, note: &str) -> Result<()> {
+fn docs(deb: &mut Deb, about: &About) -> Result<()> {
+    let note = &about.note;
+    let (package, version, maintainer) = (about.name, &about.version, &about.maintainer);
     let dir = format!("/usr/share/doc/{package}");
     deb.file(&format!("{dir}/README.md"), README, 0o644);
     deb.file(
@@ -95,18 +166,39 @@ pub fn mtime(default: chrono::DateTime<chrono::Utc>) -> Result<u64> {
     }
 }
 
-/// Writes `deb` to `out` (a file, or a directory, existing or ending in
-/// `/`, to put `default_name` in)
+/// A package format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Debian's `.deb` (Debian, Ubuntu).
+    Deb,
+    /// An `.rpm` (Fedora, RHEL and its rebuilds, openSUSE).
+    Rpm,
+}
+
+/// The package file in `format`: its bytes and its usual file name.
+pub fn render(format: Format, about: &About, deb: &Deb) -> Result<(Vec<u8>, String)> {
+    match format {
+        Format::Deb => {
+            let name = about.deb_file_name()?;
+            let bytes = deb.build().map_err(|e| Error::io(&name, e))?;
+            Ok((bytes, name))
+        }
+        Format::Rpm => Ok((rpm::build(about, deb)?, rpm::file_name(about)?)),
+    }
+}
+
+/// Writes the package `about`, `deb` in `format` to `out` (a file, or a
+/// directory, existing or ending in `/`, to put the usual file name in)
 /// atomically, mode 0600: an agent package holds an enrollment token.
 /// Returns the path written.
-pub fn write(deb: &Deb, out: &Path, default_name: &str) -> Result<PathBuf> {
+pub fn write(format: Format, about: &About, deb: &Deb, out: &Path) -> Result<PathBuf> {
+    let (bytes, default_name) = render(format, about, deb)?;
     let as_dir = out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/');
     let path = if as_dir {
         out.join(default_name)
     } else {
         out.to_owned()
     };
-    let bytes = deb.build().map_err(|e| Error::io(&path, e))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{deb, toml_str, Deb};
+use super::{toml_str, About, Deb};
 use crate::history::Snapshot;
 use crate::{Error, Repo, Result};
 
@@ -72,20 +72,15 @@ pub struct Options {
 /// A package ready to be written.
 #[derive(Debug)]
 pub struct Built {
+    /// What it says about itself.
+    pub about: About,
     /// The package.
     pub deb: Deb,
-    /// Its file name.
-    pub file_name: String,
 }
 
 /// Assembles the package (nothing is written).
 pub fn build(repo: &Repo, opts: &Options) -> Result<Built> {
-    let arch = deb::architecture(&opts.target).ok_or_else(|| {
-        Error::Usage(format!(
-            "--target {}: no Debian architecture for this target",
-            opts.target
-        ))
-    })?;
+    super::deb_architecture(&opts.target)?;
     if let Some(u) = &opts.public_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
             return Err(Error::Usage(format!(
@@ -114,30 +109,23 @@ pub fn build(repo: &Repo, opts: &Options) -> Result<Built> {
             )
         }
     };
-    let package = "flotilla-reporter";
-    let version = super::debian_version(&opts.version);
-    let mtime = binary_mtime(&opts.binary)?;
+    let about = About {
+        name: "flotilla-reporter",
+        version: super::debian_version(&opts.version),
+        target: opts.target.clone(),
+        maintainer: opts.maintainer.clone(),
+        summary: "Flotilla reporter: event history, rollout progress, halt gate".into(),
+        description: "Runs flotilla-reporter as a hardened systemd service with its own\n\
+                      user and state directory; the admin token is made at install\n\
+                      (/etc/flotilla/reporter-admin.token, mode 0600)."
+            .into(),
+        note: format!("flotilla-reporter {}.", opts.version),
+    };
     let mut d = Deb {
-        mtime,
+        mtime: binary_mtime(&opts.binary)?,
+        control: about.control()?,
         ..Deb::default()
     };
-    d.control = vec![
-        ("Package", package.into()),
-        ("Version", version.clone()),
-        ("Architecture", arch.into()),
-        ("Maintainer", opts.maintainer.clone()),
-        ("Section", "admin".into()),
-        ("Priority", "optional".into()),
-        ("Depends", "libc6".into()),
-        (
-            "Description",
-            "Flotilla reporter: event history, rollout progress, halt gate\n \
-             Runs flotilla-reporter as a hardened systemd service with its own\n \
-             user and state directory; the admin token is made at install\n \
-             (/etc/flotilla/reporter-admin.token, mode 0600)."
-                .into(),
-        ),
-    ];
     d.file("/usr/bin/flotilla-reporter", binary, 0o755);
     d.conffile(CONFIG, config(opts), 0o644);
     if let Some(bytes) = root {
@@ -153,23 +141,14 @@ pub fn build(repo: &Repo, opts: &Options) -> Result<Built> {
         SYSUSERS,
         0o644,
     );
-    super::docs(
-        &mut d,
-        package,
-        &version,
-        &opts.maintainer,
-        &format!("flotilla-reporter {}.", opts.version),
-    )?;
-    super::lintian_overrides(&mut d, package, LINTIAN_OVERRIDES);
+    super::docs(&mut d, &about)?;
+    super::lintian_overrides(&mut d, about.name, LINTIAN_OVERRIDES);
     d.scripts = vec![
         ("postinst", POSTINST.into()),
         ("prerm", PRERM.into()),
         ("postrm", POSTRM.into()),
     ];
-    Ok(Built {
-        deb: d,
-        file_name: format!("{package}_{version}_{arch}.deb"),
-    })
+    Ok(Built { deb: d, about })
 }
 
 /// `SOURCE_DATE_EPOCH`, else the build's mtime.
