@@ -34,7 +34,7 @@ Examples:
   flotilla-publisher verify --sources --base                 # a pull request, vs. its merge-base
   flotilla-publisher verify --sources --base origin/release  # … with another base
   flotilla-publisher verify --check-artifacts --store s3://updates/fleet  # everything
-  flotilla-publisher verify --sources --reporter https://reporter.example.com --token-file admin.token")]
+  flotilla-publisher verify --sources --reporter https://reporter.example.com  # + thin waves")]
 pub struct Args {
     /// Check the sources alone (before signing).
     #[arg(long)]
