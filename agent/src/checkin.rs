@@ -53,7 +53,14 @@ pub(crate) fn of_pass(
     };
     let mut c = match outcome {
         Ending::Busy => return None,
-        Ending::UpToDate { release } => checkin(HostState::OnRelease, Some(release)),
+        Ending::UpToDate { release, pinned } => checkin(
+            if *pinned {
+                HostState::Pinned
+            } else {
+                HostState::OnRelease
+            },
+            Some(release),
+        ),
         Ending::Deferred { .. } => checkin(HostState::Blocked, None),
         Ending::Installed { version } => checkin(HostState::Updating, Some(version)),
         Ending::Unhealthy { .. } | Ending::Waiting { .. } => checkin(HostState::Updating, None),
@@ -147,6 +154,25 @@ mod tests {
         let c = of_pass(&installed, Some(waiting), None).unwrap();
         assert_eq!(c.state, HostState::Updating);
         assert!(of_pass(&Ending::Busy, None, None).is_none());
+        // a pinned host says so, not "up to date"
+        let pinned = Ending::UpToDate {
+            release: "1.3.2".into(),
+            pinned: true,
+        };
+        let c = of_pass(&pinned, None, Some("stable")).unwrap();
+        assert_eq!(
+            (c.state, c.reason.as_str()),
+            (HostState::Pinned, "pinned to 1.3.2")
+        );
+        let on = Ending::UpToDate {
+            release: "1.3.2".into(),
+            pinned: false,
+        };
+        let c = of_pass(&on, None, Some("stable")).unwrap();
+        assert_eq!(
+            (c.state, c.reason.as_str()),
+            (HostState::OnRelease, "up to date (1.3.2)")
+        );
         let failed = Ending::Failed {
             reason: "x".repeat(5000),
         };

@@ -38,11 +38,21 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A migration this version needs failed (the backup was restored).
-    #[error("migration failed: {reason}")]
+    /// A migration this version needs failed (its backup restored, or the
+    /// reason says that restoring failed too);
+    /// `reason` names the migration, the version, the file and the cause.
+    #[error("{reason}")]
     Migration {
         /// What failed, with the error chain.
         reason: String,
+    },
+    /// The migration state (`migrations.json`) cannot be read or written,
+    /// so no migration could be considered.
+    #[error("migration state: {source}")]
+    MigrationState {
+        /// Why (the file is named).
+        #[source]
+        source: std::sync::Arc<crate::migrations::Error>,
     },
     /// Another pass holds the state-dir lock.
     #[error("{}: another pass is running", path.display())]

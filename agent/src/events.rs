@@ -172,14 +172,23 @@ impl Events {
 
     /// `migration_detection` failure: the migration state cannot be read or
     /// written, so no migration could be considered.
-    pub(crate) fn migration_state_failed(&mut self, reason: &str, system: Map<String, Value>) {
+    pub(crate) fn migration_state_failed(
+        &mut self,
+        err: &crate::migrations::Error,
+        system: Map<String, Value>,
+    ) {
         let mut e = self.event(
             EventKind::MigrationDetection,
             EventStatus::Failed,
             "migration",
-            format!("cannot read or write the migration state: {reason}"),
+            format!(
+                "cannot read or write the migration state: {}",
+                flotilla_protocol::chain_text(err)
+            ),
         );
         e.to_version = Some(VERSION.into());
+        e.details
+            .insert(details::ERROR_CHAIN.into(), error_chain(err));
         e.details
             .insert(details::SYSTEM.into(), Value::Object(system));
         self.emit(e);
@@ -187,17 +196,20 @@ impl Events {
 
     /// `migration_execution` failure (critical): a rollback could not
     /// restore the migration backup of `to`.
-    pub(crate) fn restore_failed(&mut self, to: &str, err: &anyhow::Error) {
+    pub(crate) fn restore_failed(&mut self, to: &str, err: &crate::migrations::Error) {
         let mut e = self.event(
             EventKind::MigrationExecution,
             EventStatus::Failed,
             "migration",
-            format!("restoring the migration backup of {to} failed: {err:#}"),
+            format!(
+                "restoring the migration backup of {to} failed: {}",
+                flotilla_protocol::chain_text(err)
+            ),
         );
         e.severity = Severity::Critical;
         e.to_version = Some(to.to_owned());
         e.details
-            .insert(details::ERROR_CHAIN.into(), error_chain(err.as_ref()));
+            .insert(details::ERROR_CHAIN.into(), error_chain(err));
         self.emit(e);
     }
 

@@ -381,6 +381,22 @@ pub fn compute(
     plan
 }
 
+impl Plan {
+    /// Every channel section's [`thin_waves`] warnings, each naming the
+    /// channel's file (what `verify` prints; `plan` prints them under
+    /// their channel).
+    pub fn thin_wave_warnings(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .flat_map(|c| {
+                c.warnings
+                    .iter()
+                    .map(move |w| format!("channels/{}.toml: {w}", c.channel))
+            })
+            .collect()
+    }
+}
+
 /// Puts an agent of a section that does not move in a wave: moves (pins),
 /// held, or unaffected.
 fn place(
@@ -483,7 +499,9 @@ pub fn thin_waves(c: &flotilla_protocol::Channel, known: &[usize]) -> Vec<String
         so_far += known.get(i).copied().unwrap_or(0);
         if so_far < min {
             out.push(format!(
-                "wave {} ({}%) has {so_far} known agent{} by its end (waves before included),                  fewer than min_reports {min}: the halt gate cannot judge it before wave {}                  opens; make it larger or lower min_reports",
+                "wave {} ({}%) has {so_far} known agent{} by its end (waves before included), \
+                 fewer than min_reports {min}: the halt gate cannot judge it before wave {} \
+                 opens; make it larger or lower min_reports",
                 w.name,
                 w.percent,
                 if so_far == 1 { "" } else { "s" },

@@ -25,14 +25,20 @@
 //! With `--check-artifacts`: 6. every artifact the signed manifest refers to
 //! (with `--sources`: every artifact in `releases/`) exists in the store with
 //! the recorded size and SHA-256, streamed through the hasher.
+//!
+//! With `--reporter`: warnings (not problems) for the waves too thin for the
+//! halt gate to judge, counting the agents that reporter knows, by the rule
+//! `plan` uses ([`thin_waves`]).
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use flotilla_protocol::api::AgentSummary;
 use flotilla_protocol::{DowngradePolicy, Manifest, Sources};
 use flotilla_signing::ExpirationEnforcement;
 
 use crate::history::{self, Snapshot};
+use crate::plan;
 use crate::repo::{SignedManifest, SIGNED_MANIFEST};
 use crate::store::ObjectCheck;
 use crate::{Error, Repo, Store};
@@ -135,6 +141,21 @@ pub fn verify(repo: &Repo, opts: &Options<'_>) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The waves of `sources` too thin for the halt gate to judge, given the
+/// `agents` a reporter knows: what `plan` warns about ([`plan::thin_waves`])
+/// for every channel, as if all of it were new, so each agent still to move
+/// counts in its wave (agents already on the release report nothing). Each
+/// warning names its channel file. Warnings: they do not fail `verify`.
+pub fn thin_waves(sources: &Sources, agents: &[AgentSummary], now: DateTime<Utc>) -> Vec<String> {
+    let ctx = plan::Context {
+        base: String::new(),
+        head: String::new(),
+        reporter: String::new(),
+        now,
+    };
+    plan::compute(&ctx, None, sources, agents).thin_wave_warnings()
 }
 
 /// Steps 3–4: the root chain, and the manifest against it, with the one

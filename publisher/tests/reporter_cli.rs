@@ -611,3 +611,97 @@ fn plan_without_changes_moves_nobody_and_reporter_errors_are_clear() {
     assert!(e.contains("the reporter refused the admin token"), "{e}");
     assert!(e.contains(&format!("{}/api/v1/agents", r.url)), "{e}");
 }
+
+#[test]
+fn verify_warns_about_waves_too_thin_for_the_gate_as_plan_does() {
+    let r = Reporter::start();
+    enroll_fleet(&r);
+    let f = fleet_with_a_change();
+    // A 2% canary of 26 stable agents (the databases are pinned) holds
+    // about none, and the gate needs 5 reports to judge.
+    f.ok(&[
+        "rollout",
+        "set",
+        "--channel",
+        "stable",
+        "--release",
+        "2.0.0",
+        "--start",
+        "2026-03-01T00:00:00Z",
+        "--waves",
+        "canary=2%@0s/2h,all=100%@1d/6h",
+        "--max-failure-rate",
+        "0.3",
+        "--min-reports",
+        "5",
+    ]);
+    let token = r.token_file();
+    let out = publisher(
+        &f.repo,
+        &[
+            "verify",
+            "--sources",
+            "--reporter",
+            &r.url,
+            "--token-file",
+            &token,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "a warning is not a failure: {}",
+        stderr(&out)
+    );
+    let said = stderr(&out);
+    let warning = said
+        .lines()
+        .find(|l| l.starts_with("WARNING: channels/stable.toml: wave canary (2%) has "))
+        .unwrap_or_else(|| panic!("no thin-wave warning:\n{said}"));
+    assert!(
+        warning.contains("fewer than min_reports 5") && warning.contains("before wave all opens"),
+        "{warning}"
+    );
+    // `plan` says the same thing under its channel: one rule.
+    let plan = ok(publisher(
+        &f.repo,
+        &["plan", "--reporter", &r.url, "--token-file", &token],
+        &[],
+    ));
+    let rule = warning.trim_start_matches("WARNING: channels/stable.toml: ");
+    assert!(plan.contains(&format!("WARNING: {rule}")), "{plan}");
+
+    // Without --reporter verify asks nobody and warns about nothing.
+    let out = publisher(&f.repo, &["verify", "--sources"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("WARNING"), "{}", stderr(&out));
+    // Enough agents for the gate: no warning.
+    f.ok(&[
+        "rollout",
+        "set",
+        "--channel",
+        "stable",
+        "--release",
+        "2.0.0",
+        "--start",
+        "2026-03-01T00:00:00Z",
+        "--waves",
+        "canary=50%@0s/2h,all=100%@1d/6h",
+        "--min-reports",
+        "2",
+    ]);
+    let out = publisher(
+        &f.repo,
+        &[
+            "verify",
+            "--sources",
+            "--reporter",
+            &r.url,
+            "--token-file",
+            &token,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("WARNING"), "{}", stderr(&out));
+}

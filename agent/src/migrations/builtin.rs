@@ -16,8 +16,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
-
+use super::error::{Error, Result};
 use super::{Context, Detection, Migration};
 
 /// The config schema this agent reads.
@@ -57,7 +56,7 @@ pub struct DemoFailing {
 }
 
 impl DemoFailing {
-    fn matches(&self, ctx: &Context) -> anyhow::Result<bool> {
+    fn matches(&self, ctx: &Context) -> Result<bool> {
         let Some(doc) = ConfigSchema::read(ctx)? else {
             return Ok(false);
         };
@@ -75,7 +74,7 @@ impl Migration for DemoFailing {
         "demo-config-tuning"
     }
 
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+    fn detect(&self, ctx: &Context) -> Result<Detection> {
         if !self.matches(ctx)? {
             return Ok(Detection::NotNeeded);
         }
@@ -85,19 +84,24 @@ impl Migration for DemoFailing {
         })
     }
 
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+    fn execute(&self, ctx: &Context) -> Result<()> {
         let Some(mut doc) = ConfigSchema::read(ctx)? else {
-            bail!("{}: config file is missing", ctx.config_path.display());
+            return Err(Error::Missing {
+                path: ctx.config_path.clone(),
+            });
         };
         doc["tuning"] = toml_edit::table();
         doc["tuning"]["io_depth"] = toml_edit::value(64);
         flotilla_signing::fs::write_atomic(&ctx.config_path, doc.to_string().as_bytes(), 0o600)
-            .with_context(|| format!("writing {}", ctx.config_path.display()))?;
-        Err(anyhow::anyhow!(
-            "the database's io scheduler refuses io_depth = 64 (demo: this migration fails on hosts labelled {})",
-            self.label
-        ))
-        .with_context(|| format!("applying [tuning] to {}", ctx.config_path.display()))
+            .map_err(Error::io("writing", &ctx.config_path))?;
+        Err(Error::Field {
+            path: ctx.config_path.clone(),
+            field: "tuning.io_depth".into(),
+            reason: format!(
+                "the database's io scheduler refuses io_depth = 64 (demo: this migration fails on hosts labelled {})",
+                self.label
+            ),
+        })
     }
 }
 
@@ -139,7 +143,7 @@ impl Migration for LegacyLayout {
         "legacy-layout"
     }
 
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+    fn detect(&self, ctx: &Context) -> Result<Detection> {
         let pairs = Self::pairs(ctx);
         if pairs.is_empty() {
             return Ok(Detection::NotNeeded);
@@ -147,12 +151,8 @@ impl Migration for LegacyLayout {
         let mut paths = Vec::new();
         for (legacy, current) in &pairs {
             paths.push(legacy.clone());
-            for entry in
-                fs::read_dir(legacy).with_context(|| format!("reading {}", legacy.display()))?
-            {
-                let name = entry
-                    .with_context(|| format!("reading {}", legacy.display()))?
-                    .file_name();
+            for entry in fs::read_dir(legacy).map_err(Error::io("reading", legacy))? {
+                let name = entry.map_err(Error::io("reading", legacy))?.file_name();
                 paths.push(current.join(&name));
                 paths.push(current.join(legacy_name(&name)));
             }
@@ -170,29 +170,25 @@ impl Migration for LegacyLayout {
         })
     }
 
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+    fn execute(&self, ctx: &Context) -> Result<()> {
         for (legacy, current) in Self::pairs(ctx) {
-            fs::create_dir_all(&current)
-                .with_context(|| format!("creating {}", current.display()))?;
-            for entry in
-                fs::read_dir(&legacy).with_context(|| format!("reading {}", legacy.display()))?
-            {
-                let entry = entry?;
+            fs::create_dir_all(&current).map_err(Error::io("creating", &current))?;
+            for entry in fs::read_dir(&legacy).map_err(Error::io("reading", &legacy))? {
+                let entry = entry.map_err(Error::io("reading", &legacy))?;
                 let from = entry.path();
                 let to = current.join(entry.file_name());
                 crate::fault::point("legacy-layout-move");
                 if !exists(&to)? {
                     move_path(&from, &to)?;
                 } else if same_file_contents(&from, &to)? {
-                    super::remove_any(&from)
-                        .with_context(|| format!("removing {}", from.display()))?;
+                    super::remove_any(&from).map_err(Error::io("removing", &from))?;
                 } else {
                     // Both exist and differ: the current one wins, the legacy one is kept beside it.
                     move_path(&from, &current.join(legacy_name(&entry.file_name())))?;
                 }
             }
-            fs::remove_dir(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
-            flotilla_signing::fs::sync_dir(&current)?;
+            fs::remove_dir(&legacy).map_err(Error::io("removing", &legacy))?;
+            flotilla_signing::fs::sync_dir(&current).map_err(Error::io("syncing", &current))?;
         }
         Ok(())
     }
@@ -202,41 +198,44 @@ fn legacy_name(name: &std::ffi::OsStr) -> String {
     format!("{}.legacy", name.to_string_lossy())
 }
 
-fn exists(p: &Path) -> anyhow::Result<bool> {
+fn exists(p: &Path) -> Result<bool> {
     match fs::symlink_metadata(p) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("checking {}", p.display())),
+        Err(e) => Err(Error::io("checking", p)(e)),
     }
 }
 
-fn same_file_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
-    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?);
+fn same_file_contents(a: &Path, b: &Path) -> Result<bool> {
+    let (ma, mb) = (
+        fs::symlink_metadata(a).map_err(Error::io("checking", a))?,
+        fs::symlink_metadata(b).map_err(Error::io("checking", b))?,
+    );
     if !(ma.is_file() && mb.is_file()) || ma.len() != mb.len() {
         return Ok(false);
     }
-    Ok(fs::read(a)? == fs::read(b)?)
+    Ok(fs::read(a).map_err(Error::io("reading", a))?
+        == fs::read(b).map_err(Error::io("reading", b))?)
 }
 
 /// Renames, or copies (keeping modes) and then removes across file systems.
-fn move_path(from: &Path, to: &Path) -> anyhow::Result<()> {
+fn move_path(from: &Path, to: &Path) -> Result<()> {
     match fs::rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(18) => {
             // EXDEV: another file system.
             let tmp = to.with_extension("migrating");
-            super::remove_any(&tmp)?;
+            super::remove_any(&tmp).map_err(Error::io("removing", &tmp))?;
             if let Err(e) = super::copy_tree(from, &tmp) {
                 // Leave nothing half-copied behind.
                 let _ = super::remove_any(&tmp);
-                return Err(e)
-                    .with_context(|| format!("copying {} to {}", from.display(), tmp.display()));
+                return Err(Error::io(format!("copying {} to", from.display()), &tmp)(e));
             }
             fs::rename(&tmp, to)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))?;
-            super::remove_any(from).with_context(|| format!("removing {}", from.display()))
+                .map_err(Error::io(format!("renaming {} to", tmp.display()), to))?;
+            super::remove_any(from).map_err(Error::io("removing", from))
         }
-        Err(e) => Err(e).with_context(|| format!("moving {} to {}", from.display(), to.display())),
+        Err(e) => Err(Error::io(format!("moving {} to", from.display()), to)(e)),
     }
 }
 
@@ -247,31 +246,37 @@ pub struct ConfigSchema {
 }
 
 impl ConfigSchema {
-    fn read(ctx: &Context) -> anyhow::Result<Option<toml_edit::DocumentMut>> {
+    fn read(ctx: &Context) -> Result<Option<toml_edit::DocumentMut>> {
         let text = match fs::read_to_string(&ctx.config_path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", ctx.config_path.display()))
-            }
+            Err(e) => return Err(Error::io("reading", &ctx.config_path)(e)),
         };
-        let doc = text
-            .parse::<toml_edit::DocumentMut>()
-            .with_context(|| format!("{}: not valid TOML", ctx.config_path.display()))?;
-        Ok(Some(doc))
+        Ok(Some(parse_toml(&text, &ctx.config_path)?))
     }
 }
 
-fn schema(doc: &toml_edit::DocumentMut, path: &Path) -> anyhow::Result<i64> {
+fn parse_toml(text: &str, path: &Path) -> Result<toml_edit::DocumentMut> {
+    text.parse().map_err(|source| Error::Toml {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn schema(doc: &toml_edit::DocumentMut, path: &Path) -> Result<i64> {
+    let bad = |reason: String| Error::Field {
+        path: path.to_owned(),
+        field: "config_schema".into(),
+        reason,
+    };
     match doc.get("config_schema") {
         None => Ok(1),
         Some(v) => match v.as_integer() {
             Some(n) if (1..=CONFIG_SCHEMA).contains(&n) => Ok(n),
-            Some(n) => bail!(
-                "{}: config_schema = {n} is newer than this agent understands ({CONFIG_SCHEMA})",
-                path.display()
-            ),
-            None => bail!("{}: config_schema must be an integer", path.display()),
+            Some(n) => Err(bad(format!(
+                "{n} is newer than this agent understands ({CONFIG_SCHEMA})"
+            ))),
+            None => Err(bad("must be an integer".into())),
         },
     }
 }
@@ -285,7 +290,7 @@ impl Migration for ConfigSchema {
         }
     }
 
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+    fn detect(&self, ctx: &Context) -> Result<Detection> {
         // A legacy config not yet moved is migrated after the move.
         let legacy = ctx
             .legacy_config_dir
@@ -293,10 +298,8 @@ impl Migration for ConfigSchema {
         let doc = match Self::read(ctx)? {
             Some(doc) => doc,
             None if legacy.exists() => {
-                let text = fs::read_to_string(&legacy)
-                    .with_context(|| format!("reading {}", legacy.display()))?;
-                text.parse()
-                    .with_context(|| format!("{}: not valid TOML", legacy.display()))?
+                let text = fs::read_to_string(&legacy).map_err(Error::io("reading", &legacy))?;
+                parse_toml(&text, &legacy)?
             }
             None => return Ok(Detection::NotNeeded),
         };
@@ -310,9 +313,11 @@ impl Migration for ConfigSchema {
         })
     }
 
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+    fn execute(&self, ctx: &Context) -> Result<()> {
         let Some(mut doc) = Self::read(ctx)? else {
-            bail!("{}: config file is missing", ctx.config_path.display());
+            return Err(Error::Missing {
+                path: ctx.config_path.clone(),
+            });
         };
         if schema(&doc, &ctx.config_path)? >= self.to {
             return Ok(()); // done before a crash
@@ -324,11 +329,10 @@ impl Migration for ConfigSchema {
                         rep.insert("enrollment_token_file", v);
                     }
                     if let Some(v) = rep.remove("fail_open") {
-                        let proceed = v.as_bool().with_context(|| {
-                            format!(
-                                "{}: reporter.fail_open must be true or false",
-                                ctx.config_path.display()
-                            )
+                        let proceed = v.as_bool().ok_or_else(|| Error::Field {
+                            path: ctx.config_path.clone(),
+                            field: "reporter.fail_open".into(),
+                            reason: "must be true or false".into(),
                         })?;
                         rep.insert(
                             "gate_unreachable",
@@ -344,7 +348,13 @@ impl Migration for ConfigSchema {
                     }
                 }
             }
-            n => bail!("no config migration to schema {n}"),
+            n => {
+                return Err(Error::Field {
+                    path: ctx.config_path.clone(),
+                    field: "config_schema".into(),
+                    reason: format!("this agent has no migration to schema {n}"),
+                })
+            }
         }
         doc["config_schema"] = toml_edit::value(self.to);
         crate::fault::point("config-schema-before-write");
@@ -352,7 +362,7 @@ impl Migration for ConfigSchema {
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .unwrap_or(0o600);
         flotilla_signing::fs::write_atomic(&ctx.config_path, doc.to_string().as_bytes(), mode)
-            .with_context(|| format!("writing {}", ctx.config_path.display()))
+            .map_err(Error::io("writing", &ctx.config_path))
     }
 }
 
@@ -370,7 +380,7 @@ pub const STATE_LAYOUT_1: &[(&str, &str)] = &[
 
 impl StateLayout {
     /// Layout-1 files in `dir`, as (old, new) paths under the state dir.
-    fn present_in(dir: &Path, state_dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    fn present_in(dir: &Path, state_dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
         let mut out = Vec::new();
         for (old, new) in STATE_LAYOUT_1 {
             if exists(&dir.join(old))? {
@@ -380,7 +390,7 @@ impl StateLayout {
         Ok(out)
     }
 
-    fn present(ctx: &Context) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    fn present(ctx: &Context) -> Result<Vec<(PathBuf, PathBuf)>> {
         Self::present_in(&ctx.state_dir, &ctx.state_dir)
     }
 }
@@ -390,7 +400,7 @@ impl Migration for StateLayout {
         "state-layout-2"
     }
 
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+    fn detect(&self, ctx: &Context) -> Result<Detection> {
         // A legacy state dir not yet moved is converted after the move.
         let mut present = Self::present(ctx)?;
         if present.is_empty() && ctx.legacy_state_dir.is_dir() {
@@ -419,18 +429,18 @@ impl Migration for StateLayout {
         })
     }
 
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+    fn execute(&self, ctx: &Context) -> Result<()> {
         for (old, new) in Self::present(ctx)? {
             crate::fault::point("state-layout-move");
             let dir = new.parent().unwrap_or(&ctx.state_dir).to_owned();
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
             if !exists(&new)? {
                 move_path(&old, &new)?;
             } else if new.ends_with("spool/events.jsonl") {
                 merge_spool(&old, &new)?;
-                fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+                fs::remove_file(&old).map_err(Error::io("removing", &old))?;
             } else if same_file_contents(&old, &new)? {
-                fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+                fs::remove_file(&old).map_err(Error::io("removing", &old))?;
             } else {
                 // Both exist and differ: the current one wins, the old one is kept beside it.
                 move_path(
@@ -438,9 +448,10 @@ impl Migration for StateLayout {
                     &new.with_file_name(legacy_name(new.file_name().unwrap_or_default())),
                 )?;
             }
-            flotilla_signing::fs::sync_dir(&dir)?;
+            flotilla_signing::fs::sync_dir(&dir).map_err(Error::io("syncing", &dir))?;
         }
-        flotilla_signing::fs::sync_dir(&ctx.state_dir)?;
+        flotilla_signing::fs::sync_dir(&ctx.state_dir)
+            .map_err(Error::io("syncing", &ctx.state_dir))?;
         Ok(())
     }
 }
@@ -448,14 +459,13 @@ impl Migration for StateLayout {
 /// Appends to the spool `into` the whole records of `from` whose event id it
 /// does not hold yet (so a run repeated after a crash adds nothing twice); a
 /// torn or unparsable line in `from` is skipped.
-fn merge_spool(from: &Path, into: &Path) -> anyhow::Result<()> {
+fn merge_spool(from: &Path, into: &Path) -> Result<()> {
     fn id_of(line: &str) -> Option<String> {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         Some(v.get("id")?.as_str()?.to_owned())
     }
-    let current =
-        fs::read_to_string(into).with_context(|| format!("reading {}", into.display()))?;
-    let old = fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+    let current = fs::read_to_string(into).map_err(Error::io("reading", into))?;
+    let old = fs::read_to_string(from).map_err(Error::io("reading", from))?;
     let known: std::collections::HashSet<String> = current.lines().filter_map(id_of).collect();
     let mut merged = String::with_capacity(current.len() + old.len());
     // A torn last record of the current spool is cut, as the spool itself would.
@@ -473,5 +483,5 @@ fn merge_spool(from: &Path, into: &Path) -> anyhow::Result<()> {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
         .unwrap_or(0o600);
     flotilla_signing::fs::write_atomic(into, merged.as_bytes(), mode)
-        .with_context(|| format!("writing {}", into.display()))
+        .map_err(Error::io("writing", into))
 }

@@ -30,6 +30,7 @@
 
 mod backup;
 pub mod builtin;
+mod error;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ use flotilla_protocol::{chain, Event, EventKind, EventStatus, Severity};
 use serde_json::{json, Map, Value};
 
 pub use backup::{copy_tree, remove_any};
+pub use error::{Error, Result};
 
 use crate::layout::Layout;
 pub use state::{Completed, InProgress, LastRun, MigrationState};
@@ -114,10 +116,10 @@ pub trait Migration: Send + Sync {
     /// Stable id, e.g. `config-schema-3`; recorded when completed.
     fn id(&self) -> &'static str;
     /// Detects whether this host needs it.
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection>;
+    fn detect(&self, ctx: &Context) -> Result<Detection>;
     /// Applies it. Must be safe to call again after a crash part-way
     /// (each step checks what is already done).
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()>;
+    fn execute(&self, ctx: &Context) -> Result<()>;
 }
 
 /// Per-migration detection outcome, for reports.
@@ -149,7 +151,8 @@ pub enum RunOutcome {
     Failed {
         /// The migration that failed.
         id: String,
-        /// Its error chain.
+        /// Its error chain ([`Error::Step`] first: the migration and the
+        /// version, then the file and the cause).
         chain: Vec<String>,
         /// Whether the host was put back as it was.
         restored: bool,
@@ -310,7 +313,7 @@ impl Report {
                     EventKind::MigrationExecution,
                     EventStatus::Failed,
                     format!(
-                        "migration {id} failed: {}; {}",
+                        "{}; {}",
                         chain.join(": "),
                         if *restored {
                             "backup restored, host left as it was".to_owned()
@@ -366,7 +369,7 @@ impl Report {
 ///
 /// Errors only when the migration state itself cannot be read or written;
 /// everything else is an [`RunOutcome`].
-pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Report> {
+pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> Result<Report> {
     let mut st = MigrationState::load(&ctx.state_dir)?;
     let mut detections = Vec::new();
     let mut needed: Vec<(&dyn Migration, Vec<PathBuf>)> = Vec::new();
@@ -381,7 +384,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                 detections.push((m.id().to_owned(), Detected::Needed(reason)));
                 needed.push((m.as_ref(), paths));
             }
-            Err(e) => detections.push((m.id().to_owned(), Detected::Failed(chain(e.as_ref())))),
+            Err(e) => detections.push((m.id().to_owned(), Detected::Failed(chain(&e)))),
         }
     }
     let mut paths: Vec<PathBuf> = Vec::new();
@@ -438,17 +441,14 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
                 sanitize(&ctx.to_version)
             );
             let dir = ctx.backups_dir().join(&name);
-            if let Err(e) = backup::create(&dir, &paths) {
-                let e =
-                    anyhow::Error::new(e).context(format!("writing the backup {}", dir.display()));
+            if let Err(source) = backup::create(&dir, &paths) {
+                let e = Error::Backup {
+                    path: dir.clone(),
+                    source,
+                };
                 *st.attempts.entry(ctx.to_version.clone()).or_default() += 1;
                 st.save(&ctx.state_dir)?;
-                return Ok(report(
-                    RunOutcome::BackupFailed {
-                        chain: chain(e.as_ref()),
-                    },
-                    paths,
-                ));
+                return Ok(report(RunOutcome::BackupFailed { chain: chain(&e) }, paths));
             }
             st.in_progress = Some(InProgress {
                 backup: PathBuf::from("backups").join(&name),
@@ -466,13 +466,17 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
     let mut ids = Vec::new();
     for (m, _) in &needed {
         if let Err(e) = m.execute(ctx) {
+            let e = Error::Step {
+                id: m.id().to_owned(),
+                version: ctx.to_version.clone(),
+                source: Box::new(e),
+            };
             let restore_error = match backup::restore(&backup_dir) {
                 Ok(()) => Vec::new(),
-                Err(re) => chain(
-                    anyhow::Error::new(re)
-                        .context(format!("restoring the backup {}", backup_dir.display()))
-                        .as_ref(),
-                ),
+                Err(source) => chain(&Error::Restore {
+                    path: backup_dir.clone(),
+                    source,
+                }),
             };
             let restored = restore_error.is_empty();
             let ip = st.in_progress.take().expect("in progress");
@@ -495,7 +499,7 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
             return Ok(report(
                 RunOutcome::Failed {
                     id: m.id().to_owned(),
-                    chain: chain(e.as_ref()),
+                    chain: chain(&e),
                     restored,
                     restore_error,
                     backup: backup_dir,
@@ -520,7 +524,8 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
     let ip = st.in_progress.take().expect("in progress");
     st.last_run = Some(LastRun::from(&ip));
     st.save(&ctx.state_dir)?;
-    backup::prune(&ctx.backups_dir(), ctx.keep_backups, Some(&backup_dir))?;
+    backup::prune(&ctx.backups_dir(), ctx.keep_backups, Some(&backup_dir))
+        .map_err(Error::io("pruning", &ctx.backups_dir()))?;
     Ok(report(
         RunOutcome::Completed {
             ids,
@@ -534,16 +539,15 @@ pub fn run(ctx: &Context, registry: &[Box<dyn Migration>]) -> anyhow::Result<Rep
 /// back): restores its backup and forgets its completions, so the previous
 /// version finds config and state as it left them. Returns whether there was
 /// anything to restore.
-pub fn restore_last_run(state_dir: &Path, version: &str) -> anyhow::Result<bool> {
+pub fn restore_last_run(state_dir: &Path, version: &str) -> Result<bool> {
     let mut st = MigrationState::load(state_dir)?;
     let run = match (&st.in_progress, &st.last_run) {
         (Some(ip), _) if ip.to_version == version => LastRun::from(ip),
         (_, Some(lr)) if lr.to_version == version => lr.clone(),
         _ => return Ok(false),
     };
-    backup::restore(&state_dir.join(&run.backup)).map_err(|e| {
-        anyhow::Error::new(e).context(format!("restoring {}", run.backup.display()))
-    })?;
+    let path = state_dir.join(&run.backup);
+    backup::restore(&path).map_err(|source| Error::Restore { path, source })?;
     for id in &run.completed {
         st.completed.remove(id);
     }

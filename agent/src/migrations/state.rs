@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
 
 /// File name under the state dir.
 pub const FILE: &str = "migrations.json";
@@ -95,23 +96,21 @@ pub struct MigrationState {
 
 impl MigrationState {
     /// Loads the state; a missing file is an empty state.
-    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+    pub fn load(state_dir: &Path) -> Result<Self> {
         let path = state_dir.join(FILE);
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("{}: not valid migration state", path.display())),
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::State { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => Err(Error::io("reading", &path)(e)),
         }
     }
 
     /// Saves atomically.
-    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
         let path = state_dir.join(FILE);
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-        let bytes = serde_json::to_vec_pretty(self)?;
+        std::fs::create_dir_all(state_dir).map_err(Error::io("creating", state_dir))?;
+        let bytes = serde_json::to_vec_pretty(self).expect("the migration state serialises");
         flotilla_signing::fs::write_atomic(&path, &bytes, 0o600)
-            .with_context(|| format!("writing {}", path.display()))
+            .map_err(Error::io("writing", &path))
     }
 }

@@ -31,7 +31,7 @@ impl Migration for WriteFile {
     fn id(&self) -> &'static str {
         self.id
     }
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+    fn detect(&self, ctx: &Context) -> Result<Detection> {
         let p = ctx.prefix.join(self.file);
         if fs::read_to_string(&p).ok().as_deref() == Some(self.text) {
             return Ok(Detection::NotNeeded);
@@ -41,13 +41,15 @@ impl Migration for WriteFile {
             paths: vec![p],
         })
     }
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            anyhow::bail!("disk on fire");
-        }
+    fn execute(&self, ctx: &Context) -> Result<()> {
         let p = ctx.prefix.join(self.file);
-        fs::create_dir_all(p.parent().unwrap())?;
-        fs::write(p, self.text)?;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::io("writing", &p)(std::io::Error::other(
+                "disk on fire",
+            )));
+        }
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, self.text).unwrap();
         Ok(())
     }
 }
@@ -147,7 +149,14 @@ fn failed_step_restores_backup_and_retries_are_bounded() {
             .find(|e| e.kind == EventKind::MigrationExecution)
             .unwrap();
         assert_eq!(exec.status, EventStatus::Failed);
-        assert_eq!(exec.details["error_chain"][0], "disk on fire");
+        assert_eq!(
+            exec.details["error_chain"],
+            serde_json::json!([
+                "migration m2 to 1.1.0 failed",
+                format!("writing {}", root.path().join("etc/b").display()),
+                "disk on fire"
+            ])
+        );
     }
     let st = MigrationState::load(&c.state_dir).unwrap();
     assert!(
@@ -319,6 +328,74 @@ fn config_schema_1_to_3_keeps_comments_and_unknown_tables() {
     );
 }
 
+/// A failed step's report names the migration, the version, the file, the
+/// field and the cause, outermost first, in the event's message and chain.
+#[test]
+fn a_failed_migration_names_its_step_the_file_and_the_cause() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ctx(root.path());
+    fs::create_dir_all(c.config_path.parent().unwrap()).unwrap();
+    let config = "[reporter]\nurl = \"https://r.example\"\nfail_open = \"maybe\"\n";
+    fs::write(&c.config_path, config).unwrap();
+    let r = run(&c, &builtin::registry()).unwrap();
+    let RunOutcome::Failed {
+        id,
+        chain,
+        restored,
+        ..
+    } = &r.outcome
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!((id.as_str(), *restored), ("config-schema-2", true));
+    let file = c.config_path.display().to_string();
+    assert_eq!(
+        chain,
+        &vec![
+            "migration config-schema-2 to 1.1.0 failed".to_owned(),
+            format!("{file}: reporter.fail_open: must be true or false"),
+        ]
+    );
+    let ev = r.events("a", &c, &Map::new());
+    let exec = ev
+        .iter()
+        .find(|e| e.kind == EventKind::MigrationExecution)
+        .unwrap();
+    assert_eq!(
+        exec.message,
+        format!(
+            "migration config-schema-2 to 1.1.0 failed: {file}: reporter.fail_open: must be \
+             true or false; backup restored, host left as it was"
+        )
+    );
+    assert_eq!(exec.details["error_chain"], serde_json::json!(chain));
+    assert_eq!(fs::read_to_string(&c.config_path).unwrap(), config);
+
+    // An io cause keeps its source: the file, then what the system said.
+    let e = Error::Step {
+        id: "config-schema-3".into(),
+        version: "1.1.0".into(),
+        source: Box::new(Error::io("writing", &c.config_path)(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        ))),
+    };
+    let chain = flotilla_protocol::chain(&e);
+    assert_eq!(chain[1], format!("writing {file}"));
+    assert!(chain[2].contains("permission denied"), "{chain:?}");
+    // A config that is not TOML: the file, then the parser's complaint.
+    fs::write(&c.config_path, "[reporter\n").unwrap();
+    let r = run(&c, &builtin::registry()).unwrap();
+    let Some((_, Detected::Failed(chain))) = r
+        .detections
+        .iter()
+        .find(|(_, d)| matches!(d, Detected::Failed(_)))
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(chain[0], format!("{file}: not valid TOML"));
+    assert!(chain.len() > 1, "the parser's complaint is kept: {chain:?}");
+}
+
 #[test]
 fn invalid_config_is_a_detection_failure_with_the_file_named() {
     let root = tempfile::tempdir().unwrap();
@@ -480,17 +557,19 @@ impl Migration for Wreck {
     fn id(&self) -> &'static str {
         "wreck"
     }
-    fn detect(&self, ctx: &Context) -> anyhow::Result<Detection> {
+    fn detect(&self, ctx: &Context) -> Result<Detection> {
         Ok(Detection::Needed {
             reason: "always".into(),
             paths: vec![ctx.config_path.clone()],
         })
     }
-    fn execute(&self, ctx: &Context) -> anyhow::Result<()> {
+    fn execute(&self, ctx: &Context) -> Result<()> {
         let dir = ctx.config_path.parent().unwrap();
-        fs::remove_dir_all(dir)?;
-        fs::write(dir, "not a directory")?;
-        anyhow::bail!("half-way through")
+        fs::remove_dir_all(dir).unwrap();
+        fs::write(dir, "not a directory").unwrap();
+        Err(Error::io("writing", dir)(std::io::Error::other(
+            "half-way through",
+        )))
     }
 }
 

@@ -76,15 +76,14 @@ impl Pass<'_> {
                     wave: None,
                     until: None,
                 });
-                self.record(
-                    format!("up to date ({release})"),
-                    Some(&release),
-                    None,
-                    None,
-                );
-                Next::Done(Ending::UpToDate {
+                let ending = Ending::UpToDate {
                     release: release.to_string(),
-                })
+                    pinned,
+                };
+                // `status` and the check-in say the same: "pinned to X"
+                // or "up to date (X)".
+                self.record(ending.describe(), Some(&release), None, None);
+                Next::Done(ending)
             }
             Decision::Defer(d) => Next::Done(self.defer(d)),
             Decision::Update(plan) => {

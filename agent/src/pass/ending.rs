@@ -10,6 +10,8 @@ pub enum Ending {
     UpToDate {
         /// The release.
         release: String,
+        /// Held there by a pin (`pins.toml`), not by the channel.
+        pinned: bool,
     },
     /// An update is known but not taken now.
     Deferred {
@@ -57,7 +59,11 @@ impl Ending {
     pub fn describe(&self) -> String {
         match self {
             Ending::Busy => "another pass is running; nothing done".into(),
-            Ending::UpToDate { release } => format!("up to date ({release})"),
+            Ending::UpToDate {
+                release,
+                pinned: true,
+            } => format!("pinned to {release}"),
+            Ending::UpToDate { release, .. } => format!("up to date ({release})"),
             Ending::Deferred { reason } => format!("update deferred: {reason}"),
             Ending::Installed { version } => {
                 format!("installed {version}; the next pass runs it and checks its health")

@@ -3,6 +3,7 @@
 //! and what the pass reports and does about them.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use flotilla_protocol::api::details;
 use flotilla_protocol::{Event, EventKind};
@@ -20,7 +21,7 @@ use crate::version::VERSION;
 /// The migration run of a pass: its context and report.
 pub(super) struct Migrated {
     ctx: migrations::Context,
-    report: std::result::Result<migrations::Report, String>,
+    report: std::result::Result<migrations::Report, Arc<migrations::Error>>,
 }
 
 /// Detects and runs the migrations this version needs, from the version
@@ -35,8 +36,7 @@ pub(super) fn run(config_path: &Path, sd: &StateDir) -> Migrated {
     let mut ctx =
         migrations::Context::new(config_path, &Layout::lenient(config_path), from, VERSION);
     ctx.state_dir = sd.root().to_owned();
-    let report =
-        migrations::run(&ctx, &migrations::builtin::registry()).map_err(|e| format!("{e:#}"));
+    let report = migrations::run(&ctx, &migrations::builtin::registry()).map_err(Arc::new);
     Migrated { ctx, report }
 }
 
@@ -77,11 +77,9 @@ impl Migrated {
                 }
                 failure
             }
-            Err(reason) => {
-                ev.migration_state_failed(reason, system);
-                Some(Error::Migration {
-                    reason: reason.clone(),
-                })
+            Err(e) => {
+                ev.migration_state_failed(e, system);
+                Some(Error::MigrationState { source: e.clone() })
             }
         }
     }

@@ -181,7 +181,7 @@ fn rejects_replayed_older_serial_over_git() {
     s.fleet
         .publisher(&["pin", "add", "--agent", &id, "--release", "1.0.0"]);
     s.fleet.sign();
-    assert!(s.host.pass().contains("up to date"));
+    assert!(s.host.pass().contains("pinned to 1.0.0"));
     // The older manifest (no pin: it would move the host to 2.0.0) comes back.
     s.fleet.put_manifest(&old);
     s.refused(
@@ -200,7 +200,7 @@ fn rejects_stale_manifest_from_a_mirror() {
     s.fleet
         .publisher(&["pin", "add", "--agent", &id, "--release", "1.0.0"]);
     s.fleet.sign();
-    assert!(s.host.pass().contains("up to date"));
+    assert!(s.host.pass().contains("pinned to 1.0.0"));
     // A mirror that has not caught up serves the previous manifest.
     s.server.knob("/manifest.json", Knob::Bytes(stale));
     s.refused(
@@ -306,7 +306,7 @@ fn recovers_from_a_compromised_release_key_by_rotating_it_out() {
     let huge = 1_000_000_000_000u64;
     let frozen = s.fleet.craft(|v| v["serial"] = json!(huge), &[&old]);
     s.fleet.put_manifest(&frozen);
-    assert!(s.host.pass().contains("up to date"));
+    assert!(s.host.pass().contains("pinned to 1.0.0"));
     assert_eq!(s.host.state()["highest_serial"], huge);
 
     // Recovery: root 2 (signed by the root key) replaces the release key,
@@ -318,7 +318,7 @@ fn recovers_from_a_compromised_release_key_by_rotating_it_out() {
     let first = s.fleet.craft(|v| v["serial"] = json!(1), &[&new]);
     s.fleet.put_manifest(&first);
     let out = s.host.pass();
-    assert!(out.contains("up to date"), "{out}");
+    assert!(out.contains("pinned to 1.0.0"), "{out}");
     let st = s.host.state();
     assert_eq!(
         (&st["highest_serial"], &st["root_version"]),

@@ -132,4 +132,16 @@ fn a_manual_halt_holds_the_agent_until_reopened_and_each_pass_checks_in() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // Pinned where it is: the pass, `status` and the check-in all say
+    // "pinned to", not "up to date" (issue 12).
+    fleet.publisher(&["pin", "add", "--agent", id, "--release", "2.0.0"]);
+    fleet.sign();
+    let out = host.pass();
+    assert!(out.contains("pinned to 2.0.0"), "{out}");
+    let a = wait_for_state(&reporter, id, HostState::Pinned);
+    assert_eq!(a.reason.as_deref(), Some("pinned to 2.0.0"));
+    let status = host.agent(&["status"], &[]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("pinned to 2.0.0"), "{status}");
 }

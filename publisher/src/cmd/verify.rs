@@ -4,6 +4,7 @@ use flotilla_publisher::history::Snapshot;
 use flotilla_publisher::verify::{self, Options, Scope};
 use flotilla_publisher::{git_sources, Store};
 
+use super::status::ReporterArgs;
 use super::{Global, Problems};
 
 /// Check the fleet repo; prints one line per problem and fails if there is any.
@@ -22,12 +23,18 @@ use super::{Global, Problems};
 /// write); the one exception is a signed/manifest.json that carries the
 /// release threshold with a serial at most 1000 above the base's (co-signers
 /// sign in the pull request).
+///
+/// --reporter also warns (without failing) about waves too thin for the
+/// halt gate to judge, as `plan` does: a wave before the last whose known
+/// agents, with those of the waves before it, number fewer than the
+/// channel's min_reports.
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
   flotilla-publisher verify --sources --base                 # a pull request, vs. its merge-base
   flotilla-publisher verify --sources --base origin/release  # … with another base
-  flotilla-publisher verify --check-artifacts --store s3://updates/fleet  # everything")]
+  flotilla-publisher verify --check-artifacts --store s3://updates/fleet  # everything
+  flotilla-publisher verify --sources --reporter https://reporter.example.com  # + thin waves")]
 pub struct Args {
     /// Check the sources alone (before signing).
     #[arg(long)]
@@ -43,6 +50,15 @@ pub struct Args {
     /// edited. Without REF: the merge-base of HEAD and origin/main (else main).
     #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
     base: Option<String>,
+    /// Also warn about waves too thin for the halt gate to judge, counting
+    /// the agents this reporter knows (as `plan` does; a read token is
+    /// enough). Without it, verify asks no reporter.
+    #[arg(long, value_name = "URL")]
+    reporter: Option<String>,
+    /// A file holding a reporter token (read or admin); refused unless mode
+    /// 0600 [default: the FLOTILLA_REPORTER_TOKEN environment variable].
+    #[arg(long, value_name = "F", requires = "reporter")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
@@ -71,6 +87,19 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<()> {
             now: g.now()?,
         },
     );
+    if let Some(url) = &args.reporter {
+        let client = ReporterArgs {
+            reporter: Some(url.clone()),
+            token_file: args.token_file.clone(),
+        }
+        .client(|| Ok(None))?;
+        // Sources that do not load are already a problem above.
+        if let Ok(sources) = repo.load_sources() {
+            for w in verify::thin_waves(&sources, &client.agents()?, g.now()?) {
+                eprintln!("WARNING: {w}");
+            }
+        }
+    }
     if !problems.is_empty() {
         return Err(Problems(problems).into());
     }

@@ -24,7 +24,7 @@ use crate::db::ingest::Batch;
 use crate::error::AppError;
 use crate::state::AppState;
 
-mod fast;
+pub mod fast;
 
 /// How far ahead of the reporter's clock an event may be.
 const MAX_CLOCK_AHEAD: chrono::Duration = chrono::Duration::days(1);
