@@ -13,6 +13,12 @@ use uuid::Uuid;
 /// Longest `agent_id`, in bytes.
 pub const MAX_AGENT_ID: usize = 128;
 
+/// Whether `s` holds a NUL character, which [`Event::validate`] refuses in
+/// every text field.
+pub fn has_nul(s: &str) -> bool {
+    s.as_bytes().contains(&0)
+}
+
 /// The one rule for agent ids, used by the agent's config, enrollment and
 /// events alike: 1–[`MAX_AGENT_ID`] bytes of ASCII letters, digits and
 /// `.`, `_`, `-`, `:`, `@` (an id appears in URLs and file names, so no
@@ -271,7 +277,10 @@ impl Event {
         }
     }
 
-    /// Checks the kind/status pairing and field sizes.
+    /// Checks what a reporter refuses: a status that is not one of the
+    /// kind's, a bad agent id, texts beyond their sizes or holding a NUL
+    /// character (PostgreSQL's `text` cannot store one, so no backend
+    /// takes it), `details` beyond [`MAX_DETAILS`].
     pub fn validate(&self) -> Result<(), EventError> {
         let err = |field, reason: String| Err(EventError { field, reason });
         if !self.kind.statuses().contains(&self.status) {
@@ -306,6 +315,21 @@ impl Event {
         ] {
             if v.as_ref().is_some_and(|s| s.len() > MAX_SHORT) {
                 return err(field, format!("at most {MAX_SHORT} bytes"));
+            }
+        }
+        for (field, v) in [
+            ("message", Some(&self.message)),
+            ("component", Some(&self.component)),
+            ("from_version", self.from_version.as_ref()),
+            ("to_version", self.to_version.as_ref()),
+            ("channel", self.channel.as_ref()),
+            ("wave", self.wave.as_ref()),
+        ] {
+            if v.is_some_and(|s| has_nul(s)) {
+                return err(
+                    field,
+                    "holds a NUL character (U+0000), which is not text to a database".into(),
+                );
             }
         }
         let details = serde_json::to_vec(&self.details)
@@ -344,6 +368,32 @@ mod tests {
             &"a".repeat(MAX_AGENT_ID + 1),
         ] {
             assert!(!valid_agent_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_nul_character_in_any_text_is_refused_naming_the_field() {
+        let base = Event::new(
+            "web-01",
+            EventKind::ManifestCheck,
+            EventStatus::Success,
+            "agent",
+            "ok",
+        );
+        assert!(base.validate().is_ok());
+        type Spoil = fn(&mut Event);
+        let cases: [(&str, Spoil); 4] = [
+            ("message", |e| e.message = "a\0b".into()),
+            ("component", |e| e.component = "\0".into()),
+            ("channel", |e| e.channel = Some("st\0able".into())),
+            ("to_version", |e| e.to_version = Some("1.0\0".into())),
+        ];
+        for (field, spoil) in cases {
+            let mut e = base.clone();
+            spoil(&mut e);
+            let err = e.validate().unwrap_err();
+            assert_eq!(err.field, field);
+            assert!(err.reason.contains("NUL"), "{}", err.reason);
         }
     }
 

@@ -143,6 +143,11 @@ impl CheckIn {
                 ),
             ));
         }
+        if crate::event::has_nul(&self.reason) {
+            // PostgreSQL's text cannot hold it: one agent's check-in would
+            // fail the write of every check-in written with it.
+            return Err(("reason", "holds a NUL character (U+0000)".into()));
+        }
         for (field, v) in [
             ("release", &self.release),
             ("wave", &self.wave),
@@ -165,6 +170,16 @@ impl CheckIn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_with_a_nul_character_is_refused() {
+        let c: CheckIn = serde_json::from_value(serde_json::json!({
+            "state": "on_release",
+            "reason": "up to date\u{0}",
+        }))
+        .unwrap();
+        assert_eq!(c.check().unwrap_err().0, "reason");
+    }
 
     #[test]
     fn names_round_trip_and_match_serde() {

@@ -63,8 +63,8 @@ impl Rng {
     /// A short string with some of JSON's and UTF-8's harder characters.
     fn text(&mut self, max: usize) -> String {
         const BITS: &[&str] = &[
-            "a", "Z", "0", " ", "-", ".", "\"", "\\", "/", "\n", "\t", "\u{0}", "\u{1f}", "é",
-            "日本", "😀", "\u{2028}", "\u{feff}",
+            "a", "Z", "0", " ", "-", ".", "\"", "\\", "/", "\n", "\t", "\u{1f}", "é", "日本", "😀",
+            "\u{2028}", "\u{feff}",
         ];
         let n = self.below(max + 1);
         (0..n).map(|_| *self.pick(BITS)).collect()
@@ -193,6 +193,25 @@ fn cases() -> Vec<(String, Vec<u8>)> {
             one(&mut rng, |e| e[field] = v.clone()),
         );
     }
+    // A NUL character, which no text field may hold (PostgreSQL cannot
+    // store it), but `details` may (it is JSON, escaped).
+    for field in [
+        "message",
+        "component",
+        "from_version",
+        "to_version",
+        "channel",
+        "wave",
+    ] {
+        add(
+            &format!("NUL in {field}"),
+            one(&mut rng, |e| e[field] = json!("a\u{0}b")),
+        );
+    }
+    add(
+        "NUL in details",
+        one(&mut rng, |e| e["details"]["x"] = json!("a\u{0}b")),
+    );
     // Missing fields (the optional ones may be absent).
     for field in [
         "id",

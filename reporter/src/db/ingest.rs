@@ -185,7 +185,7 @@ impl Batch {
         }
     }
 
-    fn opt<'a>(&'a self, t: &'a Option<Text>) -> Option<&'a str> {
+    pub(crate) fn opt<'a>(&'a self, t: &'a Option<Text>) -> Option<&'a str> {
         t.as_ref().map(|t| self.text(t))
     }
 
@@ -243,7 +243,7 @@ fn is_special(details: &Map<String, Value>) -> bool {
 
 /// The release an event is about: `details.release`, else `from_version`
 /// for a rollback, else `to_version`.
-fn event_release<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
+pub(crate) fn event_release<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
     if let Some(rel) = b.opt(&r.release) {
         return Some(rel);
     }
@@ -254,7 +254,7 @@ fn event_release<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
 }
 
 /// The version the agent runs according to this event, if it says.
-fn running_version<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
+pub(crate) fn running_version<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
     if let Some(v) = b.opt(&r.agent_version) {
         return Some(v);
     }
@@ -265,7 +265,7 @@ fn running_version<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
     }
 }
 
-fn labels_json(details: &Map<String, Value>) -> Option<String> {
+pub(crate) fn labels_json(details: &Map<String, Value>) -> Option<String> {
     match details.get(keys::LABELS) {
         Some(Value::Object(m)) if m.values().all(Value::is_string) => {
             Some(Value::Object(m.clone()).to_string())

@@ -19,13 +19,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use flotilla_protocol::api::details as keys;
 use flotilla_protocol::{EventKind, EventStatus, Severity};
 use serde_json::{Map, Value};
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use super::outbox;
+use crate::db::ingest::{event_release, labels_json, running_version};
 use crate::db::ingest::{release_state, stored_severity, Batch, IngestOutcome, ReleaseState, Row};
 use crate::db::DbError;
 use crate::notify::{Notice, Notifier};
@@ -81,43 +81,6 @@ const RELEASE_BOUND: &str =
          SELECT channel, release FROM agent_release WHERE agent_id = $1
          ORDER BY ts DESC, channel COLLATE \"C\" DESC, release COLLATE \"C\" DESC OFFSET $2)";
 
-/// The release an event is about: `details.release`, else `from_version`
-/// for a rollback, else `to_version` (as SQLite's ingest).
-fn event_release<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
-    if let Some(rel) = opt(b, &r.release) {
-        return Some(rel);
-    }
-    if r.kind == EventKind::UpdateRollback {
-        return opt(b, &r.from_version);
-    }
-    opt(b, &r.to_version)
-}
-
-/// The version the agent runs according to this event, if it says.
-fn running_version<'a>(b: &'a Batch, r: &'a Row) -> Option<&'a str> {
-    if let Some(v) = opt(b, &r.agent_version) {
-        return Some(v);
-    }
-    match (r.kind, r.status) {
-        (EventKind::UpdateHealthcheck, EventStatus::Success)
-        | (EventKind::UpdateRollback, EventStatus::Success) => opt(b, &r.to_version),
-        _ => None,
-    }
-}
-
-fn opt<'a>(b: &'a Batch, t: &'a Option<crate::db::ingest::Text>) -> Option<&'a str> {
-    t.as_ref().map(|t| b.text(t))
-}
-
-fn labels_json(details: &Map<String, Value>) -> Option<String> {
-    match details.get(keys::LABELS) {
-        Some(Value::Object(m)) if m.values().all(Value::is_string) => {
-            Some(Value::Object(m.clone()).to_string())
-        }
-        _ => None,
-    }
-}
-
 /// Stores the events of `batch` (already validated and checked to be
 /// `agent_id`'s) and updates the derived state; queues a notice for each
 /// new rollback and failed migration ([`outbox::queue`]). `now`: receipt
@@ -151,10 +114,10 @@ pub async fn ingest(
         severity.push(stored_severity(r.kind, r.severity).as_str());
         component.push(b.text(&r.component));
         message.push(b.text(&r.message));
-        from_version.push(opt(b, &r.from_version));
-        to_version.push(opt(b, &r.to_version));
-        channel_col.push(opt(b, &r.channel));
-        wave_col.push(opt(b, &r.wave));
+        from_version.push(b.opt(&r.from_version));
+        to_version.push(b.opt(&r.to_version));
+        channel_col.push(b.opt(&r.channel));
+        wave_col.push(b.opt(&r.wave));
         details.push(b.text(&r.details));
     }
     let text_arr = Type::TEXT_ARRAY;
@@ -211,10 +174,10 @@ pub async fn ingest(
         if let Some(v) = running_version(b, r) {
             version = Some(v);
         }
-        if let Some(ch) = opt(b, &r.channel) {
+        if let Some(ch) = b.opt(&r.channel) {
             channel = Some(ch);
         }
-        if let Some(w) = opt(b, &r.wave) {
+        if let Some(w) = b.opt(&r.wave) {
             wave = Some(w);
         }
         if let Some(l) = details.as_ref().and_then(labels_json) {
@@ -252,7 +215,7 @@ pub async fn ingest(
         let Some(release) = event_release(b, r) else {
             continue;
         };
-        let Some(ch) = opt(b, &r.channel).or(fallback_channel.as_deref()) else {
+        let Some(ch) = b.opt(&r.channel).or(fallback_channel.as_deref()) else {
             continue;
         };
         if let Some(s) = release_state(r.kind, r.status) {
@@ -269,7 +232,7 @@ pub async fn ingest(
                     (&release, t.clone()),
                     (&agent_id, t.clone()),
                     (&s.as_str(), t.clone()),
-                    (&opt(b, &r.wave).or(wave), t.clone()),
+                    (&b.opt(&r.wave).or(wave), t.clone()),
                     (&now, Type::INT8),
                     (&b.text(&r.message), t.clone()),
                 ],
@@ -287,7 +250,8 @@ pub async fn ingest(
         let notice = match (r.kind, r.status) {
             (EventKind::UpdateRollback, status) if notifier.wants("rollback") => Notice::Rollback {
                 agent_id: agent_id.to_owned(),
-                channel: opt(b, &r.channel)
+                channel: b
+                    .opt(&r.channel)
                     .or(fallback_channel.as_deref())
                     .map(Into::into),
                 release: event_release(b, r).map(Into::into),
@@ -299,7 +263,8 @@ pub async fn ingest(
             {
                 Notice::MigrationFailed {
                     agent_id: agent_id.to_owned(),
-                    channel: opt(b, &r.channel)
+                    channel: b
+                        .opt(&r.channel)
                         .or(fallback_channel.as_deref())
                         .map(Into::into),
                     release: event_release(b, r).map(Into::into),

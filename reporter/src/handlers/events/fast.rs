@@ -12,7 +12,7 @@ use std::fmt;
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{details as keys, MAX_BATCH_EVENTS};
-use flotilla_protocol::event::{valid_agent_id, MAX_DETAILS, MAX_MESSAGE, MAX_SHORT};
+use flotilla_protocol::event::{has_nul, valid_agent_id, MAX_DETAILS, MAX_MESSAGE, MAX_SHORT};
 use flotilla_protocol::{EventKind, EventStatus, Severity};
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -211,7 +211,10 @@ fn rows(body: &[u8], agent_id: &str) -> Option<Vec<Row>> {
         }
         _ => Text::Owned((**s).into()),
     };
-    let short = |s: &Option<Cow<str>>| s.as_ref().is_some_and(|s| s.len() > MAX_SHORT);
+    let short = |s: &Option<Cow<str>>| {
+        s.as_ref()
+            .is_some_and(|s| s.len() > MAX_SHORT || has_nul(s))
+    };
     let mut rows = Vec::with_capacity(wire.events.len());
     for e in &wire.events {
         // `Event::validate`, then the handler's own checks.
@@ -219,6 +222,8 @@ fn rows(body: &[u8], agent_id: &str) -> Option<Vec<Row>> {
             || !valid_agent_id(&e.agent_id)
             || e.message.len() > MAX_MESSAGE
             || e.component.len() > MAX_SHORT
+            || has_nul(&e.message)
+            || has_nul(&e.component)
             || short(&e.from_version)
             || short(&e.to_version)
             || short(&e.channel)
@@ -346,6 +351,8 @@ mod tests {
         same(with(|e| e["component"] = "c".repeat(MAX_SHORT + 1).into()));
         same(with(|e| e["message"] = "m".repeat(MAX_MESSAGE + 1).into()));
         same(with(|e| e["wave"] = "w".repeat(MAX_SHORT + 1).into()));
+        same(with(|e| e["message"] = "nul \u{0} here".into()));
+        same(with(|e| e["channel"] = "st\u{0}able".into()));
         same(with(|e| e["agent_id"] = "b".into()));
         same(with(|e| e["agent_id"] = "".into()));
         same(with(|e| e["status"] = "partial".into()));
