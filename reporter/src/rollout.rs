@@ -125,7 +125,10 @@ pub fn gate(
     }
 }
 
-/// Rollout progress per wave. `now` and `stale_after` in µs.
+/// Rollout progress per wave. `now` and `stale_after` in µs; `halted`: an
+/// operator's halt holds this release, so an agent whose turn came and that
+/// has not checked in since is held, as when the failure rate closes the
+/// gate.
 pub fn progress(
     channel: &str,
     release: &str,
@@ -133,6 +136,7 @@ pub fn progress(
     info: &ChannelInfo,
     now: i64,
     stale_after: i64,
+    halted: bool,
 ) -> RolloutProgress {
     let plan = |name: &str| {
         let (ws, start) = info.wave_function.as_ref()?;
@@ -165,7 +169,7 @@ pub fn progress(
         }
         c
     };
-    let closed = gate(channel, release, &counts, info).state == GateState::Closed;
+    let closed = halted || gate(channel, release, &counts, info).state == GateState::Closed;
     let now_t = crate::db::from_micros(now);
     let mut seen = std::collections::HashSet::new();
     for row in rows {
@@ -314,7 +318,7 @@ mod tests {
                 host_state: None,
             })
             .collect();
-        let p = progress("s", "2", &rows, &i, 0, 1_000_000);
+        let p = progress("s", "2", &rows, &i, 0, 1_000_000, false);
         let names: Vec<&str> = p.waves.iter().map(|w| w.wave.as_str()).collect();
         assert_eq!(names, ["canary", "all"], "no wave of another release");
         for w in &p.waves {
@@ -350,7 +354,15 @@ mod tests {
             row("f", None, "all", now, "2"),
             row("g", None, "other", now, "1"),
         ];
-        let p = progress("s", "2", &rows, &info(Some(0.1), None), now, 1_000_000);
+        let p = progress(
+            "s",
+            "2",
+            &rows,
+            &info(Some(0.1), None),
+            now,
+            1_000_000,
+            false,
+        );
         let names: Vec<&str> = p.waves.iter().map(|w| w.wave.as_str()).collect();
         assert_eq!(names, ["canary", "all", "other"]);
         let c = &p.waves[0];
@@ -362,5 +374,38 @@ mod tests {
         // the gate counts reported outcomes only: a (ok) and b (failed)
         assert_eq!((p.gate.reports, p.gate.failed), (2, 1));
         assert_eq!(p.gate.state, GateState::Closed);
+    }
+
+    #[test]
+    fn under_a_manual_halt_agents_whose_turn_came_are_held() {
+        let ws: Vec<Wave> = serde_json::from_value(serde_json::json!([
+            {"name": "all", "percent": 100.0, "after": "0s", "spread": "0s"},
+        ]))
+        .unwrap();
+        let start = "2026-01-01T00:00:00Z".parse().unwrap();
+        let i = ChannelInfo {
+            wave_function: Some((ws, start)),
+            ..info(None, None)
+        };
+        let now = crate::db::to_micros("2026-01-02T00:00:00Z".parse().unwrap());
+        let rows: Vec<RolloutRow> = (0..5)
+            .map(|n| RolloutRow {
+                agent_id: format!("h{n}"),
+                version: Some("1".into()),
+                wave: None,
+                latest_wave: None,
+                last_seen: Some(now),
+                state: None,
+                host_state: None,
+            })
+            .collect();
+        let open = progress("s", "2", &rows, &i, now, 1_000_000, false);
+        let halted = progress("s", "2", &rows, &i, now, 1_000_000, true);
+        let all = |p: &RolloutProgress| {
+            let w = p.waves.iter().find(|w| w.wave == "all").expect("wave all");
+            (w.waiting, w.held)
+        };
+        assert_eq!(all(&open), (5, 0));
+        assert_eq!(all(&halted), (5, 5));
     }
 }

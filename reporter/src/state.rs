@@ -176,6 +176,7 @@ impl AppState {
             &info,
             crate::db::now_micros(),
             stale,
+            self.halts.find(channel, release).is_some(),
         );
         if self.cacheable(channel, release) {
             self.notifier.observe_gate(&self.store, &p.gate);
