@@ -133,7 +133,7 @@ fn new_database_files_are_private() {
     let token = b.token(&[]);
     assert!(token.starts_with("flotilla-enroll-"), "{token}");
     for suffix in ["", "-wal", "-shm"] {
-        let f = std::path::PathBuf::from(format!("{}{suffix}", b.db.display()));
+        let f = std::path::PathBuf::from(format!("{}{suffix}", b.db.path().display()));
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
 }
