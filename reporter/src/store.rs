@@ -357,10 +357,12 @@ impl Store {
     // ---- queries ----
 
     /// Agents matching `f`, and how many match ([`db::queries::agents`]).
+    /// On PostgreSQL the count and the page are two statements: one
+    /// snapshot, so the total agrees with the page while check-ins land.
     pub async fn agents(&self, f: AgentFilter) -> Result<(Vec<AgentSummary>, u64), DbError> {
         match self {
             Store::Sqlite(s) => s.reader.read(move |c| db::queries::agents(c, &f)).await,
-            Store::Postgres(p) => pg_read!(p, |c| db::pg::queries::agents(c, &f)),
+            Store::Postgres(p) => pg_snapshot!(p, |c| db::pg::queries::agents(c, &f)),
         }
     }
 

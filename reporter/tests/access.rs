@@ -9,11 +9,20 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Binary, ADMIN};
+use common::{both, Backend, Binary, ADMIN};
 use flotilla_protocol::api::{AgentList, EnrollResponse, Gate, RolloutList, RolloutProgress};
 use flotilla_protocol::{EventKind, EventStatus};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
+
+both!(
+    #[tokio::test];
+    a_read_token_reads_status_and_plan_data_and_every_write_is_refused,
+    one_enrollment_token_cannot_enroll_a_crowd_and_the_page_shows_who_enrolled_whom,
+    a_revoked_agent_stays_out_until_readmitted_and_a_squatted_id_can_be_released,
+    half_sent_requests_are_closed_and_healthz_answers_through_a_flood,
+    failed_logins_and_tokens_lock_out_only_their_own_address,
+);
 
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address is
 /// loopback on Linux).
@@ -37,17 +46,19 @@ async fn login(c: &reqwest::Client, b: &Binary, token: &str) -> reqwest::Respons
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_read_token_reads_status_and_plan_data_and_every_write_is_refused() {
+async fn a_read_token_reads_status_and_plan_data_and_every_write_is_refused(backend: Backend) {
     // The reporter lists only the rollouts of a manifest it verified.
     let store = tempfile::tempdir().unwrap();
     let fleet = common::SignedFleet::new(store.path());
     fleet.publish("1.1.0", 0.5, 2);
-    let b = Binary::start(&format!(
-        "manifest = {:?}\ntrust_root = {:?}\n",
-        fleet.manifest_path().display().to_string(),
-        fleet.root_path().display().to_string()
-    ));
+    let b = Binary::on(
+        &backend,
+        &format!(
+            "manifest = {:?}\ntrust_root = {:?}\n",
+            fleet.manifest_path().display().to_string(),
+            fleet.root_path().display().to_string()
+        ),
+    );
     let http = client_from("127.0.0.1");
     let enroll = b.token(&["--uses", "2"]);
     let r = b.enroll(&http, &enroll, "web-01").await;
@@ -147,9 +158,10 @@ async fn a_read_token_reads_status_and_plan_data_and_every_write_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn one_enrollment_token_cannot_enroll_a_crowd_and_the_page_shows_who_enrolled_whom() {
-    let b = Binary::start("enroll_burst = 5.0\nenroll_per_minute = 1.0\n");
+async fn one_enrollment_token_cannot_enroll_a_crowd_and_the_page_shows_who_enrolled_whom(
+    backend: Backend,
+) {
+    let b = Binary::on(&backend, "enroll_burst = 5.0\nenroll_per_minute = 1.0\n");
     let http = client_from("127.0.0.1");
     // without flags: one agent, one day
     let (ok, plain, err) = b.cli(&["token", "create", "--note", "default"]);
@@ -218,9 +230,10 @@ async fn one_enrollment_token_cannot_enroll_a_crowd_and_the_page_shows_who_enrol
     assert!(row.contains(r#"<td class="agents">3</td>"#), "{row}");
 }
 
-#[tokio::test]
-async fn a_revoked_agent_stays_out_until_readmitted_and_a_squatted_id_can_be_released() {
-    let b = Binary::start("");
+async fn a_revoked_agent_stays_out_until_readmitted_and_a_squatted_id_can_be_released(
+    backend: Backend,
+) {
+    let b = Binary::on(&backend, "");
     let http = client_from("127.0.0.1");
     let shared = b.token(&["--uses", "10"]);
     let r = b.enroll(&http, &shared, "web-07").await;
@@ -280,10 +293,10 @@ fn read_to_close(mut s: TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
-#[tokio::test]
-async fn half_sent_requests_are_closed_and_healthz_answers_through_a_flood() {
+async fn half_sent_requests_are_closed_and_healthz_answers_through_a_flood(backend: Backend) {
     // 64 file descriptors, at most 16 connections served at once.
-    let b = Binary::start_with(
+    let b = Binary::on_with(
+        &backend,
         "max_connections = 16\nheader_read_timeout = \"1s\"\nrequest_timeout = \"2s\"\n",
         Some(64),
     );
@@ -327,9 +340,9 @@ async fn half_sent_requests_are_closed_and_healthz_answers_through_a_flood() {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
 }
 
-#[tokio::test]
-async fn failed_logins_and_tokens_lock_out_only_their_own_address() {
-    let b = Binary::start(
+async fn failed_logins_and_tokens_lock_out_only_their_own_address(backend: Backend) {
+    let b = Binary::on(
+        &backend,
         "auth_failure_burst = 5.0\nauth_failures_per_minute = 1.0\n\
          trusted_proxies = [\"127.0.0.3\"]\npublic_url = \"https://reporter.example.com/\"\n",
     );

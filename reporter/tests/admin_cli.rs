@@ -6,20 +6,27 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::run_cli as run;
+use common::{both, run_cli as run, Backend};
 
-#[test]
-fn token_subcommands_print_once_list_real_states_and_revoke() {
+both!(
+    #[tokio::test];
+    token_subcommands_print_once_list_real_states_and_revoke,
+);
+
+async fn token_subcommands_print_once_list_real_states_and_revoke(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
-    let db = db.to_str().unwrap();
-    let (ok, _, err) = run(&["init", "--db", db]);
+    let db = backend.fresh(dir.path());
+    // `ARGS --db ...`
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(db.args().iter().map(|a| a.to_str().unwrap().to_owned()));
+        run(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (ok, _, err) = run(&["init"]);
     assert!(ok, "{err}");
     let (ok, token, err) = run(&[
         "token",
         "create",
-        "--db",
-        db,
         "--expires",
         "7d",
         "--uses",
@@ -34,32 +41,24 @@ fn token_subcommands_print_once_list_real_states_and_revoke() {
         "stdout is the token only: {token:?}"
     );
     assert!(err.contains("shown only now"));
-    let (ok, short, _) = run(&["token", "create", "--db", db, "--expires", "1s"]);
+    let (ok, short, _) = run(&["token", "create", "--expires", "1s"]);
     assert!(ok);
     assert!(!short.trim().is_empty());
 
     // expire the second one, revoke a third
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute(
-        "UPDATE enrollment_tokens SET expires_at = 1 WHERE note = ''",
-        [],
-    )
-    .unwrap();
-    let (_, _, _) = run(&["token", "create", "--db", db, "--note", "to revoke"]);
-    let id: String = conn
-        .query_row(
-            "SELECT id FROM enrollment_tokens WHERE note = 'to revoke'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let (ok, _, err) = run(&["token", "revoke", "--db", db, &id]);
+    db.execute("UPDATE enrollment_tokens SET expires_at = 1 WHERE note = ''")
+        .await;
+    let (_, _, _) = run(&["token", "create", "--note", "to revoke"]);
+    let id = &db
+        .rows("SELECT id FROM enrollment_tokens WHERE note = 'to revoke'")
+        .await[0][0];
+    let (ok, _, err) = run(&["token", "revoke", id]);
     assert!(ok, "{err}");
-    let (ok, _, err) = run(&["token", "revoke", "--db", db, "nope"]);
+    let (ok, _, err) = run(&["token", "revoke", "nope"]);
     assert!(!ok);
     assert!(err.contains("no token nope"), "{err}");
 
-    let (ok, list, _) = run(&["token", "list", "--db", db]);
+    let (ok, list, _) = run(&["token", "list"]);
     assert!(ok);
     let line = |note: &str| {
         list.lines()
@@ -73,7 +72,7 @@ fn token_subcommands_print_once_list_real_states_and_revoke() {
     assert!(list.contains("expired"), "{list}");
     assert!(!list.contains(token), "the secret is never shown again");
 
-    let (ok, _, err) = run(&["agent", "revoke", "--db", db, "ghost"]);
+    let (ok, _, err) = run(&["agent", "revoke", "ghost"]);
     assert!(!ok);
     assert!(err.contains("no agent ghost"), "{err}");
 }
@@ -133,7 +132,7 @@ fn new_database_files_are_private() {
     let token = b.token(&[]);
     assert!(token.starts_with("flotilla-enroll-"), "{token}");
     for suffix in ["", "-wal", "-shm"] {
-        let f = std::path::PathBuf::from(format!("{}{suffix}", b.db.display()));
+        let f = std::path::PathBuf::from(format!("{}{suffix}", b.db.path().display()));
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
 }

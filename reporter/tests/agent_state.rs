@@ -5,13 +5,17 @@
 mod common;
 
 use chrono::Duration;
-use common::{event, Server};
+use common::{both, event, Backend, Server};
 use flotilla_protocol::api::AgentSummary;
 use flotilla_protocol::{EventKind, EventStatus};
 
-#[tokio::test]
-async fn the_agent_row_follows_receipt_order_not_the_agents_clock() {
-    let s = Server::start().await;
+both!(
+    #[tokio::test];
+    the_agent_row_follows_receipt_order_not_the_agents_clock,
+);
+
+async fn the_agent_row_follows_receipt_order_not_the_agents_clock(backend: Backend) {
+    let s = Server::on(&backend).await;
     let t = s.enroll("web-01").await;
     // a clock 23 hours ahead
     let mut ahead = event("web-01", EventKind::AgentStartup, EventStatus::Success);

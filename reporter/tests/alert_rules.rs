@@ -5,9 +5,16 @@
 
 mod common;
 
+use common::{both, Backend};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+both!(
+    #[tokio::test];
+    the_rules_and_the_dashboard_name_only_metrics_the_reporter_serves,
+);
 
 fn dist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dist")
@@ -77,9 +84,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-#[tokio::test]
-async fn the_rules_and_the_dashboard_name_only_metrics_the_reporter_serves() {
-    let s = common::Server::start().await;
+async fn the_rules_and_the_dashboard_name_only_metrics_the_reporter_serves(backend: Backend) {
+    let s = common::Server::on(&backend).await;
     let served = s.admin_get("/metrics").await.text().await.unwrap();
     let served: BTreeSet<String> = served
         .lines()

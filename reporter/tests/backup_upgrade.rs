@@ -66,7 +66,7 @@ async fn backup_while_serving_holds_every_event_acknowledged_before_it() {
     let copy = b.dir.path().join("backup.sqlite");
     let copy_s = copy.to_str().unwrap().to_owned();
     let (ok, _, err) = tokio::task::spawn_blocking({
-        let db = b.db.to_str().unwrap().to_owned();
+        let db = b.db.path().to_str().unwrap().to_owned();
         move || run_cli(&["backup", "--db", &db, "--to", &copy_s])
     })
     .await
@@ -159,7 +159,8 @@ async fn a_database_of_the_previous_release_is_migrated_and_served() {
     let admin = dir.path().join("admin.token");
     std::fs::write(&admin, fixture_token("admin")).unwrap();
     std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (mut child, url) = common::spawn_serve(&db, &admin, &[], None);
+    let (mut child, url) =
+        common::spawn_serve(&common::TestDb::Sqlite(db.clone()), &admin, &[], None);
     assert_eq!(user_version(&db), schema::VERSION, "migrated from {found}");
 
     let http = reqwest::Client::new();

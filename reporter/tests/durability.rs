@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 
-use common::{enroll_request, event, wait_until};
+use common::{both, enroll_request, event, wait_until, Backend, TestDb};
 use flotilla_protocol::api::{EnrollResponse, EventsAccepted};
 use flotilla_protocol::{Event, EventKind, EventStatus};
 use uuid::Uuid;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 const AGENTS: usize = 4;
 const BATCH: usize = 50;
 
-fn spawn(db: &Path, admin: &Path) -> (Child, String) {
+fn spawn(db: &TestDb, admin: &Path) -> (Child, String) {
     common::spawn_serve(db, admin, &[], None)
 }
 
@@ -30,15 +30,20 @@ fn batch(agent: &str) -> Vec<Event> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkilled_reporter_loses_no_acknowledged_event() {
+both!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)];
+    sigkilled_reporter_loses_no_acknowledged_event,
+);
+
+async fn sigkilled_reporter_loses_no_acknowledged_event(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("reporter.db");
+    let db = backend.fresh(dir.path());
     let admin = dir.path().join("admin.token");
     common::write_admin_token(&admin);
-    let conn = flotilla_reporter::db::open_writer(&db, Default::default()).unwrap();
-    let (_, enrollment) = flotilla_reporter::db::tokens::create(&conn, None, None, "").unwrap();
-    drop(conn);
+    let (_, enrollment) = db
+        .with_store(|st| async move { st.token_create(None, None, String::new()).await })
+        .await
+        .unwrap();
 
     let (mut child, url) = spawn(&db, &admin);
     let http = reqwest::Client::new();
@@ -97,17 +102,11 @@ async fn sigkilled_reporter_loses_no_acknowledged_event() {
 
     // Restart on the same database: every acknowledged event is there.
     let (mut child, url) = spawn(&db, &admin);
-    let stored: HashSet<Uuid> = {
-        let conn = flotilla_reporter::db::open_reader(&db).unwrap();
-        let mut st = conn.prepare("SELECT id FROM events").unwrap();
-        st.query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .unwrap()
-            .map(|id| Uuid::from_slice(&id.unwrap()).unwrap())
-            .collect()
-    };
+    let stored: HashSet<Uuid> = db.event_ids().await.into_iter().collect();
     let lost = acked.difference(&stored).count();
     eprintln!(
-        "acknowledged {} events, {} stored after SIGKILL, {} lost",
+        "{}: acknowledged {} events, {} stored after SIGKILL, {} lost",
+        db.name(),
         acked.len(),
         stored.len(),
         lost
@@ -129,10 +128,7 @@ async fn sigkilled_reporter_loses_no_acknowledged_event() {
         assert_eq!(a.new + a.duplicates, BATCH);
         redelivered_new += a.new;
     }
-    let total: i64 = flotilla_reporter::db::open_reader(&db)
-        .unwrap()
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let total = db.scalar("SELECT count(*) FROM events").await;
     assert_eq!(total as usize, stored.len() + redelivered_new);
     // every event is stored exactly once: acknowledged before the kill, or
     // in flight (committed or not) and redelivered now

@@ -6,10 +6,17 @@
 
 mod common;
 
-use common::{update, Server, SignedFleet};
+use common::{both, update, Backend, Server, SignedFleet};
 use flotilla_protocol::api::{ApiError, Gate, GateState, Halt, HaltList, RolloutList};
 use flotilla_protocol::{EventKind, EventStatus};
 use serde_json::{json, Value};
+
+both!(
+    #[tokio::test];
+    an_admin_halts_a_channel_agents_obey_and_it_reopens,
+    reopening_never_opens_a_gate_the_failure_rate_closed,
+    only_the_admin_halts_and_bad_requests_name_the_field,
+);
 
 async fn post(s: &Server, token: &str, path: &str, body: Value) -> reqwest::Response {
     s.http
@@ -33,18 +40,12 @@ async fn gate(s: &Server, token: &str, release: &str) -> Gate {
     r.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn an_admin_halts_a_channel_agents_obey_and_it_reopens() {
+async fn an_admin_halts_a_channel_agents_obey_and_it_reopens(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 2);
-    let db = dir.path().join("r.db");
-    let (fleet2, db2) = (&fleet, db.clone());
-    let s = Server::start_with(|st| {
-        fleet2.configure(st);
-        st.db = db2.into();
-    })
-    .await;
+    let db = backend.fresh(dir.path());
+    let s = Server::on_db(&db, |st| fleet.configure(st)).await;
     let agent = s.enroll("a1").await;
     assert_eq!(gate(&s, &agent, "2.0.0").await.state, GateState::Open);
 
@@ -90,11 +91,7 @@ async fn an_admin_halts_a_channel_agents_obey_and_it_reopens() {
 
     // Kept across a restart.
     s.stop().await;
-    let s = Server::start_with(|st| {
-        fleet.configure(st);
-        st.db = db.clone().into();
-    })
-    .await;
+    let s = Server::on_db(&db, |st| fleet.configure(st)).await;
     assert_eq!(gate(&s, &agent, "2.0.0").await.state, GateState::Closed);
 
     // Reopened: open again, and the record says who reopened it.
@@ -133,12 +130,11 @@ async fn an_admin_halts_a_channel_agents_obey_and_it_reopens() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn reopening_never_opens_a_gate_the_failure_rate_closed() {
+async fn reopening_never_opens_a_gate_the_failure_rate_closed(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.3, 2);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let r = post(
         &s,
         common::ADMIN,
@@ -187,14 +183,15 @@ async fn reopening_never_opens_a_gate_the_failure_rate_closed() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn only_the_admin_halts_and_bad_requests_name_the_field() {
+async fn only_the_admin_halts_and_bad_requests_name_the_field(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 2);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
-    let (_, read) =
-        flotilla_reporter::db::tokens::create_read(&s.conn(), None, "dashboards").unwrap();
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
+    let (_, read) = s
+        .store(|st| async move { st.token_create_read(None, "dashboards".into()).await })
+        .await
+        .unwrap();
     let agent = s.enroll("a1").await;
     let body = json!({"channel": "stable", "reason": "x"});
     assert_eq!(

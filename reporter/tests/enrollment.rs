@@ -2,14 +2,23 @@
 
 mod common;
 
-use common::{enroll_request, Server};
+use common::{both, enroll_request, Backend, Server};
 use flotilla_protocol::api::{ApiError, EnrollResponse};
 use flotilla_protocol::{EventKind, EventStatus};
 
-#[tokio::test]
-async fn enrolls_with_an_active_token_and_counts_its_uses() {
-    let s = Server::start().await;
-    let (id, token) = s.enrollment_token(Some(2));
+both!(
+    #[tokio::test];
+    enrolls_with_an_active_token_and_counts_its_uses,
+    refuses_unknown_expired_used_up_and_revoked_tokens,
+    refuses_to_let_another_enrollment_take_over_an_agent_id,
+    retried_enrollment_with_the_agents_own_token_is_idempotent,
+    released_agent_gets_401_and_may_enroll_again_with_a_new_token,
+);
+
+async fn enrolls_with_an_active_token_and_counts_its_uses(backend: Backend) {
+    let s = Server::on(&backend).await;
+    let (id, token) = s.enrollment_token(Some(2)).await;
+    let mut agent_tokens = Vec::new();
     for agent in ["web-01", "web-02"] {
         let r = s.enroll_raw(&enroll_request(&token, agent)).await;
         assert_eq!(r.status(), 201);
@@ -18,6 +27,7 @@ async fn enrolls_with_an_active_token_and_counts_its_uses() {
             &body.agent_token
         ));
         assert!(!body.already_enrolled);
+        agent_tokens.push(body.agent_token);
     }
     let r = s.enroll_raw(&enroll_request(&token, "web-03")).await;
     assert_eq!(r.status(), 401);
@@ -27,7 +37,7 @@ async fn enrolls_with_an_active_token_and_counts_its_uses() {
         .unwrap()
         .error
         .contains("used up"));
-    let list = flotilla_reporter::db::tokens::list(&s.conn()).unwrap();
+    let list = s.tokens().await;
     let t = list.iter().find(|t| t.id == id).unwrap();
     assert_eq!(t.uses, 2);
     assert_eq!(
@@ -35,21 +45,22 @@ async fn enrolls_with_an_active_token_and_counts_its_uses() {
         flotilla_reporter::db::tokens::TokenState::UsedUp
     );
     // agent tokens are stored only as hashes
-    let stored: Vec<String> = s
-        .conn()
-        .prepare("SELECT token_hash FROM agents")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(stored.len(), 2);
+    let hashed =
+        s.db.scalar("SELECT count(*) FROM agents WHERE token_hash IS NOT NULL")
+            .await;
+    assert_eq!(hashed, 2);
+    let plain =
+        s.db.scalar(&format!(
+            "SELECT count(*) FROM agents WHERE token_hash IN ('{}', '{}')",
+            agent_tokens[0], agent_tokens[1]
+        ))
+        .await;
+    assert_eq!(plain, 0);
     s.stop().await;
 }
 
-#[tokio::test]
-async fn refuses_unknown_expired_used_up_and_revoked_tokens() {
-    let s = Server::start().await;
+async fn refuses_unknown_expired_used_up_and_revoked_tokens(backend: Backend) {
+    let s = Server::on(&backend).await;
     let expect = |r: reqwest::Response, word: &'static str| async move {
         assert_eq!(r.status(), 401);
         let e: ApiError = r.json().await.unwrap();
@@ -62,30 +73,33 @@ async fn refuses_unknown_expired_used_up_and_revoked_tokens() {
     )
     .await;
 
-    let (id, token) = s.enrollment_token(None);
-    s.conn()
-        .execute(
-            "UPDATE enrollment_tokens SET expires_at = 1 WHERE id = ?1",
-            [&id],
-        )
-        .unwrap();
+    let (id, token) = s.enrollment_token(None).await;
+    // token ids are generated hex, safe inline
+    s.db.execute(&format!(
+        "UPDATE enrollment_tokens SET expires_at = 1 WHERE id = '{id}'"
+    ))
+    .await;
     expect(s.enroll_raw(&enroll_request(&token, "a1")).await, "expired").await;
 
-    let (_, once) = s.enrollment_token(Some(1));
+    let (_, once) = s.enrollment_token(Some(1)).await;
     assert_eq!(
         s.enroll_raw(&enroll_request(&once, "a2")).await.status(),
         201
     );
     expect(s.enroll_raw(&enroll_request(&once, "a3")).await, "used up").await;
 
-    let (id, token) = s.enrollment_token(None);
-    assert!(flotilla_reporter::db::tokens::revoke(&s.conn(), &id).unwrap());
+    let (id, token) = s.enrollment_token(None).await;
+    assert!(s
+        .store(|st| async move { st.token_revoke(id).await })
+        .await
+        .unwrap());
     expect(s.enroll_raw(&enroll_request(&token, "a4")).await, "revoked").await;
 
     // `token list` shows the real state of each
     let now = chrono::Utc::now();
-    let states: Vec<String> = flotilla_reporter::db::tokens::list(&s.conn())
-        .unwrap()
+    let states: Vec<String> = s
+        .tokens()
+        .await
         .iter()
         .map(|t| t.state(now).to_string())
         .collect();
@@ -95,11 +109,10 @@ async fn refuses_unknown_expired_used_up_and_revoked_tokens() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn refuses_to_let_another_enrollment_take_over_an_agent_id() {
-    let s = Server::start().await;
+async fn refuses_to_let_another_enrollment_take_over_an_agent_id(backend: Backend) {
+    let s = Server::on(&backend).await;
     let first = s.enroll("web-01").await;
-    let (_, other) = s.enrollment_token(None);
+    let (_, other) = s.enrollment_token(None).await;
     let r = s.enroll_raw(&enroll_request(&other, "web-01")).await;
     assert_eq!(r.status(), 409);
     let e: ApiError = r.json().await.unwrap();
@@ -124,10 +137,9 @@ async fn refuses_to_let_another_enrollment_take_over_an_agent_id() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn retried_enrollment_with_the_agents_own_token_is_idempotent() {
-    let s = Server::start().await;
-    let (id, once) = s.enrollment_token(Some(1));
+async fn retried_enrollment_with_the_agents_own_token_is_idempotent(backend: Backend) {
+    let s = Server::on(&backend).await;
+    let (id, once) = s.enrollment_token(Some(1)).await;
     let mine = "c0".repeat(32);
     let mut req = enroll_request(&once, "db-01");
     req.agent_token = Some(mine.clone());
@@ -140,7 +152,7 @@ async fn retried_enrollment_with_the_agents_own_token_is_idempotent() {
     let body: EnrollResponse = r.json().await.unwrap();
     assert_eq!(body.agent_token, mine);
     assert!(body.already_enrolled);
-    let t = flotilla_reporter::db::tokens::list(&s.conn()).unwrap();
+    let t = s.tokens().await;
     assert_eq!(t.iter().find(|t| t.id == id).unwrap().uses, 1);
     // malformed proposals are refused
     req.agent_token = Some("short".into());
@@ -153,18 +165,20 @@ async fn retried_enrollment_with_the_agents_own_token_is_idempotent() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn released_agent_gets_401_and_may_enroll_again_with_a_new_token() {
-    let s = Server::start().await;
+async fn released_agent_gets_401_and_may_enroll_again_with_a_new_token(backend: Backend) {
+    let s = Server::on(&backend).await;
     let old = s.enroll("web-07").await;
-    assert!(flotilla_reporter::db::tokens::release_agent(&s.conn(), "web-07").unwrap());
+    assert!(s
+        .store(|st| async move { st.release_agent("web-07".into()).await })
+        .await
+        .unwrap());
     let e = common::event("web-07", EventKind::AgentStartup, EventStatus::Success);
     assert_eq!(
         s.post_events(&old, std::slice::from_ref(&e)).await.status(),
         401
     );
     // the revoked token can never come back
-    let (_, token) = s.enrollment_token(None);
+    let (_, token) = s.enrollment_token(None).await;
     let mut req = enroll_request(&token, "web-07");
     req.agent_token = Some(old.clone());
     assert_eq!(s.enroll_raw(&req).await.status(), 409);

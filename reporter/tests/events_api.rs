@@ -2,14 +2,24 @@
 
 mod common;
 
-use common::{event, Server};
+use common::{both, event, Backend, Server};
 use flotilla_protocol::api::{ApiError, EventPage, EventsAccepted, MAX_BATCH_BYTES};
 use flotilla_protocol::{EventKind, EventStatus};
 use flotilla_reporter::settings::RateLimit;
 
-#[tokio::test]
-async fn rejects_invalid_events_naming_the_event_and_field() {
-    let s = Server::start().await;
+both!(
+    #[tokio::test];
+    rejects_invalid_events_naming_the_event_and_field,
+    rejects_missing_unknown_and_revoked_tokens_with_401,
+    rejects_batches_over_500_events_or_1_mib_with_413,
+    rate_limits_a_flooding_agent_with_429_and_retry_after,
+    refuses_events_written_for_another_agent,
+    redelivered_events_are_counted_as_duplicates_and_stored_once,
+    an_agent_cannot_shadow_another_agents_events_by_reusing_their_ids,
+);
+
+async fn rejects_invalid_events_naming_the_event_and_field(backend: Backend) {
+    let s = Server::on(&backend).await;
     let token = s.enroll("web-01").await;
     let good = serde_json::to_value(event(
         "web-01",
@@ -105,9 +115,8 @@ async fn rejects_invalid_events_naming_the_event_and_field() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn rejects_missing_unknown_and_revoked_tokens_with_401() {
-    let s = Server::start().await;
+async fn rejects_missing_unknown_and_revoked_tokens_with_401(backend: Backend) {
+    let s = Server::on(&backend).await;
     let token = s.enroll("web-01").await;
     let e = [event(
         "web-01",
@@ -127,7 +136,10 @@ async fn rejects_missing_unknown_and_revoked_tokens_with_401() {
     assert_eq!(s.post_events("garbage", &e).await.status(), 401);
     // the admin token is not an agent token
     assert_eq!(s.post_events(common::ADMIN, &e).await.status(), 401);
-    flotilla_reporter::db::tokens::revoke_agent(&s.conn(), "web-01").unwrap();
+    assert!(s
+        .store(|st| async move { st.revoke_agent("web-01".into()).await })
+        .await
+        .unwrap());
     let r = s.post_events(&token, &e).await;
     assert_eq!(r.status(), 401);
     assert!(r
@@ -139,9 +151,8 @@ async fn rejects_missing_unknown_and_revoked_tokens_with_401() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn rejects_batches_over_500_events_or_1_mib_with_413() {
-    let s = Server::start().await;
+async fn rejects_batches_over_500_events_or_1_mib_with_413(backend: Backend) {
+    let s = Server::on(&backend).await;
     let token = s.enroll("web-01").await;
     let many: Vec<_> = (0..501)
         .map(|_| event("web-01", EventKind::AgentStartup, EventStatus::Success))
@@ -181,9 +192,8 @@ async fn rejects_batches_over_500_events_or_1_mib_with_413() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn rate_limits_a_flooding_agent_with_429_and_retry_after() {
-    let s = Server::start_with(|st| {
+async fn rate_limits_a_flooding_agent_with_429_and_retry_after(backend: Backend) {
+    let s = Server::on_with(&backend, |st| {
         st.rate_limit = RateLimit {
             per_second: 0.01,
             burst: 3.0,
@@ -228,9 +238,8 @@ async fn rate_limits_a_flooding_agent_with_429_and_retry_after() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn refuses_events_written_for_another_agent() {
-    let s = Server::start().await;
+async fn refuses_events_written_for_another_agent(backend: Backend) {
+    let s = Server::on(&backend).await;
     let a = s.enroll("web-01").await;
     s.enroll("web-02").await;
     let batch = [
@@ -253,9 +262,8 @@ async fn refuses_events_written_for_another_agent() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn redelivered_events_are_counted_as_duplicates_and_stored_once() {
-    let s = Server::start().await;
+async fn redelivered_events_are_counted_as_duplicates_and_stored_once(backend: Backend) {
+    let s = Server::on(&backend).await;
     let token = s.enroll("web-01").await;
     let batch: Vec<_> = (0..10)
         .map(|_| event("web-01", EventKind::ManifestCheck, EventStatus::Success))
@@ -280,9 +288,8 @@ async fn redelivered_events_are_counted_as_duplicates_and_stored_once() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn an_agent_cannot_shadow_another_agents_events_by_reusing_their_ids() {
-    let s = Server::start().await;
+async fn an_agent_cannot_shadow_another_agents_events_by_reusing_their_ids(backend: Backend) {
+    let s = Server::on(&backend).await;
     let victim = s.enroll("web-01").await;
     let spy = s.enroll("spy").await;
     // one event for the fast path, one with a large `details` for the slow one

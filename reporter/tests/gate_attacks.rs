@@ -4,13 +4,22 @@
 
 mod common;
 
-use common::{update, wait_until, Server, SignedFleet};
+use common::{both, update, wait_until, Backend, Server, SignedFleet};
 use flotilla_protocol::api::{Gate, GateState, RolloutList, SettingsSource};
 use flotilla_protocol::{Event, EventKind, EventStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use EventKind::*;
 use EventStatus::*;
+
+both!(
+    #[tokio::test];
+    an_agent_cannot_switch_the_gate_off_with_thresholds_in_details,
+    without_a_verified_manifest_every_gate_is_closed_and_says_why,
+    one_event_cannot_hijack_the_rollout_or_its_gate_metric,
+    a_manifest_url_with_an_endless_body_is_cut_at_the_size_cap,
+    agents_cannot_grow_rollout_rows_or_the_page_without_bound,
+);
 
 async fn gate(s: &Server, channel: &str, release: &str) -> Gate {
     let g = s
@@ -81,13 +90,12 @@ async fn switch_off_attempt(s: &Server, honest_thresholds: bool) -> (Gate, Gate)
     (before, gate(s, "stable", "2.0.0").await)
 }
 
-#[tokio::test]
-async fn an_agent_cannot_switch_the_gate_off_with_thresholds_in_details() {
+async fn an_agent_cannot_switch_the_gate_off_with_thresholds_in_details(backend: Backend) {
     // with a verified manifest: its thresholds hold
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 2);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let (before, g) = switch_off_attempt(&s, false).await;
     assert_eq!(before.state, GateState::Closed, "{}", before.reason);
     assert_eq!(g.state, GateState::Closed, "{}", g.reason);
@@ -97,7 +105,7 @@ async fn an_agent_cannot_switch_the_gate_off_with_thresholds_in_details() {
     s.stop().await;
 
     // without one, agents' reports decide nothing: it stays closed
-    let s = Server::start().await;
+    let s = Server::on(&backend).await;
     let (before, g) = switch_off_attempt(&s, true).await;
     assert_eq!(before.state, GateState::Closed, "{}", before.reason);
     assert_eq!(g.state, GateState::Closed, "{}", g.reason);
@@ -105,10 +113,9 @@ async fn an_agent_cannot_switch_the_gate_off_with_thresholds_in_details() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn without_a_verified_manifest_every_gate_is_closed_and_says_why() {
+async fn without_a_verified_manifest_every_gate_is_closed_and_says_why(backend: Backend) {
     // no --manifest at all
-    let s = Server::start().await;
+    let s = Server::on(&backend).await;
     let t = s.enroll("a1").await;
     let mut e = update("a1", UpdateHealthcheck, Success, "2.0.0", "canary");
     e.details.insert("max_failure_rate".into(), 1.0.into());
@@ -131,7 +138,7 @@ async fn without_a_verified_manifest_every_gate_is_closed_and_says_why() {
         fleet.envelope(&stranger, "2.0.0", 1.0, 1),
     )
     .unwrap();
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let g = gate(&s, "stable", "2.0.0").await;
     assert_eq!(g.state, GateState::Closed, "{}", g.reason);
     assert!(
@@ -169,12 +176,11 @@ async fn without_a_verified_manifest_every_gate_is_closed_and_says_why() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn one_event_cannot_hijack_the_rollout_or_its_gate_metric() {
+async fn one_event_cannot_hijack_the_rollout_or_its_gate_metric(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 1);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let t = s.enroll("web-01").await;
     let mut e = update("web-01", UpdateHealthcheck, Success, "99.0.0", "canary");
     e.ts += chrono::Duration::hours(23);
@@ -232,12 +238,11 @@ async fn endless_server() -> String {
     url
 }
 
-#[tokio::test]
-async fn a_manifest_url_with_an_endless_body_is_cut_at_the_size_cap() {
+async fn a_manifest_url_with_an_endless_body_is_cut_at_the_size_cap(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     let url = endless_server().await;
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         fleet.configure(st);
         st.manifest = Some(url.clone());
     })
@@ -254,12 +259,11 @@ async fn a_manifest_url_with_an_endless_body_is_cut_at_the_size_cap() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn agents_cannot_grow_rollout_rows_or_the_page_without_bound() {
+async fn agents_cannot_grow_rollout_rows_or_the_page_without_bound(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 1);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let t = s.enroll("web-01").await;
     for batch in 0..10 {
         let events: Vec<Event> = (0..500)
@@ -278,10 +282,7 @@ async fn agents_cannot_grow_rollout_rows_or_the_page_without_bound() {
         let r = s.post_events(&t, &events).await;
         assert_eq!(r.status(), 200);
     }
-    let rows: i64 = s
-        .conn()
-        .query_row("SELECT count(*) FROM agent_release", [], |r| r.get(0))
-        .unwrap();
+    let rows = s.db.scalar("SELECT count(*) FROM agent_release").await;
     assert!(rows <= 16, "{rows} rollout rows for one agent");
     let page = overview(&s).await;
     assert!(page.len() < 100_000, "the page is {} bytes", page.len());
@@ -303,7 +304,12 @@ fn gate_lookups_of_unknown_names_are_not_kept_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
     common::write_admin_token(&token);
-    let (mut child, url) = common::spawn_serve(&dir.path().join("r.db"), &token, &[], None);
+    let (mut child, url) = common::spawn_serve(
+        &common::TestDb::Sqlite(dir.path().join("r.db")),
+        &token,
+        &[],
+        None,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let lookups = |n: usize| {

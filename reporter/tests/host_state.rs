@@ -5,10 +5,17 @@
 
 mod common;
 
-use common::{event, wait_until, Server};
+use common::{both, event, wait_until, Backend, Server};
 use flotilla_protocol::api::{AgentList, AgentSummary, ApiError, HostState};
 use flotilla_protocol::{EventKind, EventStatus};
 use serde_json::{json, Value};
+
+both!(
+    #[tokio::test];
+    an_agent_whose_passes_change_nothing_stays_reporting,
+    check_ins_are_refused_with_the_field_named,
+    agents_filter_by_state_channel_wave_version_and_exact_labels,
+);
 
 async fn checkin(s: &Server, token: &str, body: Value) -> reqwest::Response {
     s.checkin(token, body).await
@@ -22,13 +29,15 @@ async fn ids(s: &Server, query: &str) -> Vec<String> {
     let l: AgentList = s
         .admin_json(&format!("/api/v1/agents?sort=agent_id&{query}"))
         .await;
-    assert_eq!(l.total as usize, l.agents.len());
+    assert_eq!(l.total as usize, l.agents.len(), "{query}: total");
     l.agents.into_iter().map(|a| a.agent_id).collect()
 }
 
-#[tokio::test]
-async fn an_agent_whose_passes_change_nothing_stays_reporting() {
-    let s = Server::start_with(|st| st.stale_after = std::time::Duration::from_secs(3600)).await;
+async fn an_agent_whose_passes_change_nothing_stays_reporting(backend: Backend) {
+    let s = Server::on_with(&backend, |st| {
+        st.stale_after = std::time::Duration::from_secs(3600)
+    })
+    .await;
     let t = s.enroll("quiet-01").await;
     // Enrolled, never heard from: not reporting.
     assert_eq!(
@@ -62,9 +71,8 @@ async fn an_agent_whose_passes_change_nothing_stays_reporting() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn check_ins_are_refused_with_the_field_named() {
-    let s = Server::start().await;
+async fn check_ins_are_refused_with_the_field_named(backend: Backend) {
+    let s = Server::on(&backend).await;
     let t = s.enroll("a-01").await;
     for (body, field) in [
         (json!({"state": "not_reporting"}), Some("state")),
@@ -99,9 +107,8 @@ async fn check_ins_are_refused_with_the_field_named() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn agents_filter_by_state_channel_wave_version_and_exact_labels() {
-    let s = Server::start().await;
+async fn agents_filter_by_state_channel_wave_version_and_exact_labels(backend: Backend) {
+    let s = Server::on(&backend).await;
     let fleet = [
         (
             "db-01",

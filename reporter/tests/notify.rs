@@ -12,11 +12,20 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use common::{update, wait_until, Server, SignedFleet};
+use common::{both, update, wait_until, Backend, Server, SignedFleet};
 use flotilla_protocol::{EventKind, EventStatus};
 use flotilla_reporter::notify::deliver::sign;
 use flotilla_reporter::settings::{NotifySettings, Secret, Webhook, WebhookFormat};
 use serde_json::Value;
+
+both!(
+    #[tokio::test];
+    delivers_rollbacks_and_failed_migrations_signed_and_in_slack_form,
+    a_receiver_that_is_down_gets_the_notice_when_it_comes_back,
+    a_500_is_retried_until_the_receiver_takes_it,
+    the_outbox_is_bounded_and_drops_are_counted,
+    the_watcher_tells_of_gates_silent_agents_and_expiry,
+);
 
 const SECRET: &str = "webhook-secret-for-tests-0123";
 
@@ -100,14 +109,11 @@ fn fast(webhooks: Vec<Webhook>) -> NotifySettings {
     }
 }
 
-fn queued(s: &Server) -> Vec<(String, u32)> {
-    let c = s.conn();
-    let mut st = c
-        .prepare("SELECT kind, attempts FROM notify_outbox ORDER BY id")
-        .unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+async fn queued(s: &Server) -> Vec<(String, u32)> {
+    s.db.rows("SELECT kind, CAST(attempts AS TEXT) FROM notify_outbox ORDER BY id")
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
         .collect()
 }
 
@@ -130,11 +136,10 @@ async fn rollback(s: &Server, token: &str, agent: &str, n: usize) {
     assert_eq!(s.post_events(token, &events).await.status(), 200);
 }
 
-#[tokio::test]
-async fn delivers_rollbacks_and_failed_migrations_signed_and_in_slack_form() {
+async fn delivers_rollbacks_and_failed_migrations_signed_and_in_slack_form(backend: Backend) {
     let rx = Receiver::start().await;
     let url = rx.url();
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         st.notify = fast(vec![
             hook("ops", &url, WebhookFormat::Json, &[]),
             hook("chat", &url, WebhookFormat::Slack, &["rollback"]),
@@ -160,7 +165,10 @@ async fn delivers_rollbacks_and_failed_migrations_signed_and_in_slack_form() {
     assert_eq!(s.post_events(&token, &[ok, migration]).await.status(), 200);
     rollback(&s, &token, "a1", 1).await;
     wait_until("three requests arrived", || async { rx.count() >= 3 }).await;
-    wait_until("the outbox is empty", || async { queued(&s).is_empty() }).await;
+    wait_until("the outbox is empty", || async {
+        queued(&s).await.is_empty()
+    })
+    .await;
 
     let got = rx.got.lock().unwrap().clone();
     assert_eq!(got.len(), 3, "a healthy update is no news");
@@ -212,28 +220,30 @@ async fn delivers_rollbacks_and_failed_migrations_signed_and_in_slack_form() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_receiver_that_is_down_gets_the_notice_when_it_comes_back() {
+async fn a_receiver_that_is_down_gets_the_notice_when_it_comes_back(backend: Backend) {
     // A port with nothing listening (yet).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let url = format!("http://{addr}/hook");
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         st.notify = fast(vec![hook("ops", &url, WebhookFormat::Json, &[])])
     })
     .await;
     let token = s.enroll("a1").await;
     rollback(&s, &token, "a1", 1).await;
     wait_until("the notice was tried three times", || async {
-        queued(&s).first().is_some_and(|(_, n)| *n >= 3)
+        queued(&s).await.first().is_some_and(|(_, n)| *n >= 3)
     })
     .await;
-    assert_eq!(queued(&s).len(), 1, "kept while the receiver is down");
+    assert_eq!(queued(&s).await.len(), 1, "kept while the receiver is down");
 
     let rx = Receiver::on(tokio::net::TcpListener::bind(addr).await.unwrap());
     wait_until("the receiver got it", || async { rx.count() == 1 }).await;
-    wait_until("the outbox is empty", || async { queued(&s).is_empty() }).await;
+    wait_until("the outbox is empty", || async {
+        queued(&s).await.is_empty()
+    })
+    .await;
     assert_eq!(rx.kinds(), ["rollback"]);
     let text = metrics(&s).await;
     assert!(
@@ -244,32 +254,33 @@ async fn a_receiver_that_is_down_gets_the_notice_when_it_comes_back() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_500_is_retried_until_the_receiver_takes_it() {
+async fn a_500_is_retried_until_the_receiver_takes_it(backend: Backend) {
     let rx = Receiver::start().await;
     rx.status.store(500, Ordering::SeqCst);
     let url = rx.url();
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         st.notify = fast(vec![hook("ops", &url, WebhookFormat::Json, &[])])
     })
     .await;
     let token = s.enroll("a1").await;
     rollback(&s, &token, "a1", 1).await;
     wait_until("two attempts answered 500", || async { rx.count() >= 2 }).await;
-    assert_eq!(queued(&s).len(), 1, "a 500 is not a delivery");
+    assert_eq!(queued(&s).await.len(), 1, "a 500 is not a delivery");
     rx.status.store(204, Ordering::SeqCst);
-    wait_until("the outbox is empty", || async { queued(&s).is_empty() }).await;
+    wait_until("the outbox is empty", || async {
+        queued(&s).await.is_empty()
+    })
+    .await;
     let delivery = |i: usize| rx.got.lock().unwrap()[i].0["x-flotilla-delivery"].clone();
     assert_eq!(delivery(0), delivery(1), "a retry is the same delivery");
     s.stop().await;
 }
 
-#[tokio::test]
-async fn the_outbox_is_bounded_and_drops_are_counted() {
+async fn the_outbox_is_bounded_and_drops_are_counted(backend: Backend) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     drop(listener);
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         st.notify = NotifySettings {
             max_rows: 2,
             max_attempts: 2,
@@ -279,9 +290,9 @@ async fn the_outbox_is_bounded_and_drops_are_counted() {
     .await;
     let token = s.enroll("a1").await;
     rollback(&s, &token, "a1", 3).await;
-    assert!(queued(&s).len() <= 2, "at most max_rows wait");
+    assert!(queued(&s).await.len() <= 2, "at most max_rows wait");
     wait_until("both kept notices were given up", || async {
-        queued(&s).is_empty()
+        queued(&s).await.is_empty()
     })
     .await;
     let text = metrics(&s).await;
@@ -295,7 +306,7 @@ async fn the_outbox_is_bounded_and_drops_are_counted() {
     s.stop().await;
 
     // Too old: dropped even though attempts remain.
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         st.notify = NotifySettings {
             max_age: Duration::from_millis(300),
             ..fast(vec![hook("ops", &url, WebhookFormat::Json, &[])])
@@ -305,7 +316,7 @@ async fn the_outbox_is_bounded_and_drops_are_counted() {
     let token = s.enroll("a1").await;
     rollback(&s, &token, "a1", 1).await;
     wait_until("the old notice was dropped", || async {
-        queued(&s).is_empty()
+        queued(&s).await.is_empty()
     })
     .await;
     let text = metrics(&s).await;
@@ -318,15 +329,14 @@ async fn the_outbox_is_bounded_and_drops_are_counted() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn the_watcher_tells_of_gates_silent_agents_and_expiry() {
+async fn the_watcher_tells_of_gates_silent_agents_and_expiry(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     // Expires in 7 days; the warning starts 30 days ahead.
     fleet.publish("2.0.0", 0.5, 1);
     let rx = Receiver::start().await;
     let url = rx.url();
-    let s = Server::start_with(|st| {
+    let s = Server::on_with(&backend, |st| {
         fleet.configure(st);
         st.stale_after = Duration::from_secs(2);
         st.notify = NotifySettings {

@@ -4,13 +4,19 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{event, Server};
+use common::{both, event, Backend, Server};
 use flotilla_protocol::api::{AgentList, AgentSummary, EventPage, Health};
 use flotilla_protocol::{EventKind, EventStatus, Severity};
 
-#[tokio::test]
-async fn lists_agents_with_search_filters_and_sorting() {
-    let s = Server::start().await;
+both!(
+    #[tokio::test];
+    lists_agents_with_search_filters_and_sorting,
+    pages_an_agents_events_with_filters_and_a_cursor,
+    serves_metrics_to_the_admin_and_health_to_anyone,
+);
+
+async fn lists_agents_with_search_filters_and_sorting(backend: Backend) {
+    let s = Server::on(&backend).await;
     let a = s.enroll("web-01").await;
     let _b = s.enroll("db-01").await;
     let mut e = event("web-01", EventKind::UpdateHealthcheck, EventStatus::Success);
@@ -61,9 +67,8 @@ async fn lists_agents_with_search_filters_and_sorting() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn pages_an_agents_events_with_filters_and_a_cursor() {
-    let s = Server::start().await;
+async fn pages_an_agents_events_with_filters_and_a_cursor(backend: Backend) {
+    let s = Server::on(&backend).await;
     let t = s.enroll("web-01").await;
     let start = Utc::now() - Duration::hours(1);
     let mut batch = Vec::new();
@@ -135,9 +140,8 @@ async fn pages_an_agents_events_with_filters_and_a_cursor() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn serves_metrics_to_the_admin_and_health_to_anyone() {
-    let s = Server::start().await;
+async fn serves_metrics_to_the_admin_and_health_to_anyone(backend: Backend) {
+    let s = Server::on(&backend).await;
     let t = s.enroll("web-01").await;
     let mut e = event("web-01", EventKind::AgentStartup, EventStatus::Success);
     e.details.insert("agent_version".into(), "1.2.3".into());
@@ -154,7 +158,7 @@ async fn serves_metrics_to_the_admin_and_health_to_anyone() {
         .await
         .unwrap();
     assert_eq!(h.status, "ok");
-    assert_eq!(h.schema_version, flotilla_reporter::db::schema::VERSION);
+    assert_eq!(h.schema_version, backend.schema_version());
     assert_eq!(
         s.http.get(s.url("/metrics")).send().await.unwrap().status(),
         401

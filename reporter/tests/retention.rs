@@ -3,13 +3,17 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{event, wait_until, Server};
+use common::{both, event, wait_until, Backend, Server};
 use flotilla_protocol::api::{AgentSummary, EventPage};
 use flotilla_protocol::{EventKind, EventStatus};
 
-#[tokio::test]
-async fn prunes_events_older_than_retain_days_and_beyond_retain_per_agent() {
-    let s = Server::start_with(|st| {
+both!(
+    #[tokio::test];
+    prunes_events_older_than_retain_days_and_beyond_retain_per_agent,
+);
+
+async fn prunes_events_older_than_retain_days_and_beyond_retain_per_agent(backend: Backend) {
+    let s = Server::on_with(&backend, |st| {
         st.retain_days = 30;
         st.retain_per_agent = 5;
         st.retention_interval = std::time::Duration::from_millis(50);
@@ -53,10 +57,7 @@ async fn prunes_events_older_than_retain_days_and_beyond_retain_per_agent() {
     let page: EventPage = s.admin_json("/api/v1/agents/old/events").await;
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].message, "recent");
-    let rows: i64 = s
-        .conn()
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let rows = s.db.scalar("SELECT count(*) FROM events").await;
     assert_eq!(rows, 6);
     s.stop().await;
 }

@@ -4,9 +4,17 @@
 
 mod common;
 
-use common::{update, Server, SignedFleet};
+use common::{both, update, Backend, Server, SignedFleet};
 use flotilla_protocol::api::{Gate, GateState, RolloutList, RolloutProgress, SettingsSource};
 use flotilla_protocol::{Event, EventKind, EventStatus};
+
+both!(
+    #[tokio::test];
+    gate_closes_above_the_failure_rate_and_opens_again_when_agents_recover,
+    gate_takes_thresholds_and_waves_from_the_verified_manifest,
+    finished_rollouts_are_kept_per_channel,
+    each_wave_says_its_target_when_it_opens_and_why_agents_wait,
+);
 
 fn with_thresholds(mut e: Event, max: f64, min: u32) -> Event {
     e.details.insert("max_failure_rate".into(), max.into());
@@ -29,12 +37,11 @@ async fn gate(s: &Server, token: &str) -> Gate {
     r.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn gate_closes_above_the_failure_rate_and_opens_again_when_agents_recover() {
+async fn gate_closes_above_the_failure_rate_and_opens_again_when_agents_recover(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.3, 3);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let mut tokens = Vec::new();
     for i in 1..=5 {
         tokens.push(s.enroll(&format!("a{i}")).await);
@@ -165,12 +172,11 @@ async fn gate_closes_above_the_failure_rate_and_opens_again_when_agents_recover(
     s.stop().await;
 }
 
-#[tokio::test]
-async fn gate_takes_thresholds_and_waves_from_the_verified_manifest() {
+async fn gate_takes_thresholds_and_waves_from_the_verified_manifest(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 2);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let mut tokens = Vec::new();
     for i in 0..20 {
         tokens.push(s.enroll(&format!("h{i:02}")).await);
@@ -207,13 +213,12 @@ async fn gate_takes_thresholds_and_waves_from_the_verified_manifest() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn finished_rollouts_are_kept_per_channel() {
+async fn finished_rollouts_are_kept_per_channel(backend: Backend) {
     use flotilla_protocol::api::RolloutHistory;
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.5, 2);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     let t = s.enroll("a1").await;
     let mut ok = update(
         "a1",
@@ -254,12 +259,11 @@ async fn finished_rollouts_are_kept_per_channel() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn each_wave_says_its_target_when_it_opens_and_why_agents_wait() {
+async fn each_wave_says_its_target_when_it_opens_and_why_agents_wait(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = SignedFleet::new(dir.path());
     fleet.publish("2.0.0", 0.3, 1);
-    let s = Server::start_with(|st| fleet.configure(st)).await;
+    let s = Server::on_with(&backend, |st| fleet.configure(st)).await;
     // Two agents check in: one waits for its wave, one is held by the gate.
     for (id, state) in [("w1", "waiting"), ("h1", "held")] {
         let t = s.enroll(id).await;

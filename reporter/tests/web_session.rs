@@ -3,8 +3,16 @@
 
 mod common;
 
+use common::{both, Backend};
+
 use common::Server;
 use reqwest::redirect::Policy;
+
+both!(
+    #[tokio::test];
+    pages_need_a_session_set_by_an_admin_login_with_a_strict_cookie,
+    a_login_outlives_a_restart_until_logout_and_expired_sessions_are_refused_and_pruned,
+);
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -26,9 +34,8 @@ async fn login(
     req.send().await.unwrap()
 }
 
-#[tokio::test]
-async fn pages_need_a_session_set_by_an_admin_login_with_a_strict_cookie() {
-    let s = Server::start().await;
+async fn pages_need_a_session_set_by_an_admin_login_with_a_strict_cookie(backend: Backend) {
+    let s = Server::on(&backend).await;
     let c = client();
     for page in ["/", "/agents", "/agents/x"] {
         let r = c.get(s.url(page)).send().await.unwrap();
@@ -131,25 +138,23 @@ async fn page(s: &Server, c: &reqwest::Client, session: &str) -> reqwest::Respon
         .unwrap()
 }
 
-fn sessions_stored(s: &Server) -> i64 {
-    s.conn()
-        .query_row("SELECT count(*) FROM web_sessions", [], |r| r.get(0))
-        .unwrap()
+async fn sessions_stored(s: &Server) -> i64 {
+    s.db.scalar("SELECT count(*) FROM web_sessions").await
 }
 
-#[tokio::test]
-async fn a_login_outlives_a_restart_until_logout_and_expired_sessions_are_refused_and_pruned() {
+async fn a_login_outlives_a_restart_until_logout_and_expired_sessions_are_refused_and_pruned(
+    backend: Backend,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
-    let on_db = |st: &mut flotilla_reporter::Settings| st.db = db.clone().into();
+    let db = backend.fresh(dir.path());
     let c = client();
 
-    let s = Server::start_with(on_db).await;
+    let s = Server::on_db(&db, |_| {}).await;
     let (session, csrf) = logged_in(&s, &c).await;
     assert_eq!(page(&s, &c, &session).await.status(), 200);
     s.stop().await;
 
-    let s = Server::start_with(on_db).await;
+    let s = Server::on_db(&db, |_| {}).await;
     assert_eq!(
         page(&s, &c, &session).await.status(),
         200,
@@ -164,20 +169,18 @@ async fn a_login_outlives_a_restart_until_logout_and_expired_sessions_are_refuse
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(page(&s, &c, &session).await.status(), 303, "logged out");
-    assert_eq!(sessions_stored(&s), 0, "logout deleted the session");
+    assert_eq!(sessions_stored(&s).await, 0, "logout deleted the session");
 
     let (expired, _) = logged_in(&s, &c).await;
-    assert_eq!(sessions_stored(&s), 1);
-    s.conn()
-        .execute("UPDATE web_sessions SET expires_at = 1", [])
-        .unwrap();
+    assert_eq!(sessions_stored(&s).await, 1);
+    s.db.execute("UPDATE web_sessions SET expires_at = 1").await;
     assert_eq!(page(&s, &c, &expired).await.status(), 303, "expired");
     s.stop().await;
 
     // Retention's first round runs at start and deletes the expired row.
-    let s = Server::start_with(on_db).await;
+    let s = Server::on_db(&db, |_| {}).await;
     common::wait_until("the expired session is pruned", || async {
-        sessions_stored(&s) == 0
+        sessions_stored(&s).await == 0
     })
     .await;
     s.stop().await;

@@ -3,20 +3,292 @@
 
 pub mod pg;
 
+use std::ffi::OsString;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
 use flotilla_protocol::{Event, EventKind, EventStatus};
-use flotilla_reporter::settings::{RateLimit, Secret, Settings};
+use flotilla_reporter::settings::{DbTarget, RateLimit, Secret, Settings};
+use flotilla_reporter::store::Store;
 use tokio::sync::oneshot;
 
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 
+/// A database backend the integration tests run on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// A SQLite file in the test's temp dir.
+    Sqlite,
+    /// A fresh database on the test server ([`pg::server`]).
+    Postgres(pg::TestPg),
+}
+
+impl Backend {
+    /// PostgreSQL, or `None` (after saying so) when there is no test
+    /// server and none is required.
+    pub fn postgres(test: &str) -> Option<Backend> {
+        pg::server(test).map(Backend::Postgres)
+    }
+
+    /// The schema version a migrated database of this backend has.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            Backend::Sqlite => flotilla_reporter::db::schema::VERSION,
+            Backend::Postgres(_) => flotilla_reporter::db::pg::schema::VERSION,
+        }
+    }
+
+    /// A new, empty database: `dir/reporter.db`, or a fresh PostgreSQL
+    /// database.
+    pub fn fresh(&self, dir: &Path) -> TestDb {
+        match self {
+            Backend::Sqlite => TestDb::Sqlite(dir.join("reporter.db")),
+            Backend::Postgres(srv) => TestDb::Postgres {
+                url: srv.fresh_database(),
+                password_file: srv.password_file.clone(),
+                ca_file: srv.ca_file.clone(),
+                password: srv.password.clone(),
+            },
+        }
+    }
+}
+
+/// Runs each `async fn NAME(backend: Backend)` listed as a test on both
+/// backends: `sqlite::NAME` and `postgres::NAME` (skipped, saying so,
+/// without a PostgreSQL test server unless `FLOTILLA_REQUIRE_PG` is set).
+///
+/// `both!(#[tokio::test]; first, second);`
+#[allow(unused_macros)]
+macro_rules! both {
+    (#[$attr:meta]; $($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[$attr]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[$attr]
+                async fn $name() {
+                    if let Some(b) = $crate::common::Backend::postgres(stringify!($name)) {
+                        super::$name(b).await
+                    }
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both;
+
+/// One test's database on either backend.
+#[derive(Clone, Debug)]
+pub enum TestDb {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database on the test server.
+    Postgres {
+        /// Its URL (no password).
+        url: String,
+        /// The password's file (0600).
+        password_file: PathBuf,
+        /// The server's CA, when it has TLS on.
+        ca_file: Option<PathBuf>,
+        /// The password, for the tests' own connections.
+        password: String,
+    },
+}
+
+impl TestDb {
+    /// `sqlite` or `postgres`, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TestDb::Sqlite(_) => "sqlite",
+            TestDb::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The SQLite file; panics on PostgreSQL (for the SQLite-only tests).
+    pub fn path(&self) -> &Path {
+        match self {
+            TestDb::Sqlite(p) => p,
+            TestDb::Postgres { .. } => panic!("a SQLite-only test on PostgreSQL"),
+        }
+    }
+
+    /// The command-line arguments naming it: `--db ...` (and the password
+    /// and CA files).
+    pub fn args(&self) -> Vec<OsString> {
+        match self {
+            TestDb::Sqlite(p) => vec!["--db".into(), p.into()],
+            TestDb::Postgres {
+                url,
+                password_file,
+                ca_file,
+                ..
+            } => {
+                let mut a: Vec<OsString> = vec![
+                    "--db".into(),
+                    url.into(),
+                    "--db-password-file".into(),
+                    password_file.into(),
+                ];
+                if let Some(ca) = ca_file {
+                    a.extend(["--db-ca-file".into(), ca.into()]);
+                }
+                a
+            }
+        }
+    }
+
+    /// The [`DbTarget`] for an in-process server.
+    pub fn target(&self) -> DbTarget {
+        match self {
+            TestDb::Sqlite(p) => DbTarget::Sqlite(p.clone()),
+            TestDb::Postgres {
+                url, password_file, ..
+            } => DbTarget::Postgres {
+                url: url.clone(),
+                password_file: Some(password_file.clone()),
+            },
+        }
+    }
+
+    /// Points `s` at this database.
+    pub fn configure(&self, s: &mut Settings) {
+        s.db = self.target();
+        if let TestDb::Postgres { ca_file, .. } = self {
+            s.db_ca_file = ca_file.clone();
+        }
+    }
+
+    /// Runs `f` on a [`Store`] of this database (created when missing, as
+    /// `serve` would), then waits for its writes to be committed: the
+    /// admin commands' way in, without a process.
+    pub async fn with_store<T, F, Fut>(&self, f: F) -> T
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let mut s = Settings::default();
+        self.configure(&mut s);
+        let (store, running) = Store::open(&s)
+            .await
+            .unwrap_or_else(|e| panic!("{}: opening the store: {e}", self.name()));
+        let r = f(store).await;
+        running.stop().await;
+        r
+    }
+
+    /// Runs `sql` (a statement both SQLite and PostgreSQL accept, values
+    /// inline) on the database; the rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        match self {
+            TestDb::Sqlite(p) => {
+                let conn = flotilla_reporter::db::open_writer(p, Default::default()).unwrap();
+                conn.execute(sql, [])
+                    .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+            }
+            TestDb::Postgres { .. } => self
+                .pg()
+                .await
+                .execute(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// The integer `sql` (e.g. a `count(*)`, on both backends) answers.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self {
+            TestDb::Sqlite(p) => flotilla_reporter::db::open_reader(p)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            TestDb::Postgres { .. } => self
+                .pg()
+                .await
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0),
+        }
+    }
+
+    /// The rows `sql` answers, every column TEXT (`CAST(n AS TEXT)` for
+    /// a number, on both backends).
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match self {
+            TestDb::Sqlite(p) => {
+                let conn = flotilla_reporter::db::open_reader(p).unwrap();
+                let mut st = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = st.column_count();
+                st.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+                    .unwrap()
+                    .map(|r| r.unwrap_or_else(|e| panic!("{sql}: {e}")))
+                    .collect()
+            }
+            TestDb::Postgres { .. } => self
+                .pg()
+                .await
+                .query(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                .collect(),
+        }
+    }
+
+    /// The ids of every stored event.
+    pub async fn event_ids(&self) -> Vec<uuid::Uuid> {
+        const SQL: &str = "SELECT id FROM events";
+        let ids: Vec<Vec<u8>> = match self {
+            TestDb::Sqlite(p) => {
+                let conn = flotilla_reporter::db::open_reader(p).unwrap();
+                let mut st = conn.prepare(SQL).unwrap();
+                st.query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect()
+            }
+            TestDb::Postgres { .. } => self
+                .pg()
+                .await
+                .query(SQL, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        };
+        ids.iter()
+            .map(|id| uuid::Uuid::from_slice(id).unwrap())
+            .collect()
+    }
+
+    /// A plain connection of the test's own (the test server has no TLS
+    /// on its loopback URL).
+    async fn pg(&self) -> tokio_postgres::Client {
+        let TestDb::Postgres { url, password, .. } = self else {
+            unreachable!("pg() on SQLite")
+        };
+        let mut config: tokio_postgres::Config = url.parse().unwrap();
+        config.password(password);
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
 pub struct Server {
     pub url: String,
-    pub db: PathBuf,
+    pub db: TestDb,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -24,14 +296,39 @@ pub struct Server {
 }
 
 impl Server {
+    /// On SQLite.
     pub async fn start() -> Server {
         Server::start_with(|_| {}).await
     }
 
+    /// On SQLite, with `tweak`ed settings.
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Server {
+        Server::on_with(&Backend::Sqlite, tweak).await
+    }
+
+    /// On a fresh database of `backend`.
+    pub async fn on(backend: &Backend) -> Server {
+        Server::on_with(backend, |_| {}).await
+    }
+
+    /// On a fresh database of `backend`, with `tweak`ed settings.
+    pub async fn on_with(backend: &Backend, tweak: impl FnOnce(&mut Settings)) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let db = backend.fresh(dir.path());
+        Server::start_in(dir, db, tweak).await
+    }
+
+    /// On `db` (which may outlive the server), with `tweak`ed settings.
+    pub async fn on_db(db: &TestDb, tweak: impl FnOnce(&mut Settings)) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), db.clone(), tweak).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        db: TestDb,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Server {
         let mut s = Settings {
-            db: dir.path().join("reporter.db").into(),
             admin_token: Some(Secret::new(ADMIN)),
             rate_limit: RateLimit {
                 per_second: 1000.0,
@@ -40,8 +337,8 @@ impl Server {
             rollout_cache: Duration::ZERO,
             ..Settings::default()
         };
+        db.configure(&mut s);
         tweak(&mut s);
-        let db = s.db.sqlite_path().expect("a SQLite test server").to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -87,16 +384,38 @@ impl Server {
         }
     }
 
-    /// A direct connection to the database (as the admin subcommands use).
+    /// A direct connection to the SQLite database (for the SQLite-only
+    /// tests).
     pub fn conn(&self) -> rusqlite::Connection {
-        flotilla_reporter::db::open_writer(&self.db, Default::default()).unwrap()
+        flotilla_reporter::db::open_writer(self.db.path(), Default::default()).unwrap()
     }
 
-    /// A new enrollment token.
-    pub fn enrollment_token(&self, uses: Option<u64>) -> (String, String) {
-        let (info, secret) =
-            flotilla_reporter::db::tokens::create(&self.conn(), None, uses, "test").unwrap();
+    /// A new enrollment token (no expiry, `uses` agents): id and secret.
+    pub async fn enrollment_token(&self, uses: Option<u64>) -> (String, String) {
+        let (info, secret) = self
+            .db
+            .with_store(|st| async move { st.token_create(None, uses, "test".into()).await })
+            .await
+            .unwrap();
         (info.id, secret)
+    }
+
+    /// Every token, as `token list` reads them.
+    pub async fn tokens(&self) -> Vec<flotilla_reporter::db::tokens::TokenInfo> {
+        self.db
+            .with_store(|st| async move { st.tokens_list().await })
+            .await
+            .unwrap()
+    }
+
+    /// Runs `f` on a store of the server's database (an admin command's
+    /// way in), e.g. `s.store(|st| async move { st.revoke_agent(id).await })`.
+    pub async fn store<T, F, Fut>(&self, f: F) -> T
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.db.with_store(f).await
     }
 
     pub async fn enroll_raw(&self, req: &EnrollRequest) -> reqwest::Response {
@@ -110,7 +429,7 @@ impl Server {
 
     /// Enrolls `agent_id` with a fresh enrollment token; returns its agent token.
     pub async fn enroll(&self, agent_id: &str) -> String {
-        let (_, token) = self.enrollment_token(None);
+        let (_, token) = self.enrollment_token(None).await;
         let r = self.enroll_raw(&enroll_request(&token, agent_id)).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         r.json::<EnrollResponse>().await.unwrap().agent_token
@@ -243,7 +562,7 @@ pub fn run_cli_in(cwd: &std::path::Path, args: &[&str]) -> (bool, String, String
 /// descriptors if given. Returns the child and its URL (read from its
 /// first line, `listening on ADDR`).
 pub fn spawn_serve(
-    db: &std::path::Path,
+    db: &TestDb,
     admin: &std::path::Path,
     extra: &[&str],
     nofile: Option<u64>,
@@ -251,8 +570,8 @@ pub fn spawn_serve(
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(db.args())
         .arg("--admin-token-file")
         .arg(admin)
         .args(extra)
@@ -286,23 +605,36 @@ pub fn spawn_serve(
     (child, format!("http://{addr}"))
 }
 
-/// The real binary serving a temp database, with the admin token [`ADMIN`]
+/// The real binary serving a fresh database, with the admin token [`ADMIN`]
 /// and `config` as its `--config` file; killed on drop.
 pub struct Binary {
     pub child: std::process::Child,
     pub url: String,
-    pub db: PathBuf,
+    pub db: TestDb,
     pub dir: tempfile::TempDir,
 }
 
 impl Binary {
+    /// On SQLite.
     pub fn start(config: &str) -> Binary {
         Binary::start_with(config, None)
     }
 
+    /// On SQLite, with at most `nofile` file descriptors.
     pub fn start_with(config: &str, nofile: Option<u64>) -> Binary {
+        Binary::on_with(&Backend::Sqlite, config, nofile)
+    }
+
+    /// On a fresh database of `backend`.
+    pub fn on(backend: &Backend, config: &str) -> Binary {
+        Binary::on_with(backend, config, None)
+    }
+
+    /// On a fresh database of `backend`, with at most `nofile` file
+    /// descriptors.
+    pub fn on_with(backend: &Backend, config: &str, nofile: Option<u64>) -> Binary {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("reporter.db");
+        let db = backend.fresh(dir.path());
         let admin = dir.path().join("admin.token");
         write_admin_token(&admin);
         let cfg = dir.path().join("reporter.toml");
@@ -324,8 +656,7 @@ impl Binary {
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-reporter"))
             .args(args)
-            .arg("--db")
-            .arg(&self.db)
+            .args(self.db.args())
             .env("FLOTILLA_LOG", "warn")
             .output()
             .unwrap();
