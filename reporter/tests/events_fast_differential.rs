@@ -488,9 +488,11 @@ fn cases() -> Vec<(String, Vec<u8>)> {
 /// the fast path's text as sent compares with the reference's re-serialised
 /// one by what they mean).
 fn rows(s: &Server, sql: &str) -> Vec<Vec<Value>> {
-    let c =
-        rusqlite::Connection::open_with_flags(&s.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
+    let c = rusqlite::Connection::open_with_flags(
+        s.db.path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
     let mut st = c.prepare(sql).unwrap();
     let names: Vec<String> = st.column_names().iter().map(|n| n.to_string()).collect();
     let n = names.len();
