@@ -25,6 +25,9 @@ if [ ! -x "$bin" ] || [ ! -x "$gen" ] || [ ! -x "$raw" ]; then
   cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p flotilla-reporter --bins --examples >&2
 fi
 tmp=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/reporter-pg.XXXXXX")
+# Its own directory under /tmp, as scripts/test's: run as root, the server
+# runs as `postgres`, which must reach it.
+pg_dir=$(mktemp -d /tmp/flotilla-bench-pg.XXXXXX)
 # shellcheck source=../pg-server
 source "$root/scripts/pg-server"
 pids=()
@@ -32,10 +35,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pg_server_stop
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$pg_dir"
 }
 trap cleanup EXIT
-PG_SERVER_FSYNC=on pg_server_start "$tmp/pg" 2>/dev/null
+PG_SERVER_FSYNC=on pg_server_start "$pg_dir"
 pw=$FLOTILLA_TEST_PG_PASSWORD_FILE
 (umask 077 && printf 'bench-admin-token-0123456789abcdef\n' > "$tmp/admin")
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
