@@ -44,10 +44,11 @@ pw=$FLOTILLA_TEST_PG_PASSWORD_FILE
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 # shellcheck source=lib/steal.sh
 source "$root/scripts/bench.d/lib/steal.sh"
-n=0
-# fresh_db: the URL of a new, empty database on the server.
+# fresh_db: the URL of a new, empty database on the server (a name of its
+# own: it runs in a $(...) subshell, so a counter would not count).
 fresh_db() {
-  n=$((n + 1))
+  local n
+  n=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
   PGPASSWORD=$(cat "$pw") psql -q "$FLOTILLA_TEST_PG_URL" -c "CREATE DATABASE bench_$n" >/dev/null
   echo "${FLOTILLA_TEST_PG_URL/\/postgres\?/\/bench_$n?}"
 }
