@@ -16,6 +16,9 @@
 #       two reporters over one database, each loaded like reporter_ingest_pg
 #       with 8 at once (16 in all) by a generator of its own; the sum.
 set -euo pipefail
+# An open-loop load keeps a connection per request in flight: when the
+# server falls behind they pile up beyond the default 1024 descriptors.
+ulimit -n 65536 2>/dev/null || true
 root=${FLOTILLA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 target=${CARGO_TARGET_DIR:-$root/target}
 bin=$target/release/flotilla-reporter
