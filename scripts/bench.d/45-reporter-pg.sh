@@ -17,8 +17,8 @@
 #       with 8 at once (16 in all) by a generator of its own; the sum.
 set -euo pipefail
 # An open-loop load keeps a connection per request in flight: when the
-# server falls behind they pile up beyond the default 1024 descriptors.
-ulimit -n 65536 2>/dev/null || true
+# server falls behind they pile up: as many as the hard limit allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 root=${FLOTILLA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 target=${CARGO_TARGET_DIR:-$root/target}
 bin=$target/release/flotilla-reporter
