@@ -8,7 +8,12 @@
 //! loopback (`scripts/test` installs it); `updates.example.com` is that
 //! bucket's directory; the reporter listens on a free loopback port; `/etc`,
 //! `/var` and `~` are temp dirs; the agent installs under `--prefix`;
-//! `systemctl` is skipped (no systemd in a test).
+//! `systemctl` is skipped (no systemd in a test). The PostgreSQL section
+//! runs against the test server `scripts/test` starts
+//! (`FLOTILLA_TEST_PG_URL`, see reporter/tests/common/pg.rs): its superuser
+//! stands in for `postgres`, the role and database get names of their own,
+//! and the server's CA is put where the README says it is. Without a server
+//! (and without `FLOTILLA_REQUIRE_PG`) that section is left out.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -121,9 +126,47 @@ fn walkthrough(readme: &str) -> String {
     script
 }
 
+/// The README's PostgreSQL section, up to the next heading.
+const PG_SECTION: &str = "### Several reporters over PostgreSQL";
+
+/// The test server: URL, password file, CA file; `None` when there is none
+/// and none is required.
+fn test_pg() -> Option<(String, String, String)> {
+    let Ok(url) = std::env::var("FLOTILLA_TEST_PG_URL") else {
+        assert!(
+            std::env::var_os("FLOTILLA_REQUIRE_PG").is_none(),
+            "FLOTILLA_REQUIRE_PG is set but FLOTILLA_TEST_PG_URL is not"
+        );
+        eprintln!("no PostgreSQL test server: the README's PostgreSQL section is SKIPPED");
+        return None;
+    };
+    let var =
+        |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} with FLOTILLA_TEST_PG_URL"));
+    Some((
+        url,
+        var("FLOTILLA_TEST_PG_PASSWORD_FILE"),
+        var("FLOTILLA_TEST_PG_CA_FILE"),
+    ))
+}
+
+/// `readme` without its PostgreSQL section.
+fn without_pg_section(readme: &str) -> String {
+    let start = readme
+        .find(PG_SECTION)
+        .expect("the README has the PostgreSQL section");
+    let end = readme[start + PG_SECTION.len()..]
+        .find("\n### ")
+        .map_or(readme.len(), |i| start + PG_SECTION.len() + i);
+    format!("{}{}", &readme[..start], &readme[end..])
+}
+
 #[test]
 fn the_readme_walkthrough_runs_against_local_stand_ins() {
-    let readme = fs::read_to_string(workspace().join("README.md")).unwrap();
+    let mut readme = fs::read_to_string(workspace().join("README.md")).unwrap();
+    let pg = test_pg();
+    if pg.is_none() {
+        readme = without_pg_section(&readme);
+    }
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let bin = t.join("bin");
@@ -144,13 +187,40 @@ fn the_readme_walkthrough_runs_against_local_stand_ins() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let reporter_port = free_port();
+    let replica_ports = [free_port(), free_port()];
     let host = t.join("host");
     for d in ["home", "work", "etc", "var/lib", "host/etc/flotilla"] {
         fs::create_dir_all(t.join(d)).unwrap();
     }
 
     let td = t.display().to_string();
-    let subs: Vec<(&str, String)> = vec![
+    let mut subs: Vec<(&str, String)> = Vec::new();
+    let mut pg_prelude = String::new();
+    if let Some((url, password_file, ca_file)) = &pg {
+        // postgres://USER@HOST:PORT/DB?QUERY: the server's HOST:PORT.
+        let host_port = url
+            .split_once('@')
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(hp, _)| hp.to_owned())
+            .expect("FLOTILLA_TEST_PG_URL: postgres://USER@HOST:PORT/DB");
+        let unique = format!("{}_{}", std::process::id(), free_port());
+        subs.extend([
+            (
+                "sudo -u postgres psql",
+                format!("PGPASSWORD=$(cat {password_file}) psql '{url}'"),
+            ),
+            ("flotilla_reporter", format!("flotilla_reporter_{unique}")),
+            ("flotilla_reports", format!("flotilla_reports_{unique}")),
+            ("db.example.com:5432", host_port),
+            ("127.0.0.1:8081", format!("127.0.0.1:{}", replica_ports[0])),
+            ("127.0.0.1:8082", format!("127.0.0.1:{}", replica_ports[1])),
+        ]);
+        // The CA of the database's certificate, where the README has it.
+        pg_prelude = format!(
+            "mkdir -p {td}/etc/flotilla-reporter\ncp {ca_file} {td}/etc/flotilla-reporter/db-ca.crt\n"
+        );
+    }
+    subs.extend([
         (
             "https://git.example.com/ops/fleet.git",
             format!("file://{}", remote.display()),
@@ -208,7 +278,7 @@ fn the_readme_walkthrough_runs_against_local_stand_ins() {
             "background flotilla-reporter serve".into(),
         ),
         ("systemctl ", ": skipped: systemctl ".into()),
-    ];
+    ]);
     let mut script = walkthrough(&readme);
     for (from, to) in &subs {
         assert!(
@@ -225,11 +295,15 @@ fn the_readme_walkthrough_runs_against_local_stand_ins() {
 
     let prelude = format!(
         r#"set -euo pipefail
+# Starts a reporter and waits until it listens (on its --listen port).
 background() {{
-  "$@" > {td}/reporter.log 2>&1 &
-  echo $! > {td}/reporter.pid
-  until (exec 3<>/dev/tcp/127.0.0.1/{reporter_port}) 2>/dev/null; do
-    kill -0 "$(cat {td}/reporter.pid)" || {{ cat {td}/reporter.log; exit 1; }}
+  local port={reporter_port} prev=
+  for a in "$@"; do [ "$prev" = --listen ] && port=${{a##*:}}; prev=$a; done
+  "$@" >> {td}/reporter.log 2>&1 &
+  local pid=$!
+  echo $pid >> {td}/reporter.pids
+  until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
+    kill -0 $pid || {{ cat {td}/reporter.log; exit 1; }}
     sleep 0.05
   done
 }}
@@ -239,8 +313,8 @@ deb_install() {{
   dpkg --root={td}/debroot --force-script-chrootless --force-not-root --force-depends \
     --log=/dev/null -i "$1"
 }}
-trap '[ -f {td}/reporter.pid ] && kill "$(cat {td}/reporter.pid)"' EXIT
-set -x
+trap '[ -f {td}/reporter.pids ] && kill $(cat {td}/reporter.pids)' EXIT
+{pg_prelude}set -x
 "#
     );
     let script_file = t.join("walkthrough.sh");

@@ -51,6 +51,10 @@ pub struct CopyArgs {
     /// A file holding the PostgreSQL password (else PGPASSWORD, if set).
     #[arg(long, value_name = "FILE")]
     db_password_file: Option<PathBuf>,
+    /// The CA certificates (PEM) PostgreSQL's TLS certificate must chain to
+    /// [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    db_ca_file: Option<PathBuf>,
 }
 
 /// Runs a `db` subcommand.
@@ -81,7 +85,12 @@ fn copy(a: CopyArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let report = rt.block_on(async {
-        let pg = Pg::connect(&a.to, password.as_deref(), 2).await?;
+        let opts = pg::Options {
+            password,
+            max_connections: 2,
+            ca_file: a.db_ca_file.clone(),
+        };
+        let pg = Pg::connect_with(&a.to, &opts).await?;
         copy_sqlite_to_pg(&a.from, &pg).await
     })?;
     for t in &report.tables {
