@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 
@@ -117,17 +117,13 @@ impl Pair {
 
 /// `serve` over `db` with the config file `cfg`.
 fn spawn(srv: &TestPg, db: &str, admin: &Path, cfg: &Path) -> Replica {
-    let mut extra: Vec<PathBuf> = vec![
-        "--db-password-file".into(),
-        srv.password_file.clone(),
-        "--config".into(),
-        cfg.to_owned(),
-    ];
-    if let Some(ca) = &srv.ca_file {
-        extra.extend(["--db-ca-file".into(), ca.clone()]);
-    }
-    let extra: Vec<&str> = extra.iter().map(|p| p.to_str().unwrap()).collect();
-    let (child, url) = common::spawn_serve(Path::new(db), admin, &extra, None);
+    let db = common::TestDb::Postgres {
+        url: db.to_owned(),
+        password_file: srv.password_file.clone(),
+        ca_file: srv.ca_file.clone(),
+        password: srv.password.clone(),
+    };
+    let (child, url) = common::spawn_serve(&db, admin, &["--config", cfg.to_str().unwrap()], None);
     Replica { child, url }
 }
 
