@@ -83,7 +83,7 @@ impl Reporter {
         let dir = tempfile::tempdir().unwrap();
         let (manifest, trust_root) = signed_store(&dir.path().join("store"));
         let settings = Settings {
-            db: dir.path().join("reporter.db"),
+            db: dir.path().join("reporter.db").into(),
             manifest: Some(manifest.display().to_string()),
             trust_root: Some(trust_root),
             admin_token: Some(Secret::new(ADMIN)),
@@ -94,7 +94,7 @@ impl Reporter {
             rollout_cache: Duration::ZERO,
             ..Settings::default()
         };
-        let db = settings.db.clone();
+        let db = dir.path().join("reporter.db");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
