@@ -13,7 +13,7 @@
 //!   the reporter's ingest sends it.
 //! - `writer`: not raw: each batch through the reporter's own
 //!   [`PgWriter::ingest`] (group commit, derived state), from
-//!   `--connections` concurrent callers, for the agents' rows it needs
+//!   `--connections` concurrent callers over `--writers` shards, for the agents' rows it needs
 //!   made first: the reporter's side without HTTP.
 //!
 //! Prints `rows= batch= connections= method= secs= rows_per_s=`.
@@ -58,6 +58,9 @@ struct Args {
     connections: usize,
     #[arg(long, value_enum, default_value_t = Method::Copy)]
     method: Method,
+    /// `writer`: its shards (the reporter's `db_writers`).
+    #[arg(long, default_value_t = 2)]
+    writers: usize,
 }
 
 /// The event `reporter_bench` posts (the same fields and sizes).
@@ -282,7 +285,7 @@ async fn through_writer(a: &Args, pg: Pg) {
         .map(|ch| (ch[0].agent_id.clone(), Batch::from_events(ch)))
         .collect();
     let batches = Arc::new(batches);
-    let writer = PgWriter::start(pg);
+    let writer = PgWriter::start(pg, a.writers);
     let n = a.connections.max(1);
     let notifier = flotilla_reporter::notify::Notifier::default();
     let start = Instant::now();

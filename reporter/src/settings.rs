@@ -169,6 +169,10 @@ pub struct Settings {
     /// PostgreSQL: connections each reporter keeps open at most (queries,
     /// writes and the ingest writer's own).
     pub db_max_connections: usize,
+    /// PostgreSQL: the ingest writer's shards, each committing on a
+    /// connection of its own ([`crate::db::pg::writer`]); fewer than
+    /// `db_max_connections`.
+    pub db_writers: usize,
     /// PostgreSQL: the CA certificates (PEM) the server's TLS certificate
     /// must chain to; `None`: the system's roots.
     pub db_ca_file: Option<PathBuf>,
@@ -220,6 +224,7 @@ impl Default for Settings {
             stale_after: Duration::from_secs(3600),
             read_connections: 4,
             db_max_connections: 16,
+            db_writers: 2,
             db_ca_file: None,
             rollout_cache: Duration::from_secs(2),
             session_ttl: Duration::from_secs(12 * 3600),
@@ -484,6 +489,8 @@ pub struct FileSettings {
     pub read_connections: Option<usize>,
     /// See [`Settings::db_max_connections`].
     pub db_max_connections: Option<usize>,
+    /// See [`Settings::db_writers`].
+    pub db_writers: Option<usize>,
     /// See [`Settings::db_ca_file`].
     pub db_ca_file: Option<PathBuf>,
     /// See [`Settings::session_ttl`].
@@ -601,6 +608,23 @@ impl FileSettings {
         }
         if let Some(v) = self.db_max_connections {
             s.db_max_connections = v.max(2);
+        }
+        if let Some(v) = self.db_writers {
+            s.db_writers = v;
+        }
+        let max = crate::db::pg::writer::MAX_WRITERS.min(s.db_max_connections - 1);
+        if !(1..=max).contains(&s.db_writers) {
+            return Err(Error::Config {
+                path: "db_writers".into(),
+                reason: format!(
+                    "is {}; it must be from 1 to {max}: below db_max_connections ({}), \
+                     as each writer holds a connection and queries need the others, \
+                     and at most {}",
+                    s.db_writers,
+                    s.db_max_connections,
+                    crate::db::pg::writer::MAX_WRITERS
+                ),
+            });
         }
         if let Some(p) = self.db_ca_file {
             if let DbTarget::Sqlite(path) = &s.db {
@@ -736,6 +760,32 @@ mod tests {
         assert_eq!(s.durability, Durability::PowerLoss);
         assert_eq!(s.stale_after, Duration::from_secs(7200));
         assert!(toml::from_str::<FileSettings>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn db_writers_leave_connections_for_queries() {
+        let apply = |text: &str| {
+            let f: FileSettings = toml::from_str(text).unwrap();
+            let mut s = Settings::default();
+            f.apply(&mut s).map(|()| s.db_writers)
+        };
+        assert_eq!(apply("").unwrap(), 2);
+        assert_eq!(apply("db_writers = 4").unwrap(), 4);
+        assert_eq!(apply("db_max_connections = 4\ndb_writers = 3").unwrap(), 3);
+        let e = apply("db_max_connections = 4\ndb_writers = 4")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("db_writers: is 4; it must be from 1 to 3"),
+            "{e}"
+        );
+        assert!(e.contains("below db_max_connections (4)"), "{e}");
+        let e = apply("db_writers = 0").unwrap_err().to_string();
+        assert!(e.contains("from 1 to 15"), "{e}");
+        let e = apply("db_max_connections = 64\ndb_writers = 17")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 16"), "{e}");
     }
 
     #[test]

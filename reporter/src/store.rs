@@ -190,7 +190,7 @@ impl Store {
         )
         .await?;
         db::pg::schema::migrate(&pg).await?;
-        let writer = db::pg::writer::PgWriter::start(pg.clone());
+        let writer = db::pg::writer::PgWriter::start(pg.clone(), settings.db_writers);
         Ok((
             Store::Postgres(PgStore { pg, writer }),
             Running {
@@ -301,7 +301,10 @@ impl Store {
                     .read_quick(move |c| db::enroll::agent_for_token(c, &token))
                     .await
             }
-            Store::Postgres(p) => pg_read!(p, |c| db::pg::enroll::agent_for_token(c, &token)),
+            Store::Postgres(p) => {
+                let client = p.pg.client().await?;
+                db::pg::enroll::agent_for_token(&client, &token).await
+            }
         }
     }
 

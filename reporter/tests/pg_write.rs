@@ -233,7 +233,7 @@ async fn ingest_gives_sqlites_answers_and_derived_state() {
         tx.commit().unwrap();
         let tx = client.transaction().await.unwrap();
         pg_out.push(
-            pg::ingest::ingest(&*tx, &agent, &batch, now, &n)
+            pg::ingest::ingest(&tx, &agent, &batch, now, &n)
                 .await
                 .unwrap(),
         );
@@ -379,7 +379,7 @@ async fn the_writer_commits_every_job_once_and_a_failing_one_alone() {
         .batch_execute(&add_agents_sql())
         .await
         .unwrap();
-    let w = PgWriter::start(pg.clone());
+    let w = PgWriter::start(pg.clone(), 2);
     let n = Notifier::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut batches = Vec::new();
@@ -662,16 +662,13 @@ async fn enrollment_answers_as_sqlite_does() {
         Refusal::Blocked
     );
     assert_eq!(
-        pg::enroll::agent_for_token(&**c, "agent-token-h1")
+        pg::enroll::agent_for_token(&c, "agent-token-h1")
             .await
             .unwrap()
             .as_deref(),
         Some("h1")
     );
-    assert_eq!(
-        pg::enroll::agent_for_token(&**c, "nope").await.unwrap(),
-        None
-    );
+    assert_eq!(pg::enroll::agent_for_token(&c, "nope").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -761,7 +758,10 @@ async fn two_replicas_writing_the_same_agents_store_each_event_once() {
         .batch_execute(&add_agents_sql())
         .await
         .unwrap();
-    let writers = [PgWriter::start(one.clone()), PgWriter::start(two.clone())];
+    let writers = [
+        PgWriter::start(one.clone(), 1),
+        PgWriter::start(two.clone(), 1),
+    ];
     let n = Notifier::default();
     // Every batch goes to both replicas at once (an agent retrying on the
     // other after a timeout), and each writer's transactions span all agents.
@@ -802,7 +802,7 @@ async fn checkins_give_sqlites_state() {
     let Some(srv) = common::pg::server("checkins_give_sqlites_state") else {
         return;
     };
-    let (_, pg) = fresh(&srv, 2).await;
+    let (_, pg) = fresh(&srv, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let lite =
         flotilla_reporter::db::open_writer(&dir.path().join("r.db"), Default::default()).unwrap();
@@ -855,7 +855,7 @@ async fn checkins_give_sqlites_state() {
         ),
     ];
     flotilla_reporter::db::checkin::apply(&lite, &rows).unwrap();
-    let w = PgWriter::start(pg.clone());
+    let w = PgWriter::start(pg.clone(), 2);
     w.checkin(rows).await.unwrap();
     use Col::*;
     let cols = [

@@ -36,6 +36,7 @@ Each key below is set to its default, except the first seven (examples):
   stale_after = "1h"             # agents silent this long are "not reporting"
   read_connections = 4           # SQLite connections for queries
   db_max_connections = 16        # PostgreSQL connections per reporter
+  db_writers = 2                 # of which ingest commits on this many at once
   session_ttl = "12h"            # web login lifetime
   cookie_secure = false          # true when served over HTTPS
   trusted_proxies = []           # proxy addresses ("127.0.0.1") whose
@@ -238,6 +239,7 @@ mod tests {
             stale_after: Some(_),
             read_connections: Some(_),
             db_max_connections: Some(_),
+            db_writers: Some(_),
             db_ca_file: Some(_),
             session_ttl: Some(_),
             cookie_secure: Some(_),

@@ -7,11 +7,21 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
 
 use crate::checkin::Received;
 use crate::db::{to_micros, DbError};
+
+const CHECKIN: &str = "UPDATE agents a SET last_seen = GREATEST(COALESCE(a.last_seen, 0), u.seen),
+             checkin_ts = u.at, host_state = u.state, host_reason = u.reason,
+             host_release = u.release, host_until = u.until,
+             wave = COALESCE(u.wave, a.wave), version = COALESCE(u.version, a.version),
+             channel = COALESCE(u.channel, a.channel)
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                     $7::int8[], $8::text[], $9::text[], $10::text[])
+              AS u(agent_id, seen, at, state, reason, release, until, wave, version, channel)
+         WHERE a.agent_id = u.agent_id AND a.revoked_at IS NULL";
 
 struct Folded<'a> {
     seen: i64,
@@ -24,7 +34,10 @@ struct Folded<'a> {
 /// Writes each agent's latest check-in: it was seen then, and this is its
 /// state. Revoked or unknown agents are skipped. Re-runnable. An agent
 /// named twice ends as SQLite leaves it.
-pub async fn apply(c: &impl GenericClient, rows: &[(String, Received)]) -> Result<(), DbError> {
+pub async fn apply(
+    c: &deadpool_postgres::Transaction<'_>,
+    rows: &[(String, Received)],
+) -> Result<(), DbError> {
     // Applied in order, rows of one agent leave: `last_seen` the latest
     // receipt, wave, version and channel the last given, the rest the last
     // row's. Folded here, so the statement updates each agent once.
@@ -72,27 +85,28 @@ pub async fn apply(c: &impl GenericClient, rows: &[(String, Received)]) -> Resul
         channel.push(f.channel);
     }
     let t = Type::TEXT_ARRAY;
-    c.execute_typed(
-        "UPDATE agents a SET last_seen = GREATEST(COALESCE(a.last_seen, 0), u.seen),
-             checkin_ts = u.at, host_state = u.state, host_reason = u.reason,
-             host_release = u.release, host_until = u.until,
-             wave = COALESCE(u.wave, a.wave), version = COALESCE(u.version, a.version),
-             channel = COALESCE(u.channel, a.channel)
-         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                     $7::int8[], $8::text[], $9::text[], $10::text[])
-              AS u(agent_id, seen, at, state, reason, release, until, wave, version, channel)
-         WHERE a.agent_id = u.agent_id AND a.revoked_at IS NULL",
+    let i8s = Type::INT8_ARRAY;
+    let st = c
+        .prepare_typed_cached(
+            CHECKIN,
+            &[
+                t.clone(),
+                i8s.clone(),
+                i8s.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                i8s,
+                t.clone(),
+                t.clone(),
+                t,
+            ],
+        )
+        .await?;
+    c.execute(
+        &st,
         &[
-            (&ids, t.clone()),
-            (&seen, Type::INT8_ARRAY),
-            (&at, Type::INT8_ARRAY),
-            (&state, t.clone()),
-            (&reason, t.clone()),
-            (&release, t.clone()),
-            (&until, Type::INT8_ARRAY),
-            (&wave, t.clone()),
-            (&version, t.clone()),
-            (&channel, t),
+            &ids, &seen, &at, &state, &reason, &release, &until, &wave, &version, &channel,
         ],
     )
     .await?;

@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::Transaction;
 
 use crate::db::enroll::Refusal;
 use crate::db::tokens::{Scope, TokenInfo, TokenState};
@@ -169,14 +169,19 @@ pub async fn enroll(
 }
 
 /// The agent a bearer token belongs to, if it is enrolled and not revoked.
+/// Every agent request asks this, so the statement is prepared once per
+/// connection.
 pub async fn agent_for_token(
-    c: &impl GenericClient,
+    c: &deadpool_postgres::Client,
     token: &str,
 ) -> Result<Option<String>, DbError> {
-    Ok(c.query_opt(
-        "SELECT agent_id FROM agents WHERE token_hash = $1 AND revoked_at IS NULL",
-        &[&tokens::hash(token)],
-    )
-    .await?
-    .map(|r| r.get(0)))
+    let st = c
+        .prepare_typed_cached(
+            "SELECT agent_id FROM agents WHERE token_hash = $1 AND revoked_at IS NULL",
+            &[tokio_postgres::types::Type::TEXT],
+        )
+        .await?;
+    Ok(c.query_opt(&st, &[&tokens::hash(token)])
+        .await?
+        .map(|r| r.get(0)))
 }

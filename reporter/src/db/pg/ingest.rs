@@ -6,8 +6,9 @@
 //! `unnest`ed in batch order, `ON CONFLICT (agent_id, id) DO NOTHING
 //! RETURNING id`, so redelivery stores nothing twice and the ids returned
 //! are the new events (an id twice in one batch: the first counts, as on
-//! SQLite). The hot statements are sent with their parameter types
-//! (`query_typed`): one round trip each, no separate prepare.
+//! SQLite). The statements are prepared with their parameter types once
+//! per connection (the pool's statement cache), so each is parsed and
+//! planned once and costs one round trip after.
 //!
 //! **Replicas.** Two replicas may ingest batches of one agent at once. The
 //! derived state of the agent's row is one `UPDATE ... RETURNING` of
@@ -22,7 +23,6 @@ use std::collections::{BTreeMap, HashSet};
 use flotilla_protocol::{EventKind, EventStatus, Severity};
 use serde_json::{Map, Value};
 use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
 
 use super::outbox;
 use crate::db::ingest::{event_release, labels_json, running_version};
@@ -86,7 +86,7 @@ const RELEASE_BOUND: &str =
 /// new rollback and failed migration ([`outbox::queue`]). `now`: receipt
 /// time, µs. Run it in a transaction.
 pub async fn ingest(
-    c: &impl GenericClient,
+    c: &deadpool_postgres::Transaction<'_>,
     agent_id: &str,
     batch: &Batch,
     now: i64,
@@ -120,24 +120,44 @@ pub async fn ingest(
         wave_col.push(b.opt(&r.wave));
         details.push(b.text(&r.details));
     }
-    let text_arr = Type::TEXT_ARRAY;
-    let inserted = c
-        .query_typed(
+    let ta = Type::TEXT_ARRAY;
+    let st = c
+        .prepare_typed_cached(
             INSERT_EVENTS,
             &[
-                (&ids, Type::BYTEA_ARRAY),
-                (&agent_id, Type::TEXT),
-                (&ts, Type::INT8_ARRAY),
-                (&kind, text_arr.clone()),
-                (&status, text_arr.clone()),
-                (&severity, text_arr.clone()),
-                (&component, text_arr.clone()),
-                (&message, text_arr.clone()),
-                (&from_version, text_arr.clone()),
-                (&to_version, text_arr.clone()),
-                (&channel_col, text_arr.clone()),
-                (&wave_col, text_arr.clone()),
-                (&details, text_arr),
+                Type::BYTEA_ARRAY,
+                Type::TEXT,
+                Type::INT8_ARRAY,
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta.clone(),
+                ta,
+            ],
+        )
+        .await?;
+    let inserted = c
+        .query(
+            &st,
+            &[
+                &ids,
+                &agent_id,
+                &ts,
+                &kind,
+                &status,
+                &severity,
+                &component,
+                &message,
+                &from_version,
+                &to_version,
+                &channel_col,
+                &wave_col,
+                &details,
             ],
         )
         .await?;
@@ -155,8 +175,10 @@ pub async fn ingest(
     };
     if fresh.is_empty() {
         // Only redelivery: the agent was heard from, nothing else changed.
-        c.execute_typed(AGENT_SEEN, &[(&agent_id, Type::TEXT), (&now, Type::INT8)])
+        let st = c
+            .prepare_typed_cached(AGENT_SEEN, &[Type::TEXT, Type::INT8])
             .await?;
+        c.execute(&st, &[&agent_id, &now]).await?;
         return Ok(outcome);
     }
 
@@ -192,19 +214,28 @@ pub async fn ingest(
     let t = Type::TEXT;
     // The new channel is the batch's, else the stored one: the fallback for
     // events that name none, as SQLite's ingest reads it before its update.
-    let fallback_channel: Option<String> = c
-        .query_typed_opt(
+    let i8 = Type::INT8;
+    let st = c
+        .prepare_typed_cached(
             AGENT_UPDATE,
             &[
-                (&agent_id, t.clone()),
-                (&now, Type::INT8),
-                (&fresh_n, Type::INT8),
-                (&version, t.clone()),
-                (&channel, t.clone()),
-                (&wave, t.clone()),
-                (&labels, t.clone()),
-                (&error, t),
-                (&error_at, Type::INT8),
+                t.clone(),
+                i8.clone(),
+                i8.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t,
+                i8,
+            ],
+        )
+        .await?;
+    let fallback_channel: Option<String> = c
+        .query_opt(
+            &st,
+            &[
+                &agent_id, &now, &fresh_n, &version, &channel, &wave, &labels, &error, &error_at,
             ],
         )
         .await?
@@ -224,27 +255,33 @@ pub async fn ingest(
     }
     if !states.is_empty() {
         let t = Type::TEXT;
-        for ((ch, release), (r, s)) in states {
-            c.execute_typed(
+        let st = c
+            .prepare_typed_cached(
                 RELEASE_UPSERT,
                 &[
-                    (&ch, t.clone()),
-                    (&release, t.clone()),
-                    (&agent_id, t.clone()),
-                    (&s.as_str(), t.clone()),
-                    (&b.opt(&r.wave).or(wave), t.clone()),
-                    (&now, Type::INT8),
-                    (&b.text(&r.message), t.clone()),
+                    t.clone(),
+                    t.clone(),
+                    t.clone(),
+                    t.clone(),
+                    t.clone(),
+                    Type::INT8,
+                    t.clone(),
                 ],
+            )
+            .await?;
+        for ((ch, release), (r, s)) in states {
+            let (state, wave, message) = (s.as_str(), b.opt(&r.wave).or(wave), b.text(&r.message));
+            c.execute(
+                &st,
+                &[&ch, &release, &agent_id, &state, &wave, &now, &message],
             )
             .await?;
         }
         let bound = crate::db::ingest::MAX_RELEASES_PER_AGENT as i64;
-        c.execute_typed(
-            RELEASE_BOUND,
-            &[(&agent_id, Type::TEXT), (&bound, Type::INT8)],
-        )
-        .await?;
+        let st = c
+            .prepare_typed_cached(RELEASE_BOUND, &[t, Type::INT8])
+            .await?;
+        c.execute(&st, &[&agent_id, &bound]).await?;
     }
     for r in &fresh {
         let notice = match (r.kind, r.status) {
@@ -273,7 +310,7 @@ pub async fn ingest(
             }
             _ => continue,
         };
-        outcome.notices |= outbox::queue(c, notifier, &notice, now).await?;
+        outcome.notices |= outbox::queue(&**c, notifier, &notice, now).await?;
     }
     Ok(outcome)
 }
