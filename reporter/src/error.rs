@@ -229,6 +229,12 @@ impl From<crate::db::DbError> for AppError {
                 "the reporter is shutting down or overloaded",
             )
             .retry_after(5),
+            // The writer logged the cause; the client needs only to retry.
+            crate::db::DbError::Transaction(_) => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database did not commit this write (see the reporter's log); send it again",
+            )
+            .retry_after(1),
             other => AppError::internal(other),
         }
     }

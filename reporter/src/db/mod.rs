@@ -55,6 +55,11 @@ pub enum DbError {
     /// The writer or pool is gone (shutting down).
     #[error("the database is shutting down")]
     Busy,
+    /// The transaction this write shared with others (group commit) could
+    /// not begin or commit, so it was rolled back with them; the write may
+    /// be sent again. The cause, logged once by the writer, is in it.
+    #[error("the write's transaction was rolled back: {0}")]
+    Transaction(String),
 }
 
 /// The writer's page cache, KiB. Small on purpose: while the database is

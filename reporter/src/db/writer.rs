@@ -90,7 +90,7 @@ where
         let result = match (commit, result) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(r)) => r,
-            (Ok(()), None) => Err(DbError::Busy),
+            (Ok(()), None) => Err(DbError::Transaction("the write did not run".into())),
         };
         let _ = reply.send((result, f));
     }
@@ -226,9 +226,11 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, wal: Option<Arc<W
                 }
             }
             Err((true, e)) => {
-                // Dropping the jobs answers their callers with `DbError::Busy`.
                 tracing::error!(error = %e, "writer could not begin a transaction");
-                jobs.clear();
+                let msg = format!("could not begin: {e}");
+                for j in jobs.drain(..) {
+                    j.finish(Err(DbError::Transaction(msg.clone())));
+                }
                 continue;
             }
             Err((false, e)) => {
@@ -236,10 +238,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, wal: Option<Arc<W
                 let _ = rollback(&conn);
                 let msg = e.to_string();
                 for j in jobs.drain(..) {
-                    j.finish(Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                        Some(msg.clone()),
-                    ))));
+                    j.finish(Err(DbError::Transaction(msg.clone())));
                 }
             }
         }

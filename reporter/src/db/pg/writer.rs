@@ -309,7 +309,9 @@ async fn run(pg: Pg, mut rx: mpsc::Receiver<Job>) {
         match transaction(c, &mut jobs).await {
             Ok(()) => {
                 for j in jobs.drain(..) {
-                    let r = j.result.unwrap_or(Err(DbError::Busy));
+                    let r = j.result.unwrap_or_else(|| {
+                        Err(DbError::Transaction("the write did not run".into()))
+                    });
                     let _ = j.reply.send(r);
                 }
                 tracing::trace!(jobs = n, took = ?started.elapsed(), "committed");
@@ -344,11 +346,11 @@ async fn connect(pg: &Pg, check: bool) -> Result<deadpool_postgres::Client, DbEr
     }
 }
 
-/// Answers every job with `e`: the first with `e` itself, the others with
-/// [`DbError::Busy`] (an error cannot be copied), after logging it.
+/// Answers every job with [`DbError::Transaction`] naming `e` (logged by
+/// the caller): each was rolled back with the others.
 fn fail(jobs: &mut Vec<Job>, e: DbError) {
-    let mut e = Some(e);
+    let msg = e.to_string();
     for j in jobs.drain(..) {
-        let _ = j.reply.send(Err(e.take().unwrap_or(DbError::Busy)));
+        let _ = j.reply.send(Err(DbError::Transaction(msg.clone())));
     }
 }
