@@ -473,7 +473,10 @@ async fn the_writer_commits_every_job_once_and_a_failing_one_alone() {
     // The first may have met the broken connection: rolled back, and the
     // error says so (the client is told to send it again).
     if let Err(e) = &after[0] {
-        assert!(e.starts_with("the write's transaction was rolled back: "), "{e}");
+        assert!(
+            e.starts_with("the write's transaction was rolled back: "),
+            "{e}"
+        );
     }
     let after: Vec<bool> = after.iter().map(Result::is_ok).collect();
     assert!(after[1] && after[2], "the writer reconnected: {after:?}");

@@ -40,6 +40,82 @@ pub struct AgentFilter {
     pub offset: u32,
 }
 
+/// One condition of an [`AgentFilter`], for each backend to write in its
+/// own SQL: what the filter means is decided once, in
+/// [`AgentFilter::conditions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentCond {
+    /// Not revoked.
+    NotRevoked,
+    /// This text (trimmed, not empty) in the id, the version, or a label's
+    /// key or value: `LIKE '%text%'`, ASCII case folded.
+    Search(String),
+    /// This label (key, value), exactly.
+    Label(String, String),
+    /// This column (`channel`, `version` or `wave`) equal to this value.
+    Eq(&'static str, String),
+    /// Any of: in one of `reported` (check-in states) and heard from since
+    /// `since`; or, if `not_reporting`, not heard from since `since` (µs)
+    /// or never.
+    States {
+        /// Reported states, as stored.
+        reported: Vec<&'static str>,
+        /// Also agents not heard from since `since`.
+        not_reporting: bool,
+        /// The staleness bound, µs.
+        since: i64,
+    },
+    /// Not heard from since this (µs), or never.
+    SilentSince(i64),
+}
+
+impl AgentFilter {
+    /// Every condition an agent must meet. The search box's `key=value` is
+    /// a label filter; any other text is a [`AgentCond::Search`].
+    pub fn conditions(&self) -> Vec<AgentCond> {
+        let mut out = Vec::new();
+        if !self.include_revoked {
+            out.push(AgentCond::NotRevoked);
+        }
+        let mut labels = self.labels.clone();
+        if let Some(q) = self.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            match q.split_once('=') {
+                // `role=db` in the search box: that label, exactly.
+                Some((k, v)) if !k.trim().is_empty() => {
+                    labels.push((k.trim().to_owned(), v.trim().to_owned()))
+                }
+                _ => out.push(AgentCond::Search(q.to_owned())),
+            }
+        }
+        out.extend(labels.into_iter().map(|(k, v)| AgentCond::Label(k, v)));
+        for (col, val) in [
+            ("channel", &self.channel),
+            ("version", &self.version),
+            ("wave", &self.wave),
+        ] {
+            if let Some(v) = val {
+                out.push(AgentCond::Eq(col, v.clone()));
+            }
+        }
+        if !self.states.is_empty() {
+            out.push(AgentCond::States {
+                reported: self
+                    .states
+                    .iter()
+                    .filter(|s| **s != HostState::NotReporting)
+                    .map(|s| s.as_str())
+                    .collect(),
+                not_reporting: self.states.contains(&HostState::NotReporting),
+                since: self.stale_before,
+            });
+        }
+        if let Some(t) = self.silent_since {
+            out.push(AgentCond::SilentSince(t));
+        }
+        out
+    }
+}
+
 /// Orders of the agents list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AgentSort {
@@ -109,72 +185,58 @@ pub fn agents(conn: &Connection, f: &AgentFilter) -> Result<(Vec<AgentSummary>, 
         args.push(v);
         format!("?{}", args.len())
     };
-    if !f.include_revoked {
-        wh.push("revoked_at IS NULL".into());
-    }
-    let mut labels = f.labels.clone();
-    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        match q.split_once('=') {
-            // `role=db` in the search box: that label, exactly.
-            Some((k, v)) if !k.trim().is_empty() => {
-                labels.push((k.trim().to_owned(), v.trim().to_owned()))
-            }
-            _ => {
-                let p = arg(&mut args, SqlValue::Text(like_pattern(q)));
-                wh.push(format!(
+    for cond in f.conditions() {
+        wh.push(match cond {
+            AgentCond::NotRevoked => "revoked_at IS NULL".into(),
+            AgentCond::Search(q) => {
+                let p = arg(&mut args, SqlValue::Text(like_pattern(&q)));
+                format!(
                     "(agent_id LIKE {p} ESCAPE '\\' OR version LIKE {p} ESCAPE '\\' OR EXISTS \
                      (SELECT 1 FROM json_each(agents.labels) WHERE key LIKE {p} ESCAPE '\\' \
                       OR value LIKE {p} ESCAPE '\\'))"
-                ));
+                )
             }
-        }
-    }
-    for (k, v) in &labels {
-        let k = arg(&mut args, SqlValue::Text(k.clone()));
-        let v = arg(&mut args, SqlValue::Text(v.clone()));
-        wh.push(format!(
-            "EXISTS (SELECT 1 FROM json_each(agents.labels) WHERE key = {k} AND value = {v})"
-        ));
-    }
-    for (col, val) in [
-        ("channel", &f.channel),
-        ("version", &f.version),
-        ("wave", &f.wave),
-    ] {
-        if let Some(v) = val {
-            let p = arg(&mut args, SqlValue::Text(v.clone()));
-            wh.push(format!("{col} = {p}"));
-        }
-    }
-    if !f.states.is_empty() {
-        let since = arg(&mut args, SqlValue::Integer(f.stale_before));
-        let mut any = Vec::new();
-        let reported: Vec<&str> = f
-            .states
-            .iter()
-            .filter(|s| **s != HostState::NotReporting)
-            .map(|s| s.as_str())
-            .collect();
-        if f.states.contains(&HostState::NotReporting) {
-            any.push(format!("(last_seen IS NULL OR last_seen < {since})"));
-        }
-        if !reported.is_empty() {
-            let marks: Vec<String> = reported
-                .iter()
-                .map(|s| arg(&mut args, SqlValue::Text((*s).to_owned())))
-                .collect();
-            any.push(format!(
-                "(host_state IN ({}) AND last_seen >= {since})",
-                marks.join(", ")
-            ));
-        }
-        wh.push(format!("({})", any.join(" OR ")));
-    }
-    if let Some(t) = f.silent_since {
-        let p = arg(&mut args, SqlValue::Integer(t));
-        wh.push(format!("(last_seen IS NULL OR last_seen < {p})"));
+            AgentCond::Label(k, v) => {
+                let k = arg(&mut args, SqlValue::Text(k));
+                let v = arg(&mut args, SqlValue::Text(v));
+                format!(
+                    "EXISTS (SELECT 1 FROM json_each(agents.labels) WHERE key = {k} AND value = {v})"
+                )
+            }
+            AgentCond::Eq(col, v) => format!("{col} = {}", arg(&mut args, SqlValue::Text(v))),
+            AgentCond::States {
+                reported,
+                not_reporting,
+                since,
+            } => {
+                let since = arg(&mut args, SqlValue::Integer(since));
+                let mut any = Vec::new();
+                if not_reporting {
+                    any.push(format!("(last_seen IS NULL OR last_seen < {since})"));
+                }
+                if !reported.is_empty() {
+                    let marks: Vec<String> = reported
+                        .iter()
+                        .map(|s| arg(&mut args, SqlValue::Text((*s).to_owned())))
+                        .collect();
+                    any.push(format!(
+                        "(host_state IN ({}) AND last_seen >= {since})",
+                        marks.join(", ")
+                    ));
+                }
+                format!("({})", any.join(" OR "))
+            }
+            AgentCond::SilentSince(t) => {
+                let p = arg(&mut args, SqlValue::Integer(t));
+                format!("(last_seen IS NULL OR last_seen < {p})")
+            }
+        });
     }
     let wh = wh.join(" AND ");
+    // The count and the page from one snapshot (a read transaction), so the
+    // total agrees with the page while ingestion writes.
+    let tx = conn.unchecked_transaction()?;
+    let conn = &*tx;
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM agents WHERE {wh}"),
         params_from_iter(args.iter()),

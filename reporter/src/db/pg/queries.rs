@@ -17,7 +17,9 @@ use flotilla_protocol::Event;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{GenericClient, Row};
 
-use crate::db::queries::{encode_cursor, AgentFilter, AgentSort, EventFilter, RolloutRow};
+use crate::db::queries::{
+    encode_cursor, AgentCond, AgentFilter, AgentSort, EventFilter, RolloutRow,
+};
 use crate::db::{from_micros, DbError};
 
 /// A query argument of a statement built at run time.
@@ -100,71 +102,56 @@ pub async fn agents(
 ) -> Result<(Vec<AgentSummary>, u64), DbError> {
     let mut wh = vec!["TRUE".to_owned()];
     let mut args: Vec<Arg> = Vec::new();
-    if !f.include_revoked {
-        wh.push("revoked_at IS NULL".into());
-    }
-    let mut labels = f.labels.clone();
-    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        match q.split_once('=') {
-            // `role=db` in the search box: that label, exactly.
-            Some((k, v)) if !k.trim().is_empty() => {
-                labels.push((k.trim().to_owned(), v.trim().to_owned()))
-            }
-            _ => {
-                let p = arg(&mut args, like_pattern(q));
+    for cond in f.conditions() {
+        wh.push(match cond {
+            AgentCond::NotRevoked => "revoked_at IS NULL".into(),
+            AgentCond::Search(q) => {
+                let p = arg(&mut args, like_pattern(&q));
                 let like = |x: &str| format!("{} LIKE {p} ESCAPE '\\'", fold(x));
-                wh.push(format!(
+                format!(
                     "({} OR {} OR EXISTS (SELECT 1 FROM jsonb_each_text(agents.labels::jsonb) l \
                      WHERE {} OR {}))",
                     like("agent_id"),
                     like("version"),
                     like("l.key"),
                     like("l.value"),
-                ));
+                )
             }
-        }
-    }
-    for (k, v) in labels {
-        let k = arg(&mut args, k);
-        let v = arg(&mut args, v);
-        wh.push(format!(
-            "EXISTS (SELECT 1 FROM jsonb_each_text(agents.labels::jsonb) l \
-             WHERE l.key = {k} AND l.value = {v})"
-        ));
-    }
-    for (col, val) in [
-        ("channel", &f.channel),
-        ("version", &f.version),
-        ("wave", &f.wave),
-    ] {
-        if let Some(v) = val {
-            let p = arg(&mut args, v.clone());
-            wh.push(format!("{col} = {p}"));
-        }
-    }
-    if !f.states.is_empty() {
-        let since = arg(&mut args, f.stale_before);
-        let mut any = Vec::new();
-        let reported: Vec<String> = f
-            .states
-            .iter()
-            .filter(|s| **s != HostState::NotReporting)
-            .map(|s| s.as_str().to_owned())
-            .collect();
-        if f.states.contains(&HostState::NotReporting) {
-            any.push(format!("(last_seen IS NULL OR last_seen < {since})"));
-        }
-        if !reported.is_empty() {
-            let list = arg(&mut args, reported);
-            any.push(format!(
-                "(host_state = ANY({list}) AND last_seen >= {since})"
-            ));
-        }
-        wh.push(format!("({})", any.join(" OR ")));
-    }
-    if let Some(t) = f.silent_since {
-        let p = arg(&mut args, t);
-        wh.push(format!("(last_seen IS NULL OR last_seen < {p})"));
+            AgentCond::Label(k, v) => {
+                let k = arg(&mut args, k);
+                let v = arg(&mut args, v);
+                format!(
+                    "EXISTS (SELECT 1 FROM jsonb_each_text(agents.labels::jsonb) l \
+                     WHERE l.key = {k} AND l.value = {v})"
+                )
+            }
+            AgentCond::Eq(col, v) => format!("{col} = {}", arg(&mut args, v)),
+            AgentCond::States {
+                reported,
+                not_reporting,
+                since,
+            } => {
+                let since = arg(&mut args, since);
+                let mut any = Vec::new();
+                if not_reporting {
+                    any.push(format!("(last_seen IS NULL OR last_seen < {since})"));
+                }
+                if !reported.is_empty() {
+                    let list = arg(
+                        &mut args,
+                        reported.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                    );
+                    any.push(format!(
+                        "(host_state = ANY({list}) AND last_seen >= {since})"
+                    ));
+                }
+                format!("({})", any.join(" OR "))
+            }
+            AgentCond::SilentSince(t) => {
+                let p = arg(&mut args, t);
+                format!("(last_seen IS NULL OR last_seen < {p})")
+            }
+        });
     }
     let wh = wh.join(" AND ");
     let refs = arg_refs(&args);
