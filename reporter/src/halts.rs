@@ -17,6 +17,7 @@
 //! The active halts are kept in memory ([`Board`]), loaded at start and
 //! after each change, so a gate check costs no query for them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use flotilla_protocol::api::{Gate, GateState, Halt, HaltRequest};
@@ -29,9 +30,18 @@ use crate::notify::Notice;
 use crate::state::AppState;
 
 /// The active halts, in memory.
+///
+/// Loads of the list may finish out of order (the reload loop's read
+/// started before a halt was committed, the closing request's after; the
+/// first can land last), so each load takes a [`Board::ticket`] before it
+/// reads and [`Board::set`] keeps the list of the latest ticket: a halt
+/// closed here is never dropped by an older read, and a reopened one never
+/// comes back from one.
 #[derive(Debug, Default)]
 pub struct Board {
-    active: RwLock<Vec<Halt>>,
+    /// The list, and the ticket of the read it came from.
+    active: RwLock<(u64, Vec<Halt>)>,
+    tickets: AtomicU64,
 }
 
 impl Board {
@@ -39,7 +49,7 @@ impl Board {
     /// release itself before one on the whole channel.
     pub fn find(&self, channel: &str, release: &str) -> Option<Halt> {
         let a = self.active.read().expect("halts");
-        a.iter()
+        a.1.iter()
             .filter(|h| h.covers(channel, release))
             .max_by_key(|h| h.release.is_some())
             .cloned()
@@ -47,19 +57,30 @@ impl Board {
 
     /// Every active halt.
     pub fn all(&self) -> Vec<Halt> {
-        self.active.read().expect("halts").clone()
+        self.active.read().expect("halts").1.clone()
     }
 
-    /// Replaces the active halts (at start, and by [`reload`]).
-    pub fn set(&self, halts: Vec<Halt>) {
-        *self.active.write().expect("halts") = halts;
+    /// A number for a read of the halts about to start: greater than every
+    /// earlier one.
+    pub fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Replaces the active halts with `halts`, read after taking `ticket`,
+    /// unless a read that started later replaced them already.
+    pub fn set(&self, ticket: u64, halts: Vec<Halt>) {
+        let mut a = self.active.write().expect("halts");
+        if ticket > a.0 {
+            *a = (ticket, halts);
+        }
     }
 }
 
 /// Reloads the active halts from the database.
 pub async fn reload(st: &AppState) -> Result<(), DbError> {
+    let ticket = st.halts.ticket();
     let halts = st.store.halts_active().await?;
-    st.halts.set(halts);
+    st.halts.set(ticket, halts);
     Ok(())
 }
 
@@ -239,4 +260,42 @@ pub async fn reopen(
         announce(st, &HaltChange::Reopened(h.clone()));
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn halt(id: i64, reopened: bool) -> Halt {
+        Halt {
+            id,
+            channel: "stable".into(),
+            release: None,
+            reason: "bad".into(),
+            closed_by: "ops".into(),
+            closed_at: chrono::Utc::now(),
+            reopened_by: reopened.then(|| "ops".into()),
+            reopened_at: reopened.then(chrono::Utc::now),
+        }
+    }
+
+    #[test]
+    fn an_older_read_landing_last_keeps_a_newer_halt() {
+        let b = Board::default();
+        // The reload loop's read starts; a halt is closed and the closing
+        // request reads the list again, which lands first.
+        let old = b.ticket();
+        let new = b.ticket();
+        b.set(new, vec![halt(1, false)]);
+        b.set(old, vec![]);
+        assert_eq!(b.find("stable", "2.0.0").map(|h| h.id), Some(1));
+        // A read that starts after replaces it (the halt reopened).
+        b.set(b.ticket(), vec![]);
+        assert!(b.find("stable", "2.0.0").is_none());
+        b.set(new, vec![halt(1, false)]);
+        assert!(
+            b.find("stable", "2.0.0").is_none(),
+            "a reopened halt came back"
+        );
+    }
 }

@@ -266,7 +266,7 @@ pub async fn launch_with_tcp_listener(
     })?;
     tracing::info!(settings = ?settings, %addr, "serving");
     let state = AppState::new(settings, store, manifest);
-    state.halts.set(active_halts);
+    state.halts.set(state.halts.ticket(), active_halts);
     background.push(tokio::spawn(retention::run(state.clone())));
     if state.store.is_shared() {
         background.push(tokio::spawn(halts::reload_loop(
