@@ -15,6 +15,7 @@ use flotilla_protocol::api::{EnrollRequest, Gate, GateState};
 use flotilla_protocol::{Event, EventKind, EventStatus, Severity};
 use flotilla_reporter::db::enroll::Refusal;
 use flotilla_reporter::db::ingest::{Batch, IngestOutcome};
+use flotilla_reporter::db::pg::ingest::{is_events_key_violation, Insert};
 use flotilla_reporter::db::pg::writer::PgWriter;
 use flotilla_reporter::db::pg::{self, schema, Pg};
 use flotilla_reporter::db::tokens::TokenState;
@@ -226,14 +227,20 @@ async fn ingest_gives_sqlites_answers_and_derived_state() {
     let n = notifier(40);
     let mut now = 5_000_000;
     let (mut lite_out, mut pg_out) = (Vec::new(), Vec::new());
-    for (agent, batch) in batches() {
+    for (k, (agent, batch)) in batches().into_iter().enumerate() {
         now += 1_000;
+        // Both ways of inserting give the same rows and answers.
+        let insert = if k % 2 == 0 {
+            Insert::Plain
+        } else {
+            Insert::Guarded
+        };
         let tx = lite.unchecked_transaction().unwrap();
         lite_out.push(flotilla_reporter::db::ingest::ingest(&tx, &agent, &batch, now, &n).unwrap());
         tx.commit().unwrap();
         let tx = client.transaction().await.unwrap();
         pg_out.push(
-            pg::ingest::ingest(&tx, &agent, &batch, now, &n)
+            pg::ingest::ingest(&tx, &agent, &batch, now, &n, insert)
                 .await
                 .unwrap(),
         );
@@ -340,6 +347,80 @@ async fn ingest_gives_sqlites_answers_and_derived_state() {
         flotilla_reporter::db::ingest::MAX_RELEASES_PER_AGENT as i64
     );
     assert_eq!(pg::outbox::count(&**client).await.unwrap(), 40);
+}
+
+/// Two replicas storing the same new events at once: the plain insert of
+/// the one that commits second fails on the events' key, and only then
+/// (the writer's cue to run it again guarded); guarded, it stores nothing
+/// twice and says they were duplicates.
+#[tokio::test]
+async fn a_plain_insert_that_meets_a_racing_replica_fails_on_the_events_key() {
+    let Some(srv) =
+        common::pg::server("a_plain_insert_that_meets_a_racing_replica_fails_on_the_events_key")
+    else {
+        return;
+    };
+    let (_, pg) = fresh(&srv, 4).await;
+    let mut one = pg.client().await.unwrap();
+    let mut two = pg.client().await.unwrap();
+    one.batch_execute(&add_agents_sql()).await.unwrap();
+    let n = Notifier::default();
+    let batch = small_batch("a-1", 5, "raced");
+    let tx1 = one.transaction().await.unwrap();
+    let first = pg::ingest::ingest(&tx1, "a-1", &batch, 1, &n, Insert::Plain)
+        .await
+        .unwrap();
+    assert_eq!((first.new, first.duplicates), (5, 0));
+    // The second sees none of them stored yet, so it inserts them too and
+    // waits on the first's uncommitted keys.
+    let second = {
+        let (batch, n) = (batch.clone(), n.clone());
+        tokio::spawn(async move {
+            let tx2 = two.transaction().await.unwrap();
+            let r = pg::ingest::ingest(&tx2, "a-1", &batch, 2, &n, Insert::Plain).await;
+            let e = r.expect_err("the plain insert should fail");
+            assert!(is_events_key_violation(&e), "{e}");
+            tx2.rollback().await.unwrap();
+            let tx2 = two.transaction().await.unwrap();
+            let again = pg::ingest::ingest(&tx2, "a-1", &batch, 3, &n, Insert::Guarded)
+                .await
+                .unwrap();
+            tx2.commit().await.unwrap();
+            again
+        })
+    };
+    // Until the second waits on the first's lock.
+    let admin = pg.client().await.unwrap();
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 || second.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx1.commit().await.unwrap();
+    let again = second.await.unwrap();
+    assert_eq!((again.new, again.duplicates), (0, 5));
+    assert_eq!(event_count(&pg).await, 5, "stored once");
+    // Another constraint's violation is not mistaken for it.
+    let e = admin
+        .execute(
+            "INSERT INTO agents (agent_id, enrolled_at) VALUES ('a-1', 0)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(!is_events_key_violation(
+        &flotilla_reporter::db::DbError::from(e)
+    ));
 }
 
 fn small_batch(agent: &str, n: usize, msg: &str) -> Batch {

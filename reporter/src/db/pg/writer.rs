@@ -20,7 +20,11 @@
 //!    refuses every later statement of a failed transaction);
 //! 3. a deadlock or serialization failure (another replica's transaction
 //!    crossed this one): `ROLLBACK` and run them all again, up to
-//!    [`RETRIES`] times;
+//!    [`RETRIES`] times; the same when another replica stored one of the
+//!    same events meanwhile (events go in with a plain `INSERT` of the ids
+//!    not stored yet, [`Insert::Plain`]; again, with `ON CONFLICT DO
+//!    NOTHING`, [`Insert::Guarded`], which costs the database a third more
+//!    per row, so only the rare transaction that met a duplicate pays it);
 //! 4. any other failure: `ROLLBACK`, and run the same jobs again in a new
 //!    transaction, each in its own savepoint, so a failing job is rolled
 //!    back alone (jobs are re-runnable; the common case pays for no
@@ -42,6 +46,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
+use super::ingest::{is_events_key_violation, Insert};
 use super::Pg;
 use crate::checkin::Received;
 use crate::db::ingest::{Batch, IngestOutcome};
@@ -81,14 +86,18 @@ impl Work {
         }
     }
 
-    async fn run(&self, c: &deadpool_postgres::Transaction<'_>) -> Result<Answer, DbError> {
+    async fn run(
+        &self,
+        c: &deadpool_postgres::Transaction<'_>,
+        insert: Insert,
+    ) -> Result<Answer, DbError> {
         match self {
             Work::Ingest {
                 agent_id,
                 batch,
                 now,
                 notifier,
-            } => super::ingest::ingest(c, agent_id, batch, *now, notifier)
+            } => super::ingest::ingest(c, agent_id, batch, *now, notifier, insert)
                 .await
                 .map(Answer::Ingest),
             Work::Checkin(rows) => super::checkin::apply(c, rows)
@@ -223,14 +232,20 @@ async fn transaction(
     client: &mut deadpool_postgres::Client,
     jobs: &mut [Job],
 ) -> Result<(), DbError> {
+    let mut insert = Insert::Plain;
     for attempt in 1.. {
         let tx = client.transaction().await?;
         let mut failure = None;
         for j in jobs.iter_mut() {
-            let r = j.work.run(&tx).await;
+            let r = j.work.run(&tx, insert).await;
             let failed = r.is_err();
             if let Err(e) = &r {
-                failure = Some(retryable(e));
+                let raced = insert == Insert::Plain && is_events_key_violation(e);
+                if raced {
+                    // Another replica stored one of these ids meanwhile.
+                    insert = Insert::Guarded;
+                }
+                failure = Some(raced || retryable(e));
             }
             j.result = Some(r);
             if failed {
@@ -260,7 +275,7 @@ async fn transaction(
     let mut tx = client.transaction().await?;
     for j in jobs.iter_mut() {
         let sp = tx.savepoint("job").await?;
-        let r = j.work.run(&sp).await;
+        let r = j.work.run(&sp, Insert::Guarded).await;
         if r.is_ok() {
             sp.commit().await?;
         } else {
