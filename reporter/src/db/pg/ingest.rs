@@ -39,43 +39,34 @@ use crate::notify::{Notice, Notifier};
 // like SQLite's. A replica storing the same id at the same moment is what
 // is left: [`Insert::Plain`] fails then, with [`is_events_key_violation`],
 // and the writer runs the transaction again with [`Insert::Guarded`].
-const INSERT_EVENTS_PLAIN: &str =
-    "INSERT INTO events (id, agent_id, ts, kind, status, severity, component, message,
-         from_version, to_version, channel, wave, details)
-     SELECT u.id, $2, u.ts, u.kind, u.status, u.severity, u.component, u.message,
-            u.from_version, u.to_version, u.channel, u.wave, u.details
-     FROM (SELECT DISTINCT ON (v.id) v.*
-           FROM unnest($1::bytea[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                       $12::text[], $13::text[])
-                WITH ORDINALITY
-                AS v(id, ts, kind, status, severity, component, message, from_version,
-                     to_version, channel, wave, details, n)
-           ORDER BY v.id, v.n) u
-     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = $2 AND e.id = u.id)
-     ORDER BY u.n
-     RETURNING id";
+macro_rules! insert_events {
+    ($on_conflict:literal) => {
+        concat!(
+            "INSERT INTO events (id, agent_id, ts, kind, status, severity, component, message,
+                 from_version, to_version, channel, wave, details)
+             SELECT u.id, $2, u.ts, u.kind, u.status, u.severity, u.component, u.message,
+                    u.from_version, u.to_version, u.channel, u.wave, u.details
+             FROM (SELECT DISTINCT ON (v.id) v.*
+                   FROM unnest($1::bytea[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                               $12::text[], $13::text[])
+                        WITH ORDINALITY
+                        AS v(id, ts, kind, status, severity, component, message, from_version,
+                             to_version, channel, wave, details, n)
+                   ORDER BY v.id, v.n) u
+             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = $2 AND e.id = u.id)
+             ORDER BY u.n ",
+            $on_conflict,
+            " RETURNING id"
+        )
+    };
+}
+const INSERT_EVENTS_PLAIN: &str = insert_events!("");
 
 // The same, safe next to a replica storing the same ids at once, at the
 // cost of a speculative insertion per row (`ON CONFLICT`: a third more of
 // the database's time per row than the plain insert).
-const INSERT_EVENTS_GUARDED: &str =
-    "INSERT INTO events (id, agent_id, ts, kind, status, severity, component, message,
-         from_version, to_version, channel, wave, details)
-     SELECT u.id, $2, u.ts, u.kind, u.status, u.severity, u.component, u.message,
-            u.from_version, u.to_version, u.channel, u.wave, u.details
-     FROM (SELECT DISTINCT ON (v.id) v.*
-           FROM unnest($1::bytea[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                       $12::text[], $13::text[])
-                WITH ORDINALITY
-                AS v(id, ts, kind, status, severity, component, message, from_version,
-                     to_version, channel, wave, details, n)
-           ORDER BY v.id, v.n) u
-     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = $2 AND e.id = u.id)
-     ORDER BY u.n
-     ON CONFLICT (agent_id, id) DO NOTHING
-     RETURNING id";
+const INSERT_EVENTS_GUARDED: &str = insert_events!("ON CONFLICT (agent_id, id) DO NOTHING");
 
 const AGENT_SEEN: &str = "UPDATE agents SET last_seen = $2 WHERE agent_id = $1";
 
