@@ -24,14 +24,7 @@ pub async fn post(
     agent: AgentAuth,
     body: Result<Json<CheckIn>, JsonRejection>,
 ) -> Result<StatusCode, AppError> {
-    if let Err(wait) = st.limiter.check(&agent.agent_id) {
-        st.metrics.rejected("rate_limited");
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many requests from this agent; retry later",
-        )
-        .retry_after(wait.as_secs_f64().ceil() as u64));
-    }
+    super::limit_agent(&st, &agent.agent_id)?;
     let Json(c) = body.map_err(|r| {
         st.metrics.rejected("invalid");
         AppError::new(r.status(), format!("check-in: {}", r.body_text()))

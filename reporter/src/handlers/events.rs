@@ -35,14 +35,7 @@ pub async fn post(
     agent: AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EventsAccepted>, AppError> {
-    if let Err(wait) = st.limiter.check(&agent.agent_id) {
-        st.metrics.rejected("rate_limited");
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many requests from this agent; retry later",
-        )
-        .retry_after(wait.as_secs_f64().ceil() as u64));
-    }
+    super::limit_agent(&st, &agent.agent_id)?;
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             st.metrics.rejected("too_large");

@@ -8,7 +8,23 @@ pub mod halts;
 pub mod health;
 pub mod rollouts;
 
+use axum::http::StatusCode;
+
 use crate::error::AppError;
+use crate::state::AppState;
+
+/// The per-agent request limit (`rate_limit_*`), shared by events and
+/// check-ins: 429 with `Retry-After` beyond it, counted as `rate_limited`.
+pub(crate) fn limit_agent(st: &AppState, agent_id: &str) -> Result<(), AppError> {
+    st.limiter.check(agent_id).map_err(|wait| {
+        st.metrics.rejected("rate_limited");
+        AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this agent; retry later",
+        )
+        .retry_after(wait.as_secs_f64().ceil() as u64)
+    })
+}
 
 /// Splits a comma-separated filter value; `None` and `""` give nothing.
 pub(crate) fn list(v: &Option<String>) -> Vec<String> {
