@@ -20,25 +20,9 @@ use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
 use tokio_postgres::Transaction;
 
 use crate::db::enroll::Refusal;
-use crate::db::tokens::{Scope, TokenInfo, TokenState};
-use crate::db::{from_micros, to_micros, DbError};
+use crate::db::tokens::{Scope, TokenState};
+use crate::db::{to_micros, DbError};
 use crate::tokens;
-
-fn token_from_row(r: &tokio_postgres::Row) -> Result<TokenInfo, DbError> {
-    let scope: String = r.try_get("scope")?;
-    Ok(TokenInfo {
-        id: r.try_get("id")?,
-        // An unknown scope is refused like a read token: it may not enroll.
-        scope: scope.parse().unwrap_or(Scope::Read),
-        created_at: from_micros(r.try_get("created_at")?),
-        expires_at: r.try_get::<_, Option<i64>>("expires_at")?.map(from_micros),
-        max_uses: r.try_get::<_, Option<i64>>("max_uses")?.map(|v| v as u64),
-        uses: r.try_get::<_, i64>("uses")? as u64,
-        agents: 0,
-        revoked_at: r.try_get::<_, Option<i64>>("revoked_at")?.map(from_micros),
-        note: r.try_get("note")?,
-    })
-}
 
 /// Enrolls per the rule of [`crate::db::enroll`], in `tx` (the caller
 /// commits). `agent_token`: the proof or proposal, else `None` for a fresh one.
@@ -57,7 +41,7 @@ pub async fn enroll(
     else {
         return Ok(Err(Refusal::UnknownToken));
     };
-    let token = token_from_row(&row)?;
+    let token = super::tokens::token_from_row(&row)?;
     if token.scope != Scope::Enroll {
         return Ok(Err(Refusal::ReadToken));
     }

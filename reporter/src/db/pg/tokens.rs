@@ -31,7 +31,8 @@ impl<'a> FromSql<'a> for ScopeCol {
     }
 }
 
-fn token_from_row(r: &Row) -> Result<TokenInfo, DbError> {
+/// A token's row (enrollment reads it too, as on SQLite).
+pub(super) fn token_from_row(r: &Row) -> Result<TokenInfo, DbError> {
     Ok(TokenInfo {
         id: r.try_get("id")?,
         scope: r.try_get::<_, ScopeCol>("scope")?.0,
