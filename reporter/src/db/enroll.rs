@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::tokens::{token_from_row, Scope, TokenState};
+use super::tokens::{token_from_row, Scope, TokenInfo, TokenState};
 use super::{to_micros, DbError};
 use crate::tokens;
 
@@ -45,6 +45,68 @@ pub enum Refusal {
     AgentTokenUnusable,
 }
 
+/// The agent row an enrollment finds for its id.
+#[derive(Clone, Debug, Default)]
+pub struct Existing {
+    /// Its agent token's hash (none once released).
+    pub token_hash: Option<String>,
+    /// When an admin revoked it (µs), if so.
+    pub revoked_at: Option<i64>,
+    /// When an admin blocked it (µs), if so (until readmitted).
+    pub blocked_at: Option<i64>,
+}
+
+/// What the rule above decides, from what the database holds: both
+/// backends ask this, then do what it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Refused.
+    Refuse(Refusal),
+    /// Enrolled and proven: update the labels, version and channel, answer
+    /// the same agent token again, count no use.
+    Repeat,
+    /// Enroll (a new id, or a released or readmitted one): unless the agent
+    /// token is another agent's, store it and count a use.
+    Enroll,
+}
+
+/// The rule above for `token`, the id's row (`existing`) and the hash of the
+/// proof or proposal (`proof`).
+pub fn decide(
+    token: &TokenInfo,
+    existing: Option<&Existing>,
+    proof: Option<&str>,
+    now: DateTime<Utc>,
+) -> Decision {
+    if token.scope != Scope::Enroll {
+        return Decision::Refuse(Refusal::ReadToken);
+    }
+    if existing.is_some_and(|e| e.blocked_at.is_some()) {
+        return Decision::Refuse(Refusal::Blocked);
+    }
+    if let Some(e) = existing.filter(|e| e.revoked_at.is_none()) {
+        // Enrolled and active: only the holder of its token may repeat it.
+        if proof.is_some() && proof == e.token_hash.as_deref() {
+            if token.state(now) == TokenState::Revoked {
+                return Decision::Refuse(Refusal::Token(TokenState::Revoked));
+            }
+            return Decision::Repeat;
+        }
+        return Decision::Refuse(Refusal::Taken);
+    }
+    let state = token.state(now);
+    if state != TokenState::Active {
+        return Decision::Refuse(Refusal::Token(state));
+    }
+    // A revoked agent's token is never accepted again, not even for its id.
+    if let (Some(p), Some(old)) = (proof, existing.and_then(|e| e.token_hash.as_deref())) {
+        if p == old {
+            return Decision::Refuse(Refusal::AgentTokenUnusable);
+        }
+    }
+    Decision::Enroll
+}
+
 /// Enrolls per the rule above. `agent_token`: the proof or proposal (from
 /// the body or the header), else `None` for a fresh one.
 pub fn enroll(
@@ -60,27 +122,23 @@ pub fn enroll(
     else {
         return Ok(Err(Refusal::UnknownToken));
     };
-    if token.scope != Scope::Enroll {
-        return Ok(Err(Refusal::ReadToken));
-    }
     let labels = serde_json::to_string(&req.labels).expect("labels serialise");
-    let existing: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
+    let existing: Option<Existing> = conn
         .prepare_cached(
             "SELECT token_hash, revoked_at, blocked_at FROM agents WHERE agent_id = ?1",
         )?
-        .query_row([&req.agent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([&req.agent_id], |r| {
+            Ok(Existing {
+                token_hash: r.get(0)?,
+                revoked_at: r.get(1)?,
+                blocked_at: r.get(2)?,
+            })
+        })
         .optional()?;
-    if existing.as_ref().is_some_and(|e| e.2.is_some()) {
-        return Ok(Err(Refusal::Blocked));
-    }
-    let existing = existing.map(|(hash, revoked, _)| (hash, revoked));
     let proof = agent_token.map(tokens::hash);
-    if let Some((stored, None)) = &existing {
-        // Enrolled and active: only the holder of its token may repeat it.
-        if proof.is_some() && proof == *stored {
-            if token.state(now) == TokenState::Revoked {
-                return Ok(Err(Refusal::Token(TokenState::Revoked)));
-            }
+    match decide(&token, existing.as_ref(), proof.as_deref(), now) {
+        Decision::Refuse(r) => return Ok(Err(r)),
+        Decision::Repeat => {
             conn.execute(
                 "UPDATE agents SET labels = ?2, version = COALESCE(?3, version),
                      channel = COALESCE(?4, channel) WHERE agent_id = ?1",
@@ -92,16 +150,7 @@ pub fn enroll(
                 already_enrolled: true,
             }));
         }
-        return Ok(Err(Refusal::Taken));
-    }
-    let state = token.state(now);
-    if state != TokenState::Active {
-        return Ok(Err(Refusal::Token(state)));
-    }
-    if let (Some(p), Some((Some(old), Some(_)))) = (&proof, &existing) {
-        if p == old {
-            return Ok(Err(Refusal::AgentTokenUnusable));
-        }
+        Decision::Enroll => {}
     }
     let secret = agent_token
         .map(str::to_owned)

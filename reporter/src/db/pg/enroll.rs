@@ -19,8 +19,7 @@ use chrono::{DateTime, Utc};
 use flotilla_protocol::api::{EnrollRequest, EnrollResponse};
 use tokio_postgres::Transaction;
 
-use crate::db::enroll::Refusal;
-use crate::db::tokens::{Scope, TokenState};
+use crate::db::enroll::{decide, Decision, Existing, Refusal};
 use crate::db::{to_micros, DbError};
 use crate::tokens;
 
@@ -42,31 +41,26 @@ pub async fn enroll(
         return Ok(Err(Refusal::UnknownToken));
     };
     let token = super::tokens::token_from_row(&row)?;
-    if token.scope != Scope::Enroll {
-        return Ok(Err(Refusal::ReadToken));
-    }
     let labels = serde_json::to_string(&req.labels).expect("labels serialise");
     let proof = agent_token.map(tokens::hash);
     // At most twice: a second look only after another transaction
     // enrolled this id between our look and our insert.
     loop {
-        let existing: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
+        let existing: Option<Existing> = tx
             .query_opt(
                 "SELECT token_hash, revoked_at, blocked_at FROM agents WHERE agent_id = $1
                  FOR UPDATE",
                 &[&req.agent_id],
             )
             .await?
-            .map(|r| (r.get(0), r.get(1), r.get(2)));
-        if existing.as_ref().is_some_and(|e| e.2.is_some()) {
-            return Ok(Err(Refusal::Blocked));
-        }
-        let existing = existing.map(|(hash, revoked, _)| (hash, revoked));
-        if let Some((stored, None)) = &existing {
-            if proof.is_some() && proof == *stored {
-                if token.state(now) == TokenState::Revoked {
-                    return Ok(Err(Refusal::Token(TokenState::Revoked)));
-                }
+            .map(|r| Existing {
+                token_hash: r.get(0),
+                revoked_at: r.get(1),
+                blocked_at: r.get(2),
+            });
+        match decide(&token, existing.as_ref(), proof.as_deref(), now) {
+            Decision::Refuse(r) => return Ok(Err(r)),
+            Decision::Repeat => {
                 tx.execute(
                     "UPDATE agents SET labels = $2, version = COALESCE($3, version),
                          channel = COALESCE($4, channel) WHERE agent_id = $1",
@@ -79,16 +73,7 @@ pub async fn enroll(
                     already_enrolled: true,
                 }));
             }
-            return Ok(Err(Refusal::Taken));
-        }
-        let state = token.state(now);
-        if state != TokenState::Active {
-            return Ok(Err(Refusal::Token(state)));
-        }
-        if let (Some(p), Some((Some(old), Some(_)))) = (&proof, &existing) {
-            if p == old {
-                return Ok(Err(Refusal::AgentTokenUnusable));
-            }
+            Decision::Enroll => {}
         }
         let secret = agent_token
             .map(str::to_owned)
