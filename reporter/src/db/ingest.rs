@@ -274,6 +274,51 @@ pub(crate) fn labels_json(details: &Map<String, Value>) -> Option<String> {
     }
 }
 
+/// What a batch's new events change in their agent's row, in batch
+/// (receipt) order: each of version, channel, wave and labels is the last
+/// one given, the error the last one of severity error or worse. `None`
+/// keeps the stored value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct AgentChange<'a> {
+    pub version: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub wave: Option<&'a str>,
+    /// As stored: JSON text.
+    pub labels: Option<String>,
+    pub error: Option<&'a str>,
+    /// The failing event's time, never later than receipt (`now`), µs.
+    pub error_at: Option<i64>,
+}
+
+/// The [`AgentChange`] of `fresh` (the new events of `b`); `now`: receipt
+/// time, µs. `details` is parsed only for the events that carry labels.
+pub(crate) fn agent_change<'a>(b: &'a Batch, fresh: &[&'a Row], now: i64) -> AgentChange<'a> {
+    let mut c = AgentChange::default();
+    for r in fresh {
+        if let Some(v) = running_version(b, r) {
+            c.version = Some(v);
+        }
+        if let Some(ch) = b.opt(&r.channel) {
+            c.channel = Some(ch);
+        }
+        if let Some(w) = b.opt(&r.wave) {
+            c.wave = Some(w);
+        }
+        if r.special {
+            let details = serde_json::from_str::<Map<String, Value>>(b.text(&r.details)).ok();
+            if let Some(l) = details.as_ref().and_then(labels_json) {
+                c.labels = Some(l);
+            }
+        }
+        if r.severity >= Severity::Error {
+            c.error = Some(b.text(&r.message));
+            // shown as the agent's time, but never later than receipt
+            c.error_at = Some(r.ts.min(now));
+        }
+    }
+    c
+}
+
 /// Stores the events of `batch` (already validated and checked to be
 /// `agent_id`'s) and updates the derived state; queues a notice for each
 /// new rollback and failed migration. `now`: receipt time, µs.
@@ -329,37 +374,15 @@ pub fn ingest(
         .optional()?
         .flatten();
 
-    // Batch order is receipt order (see the module doc); `details` parsed
-    // only for the events that carry labels.
-    let parsed: Vec<Option<Map<String, Value>>> = fresh
-        .iter()
-        .map(|r| {
-            r.special
-                .then(|| serde_json::from_str(b.text(&r.details)).ok())
-                .flatten()
-        })
-        .collect();
-    let (mut version, mut channel, mut wave, mut labels) = (None, None, None, None);
-    let (mut error, mut error_at) = (None, None);
-    for (r, details) in fresh.iter().zip(&parsed) {
-        if let Some(v) = running_version(b, r) {
-            version = Some(v);
-        }
-        if let Some(c) = b.opt(&r.channel) {
-            channel = Some(c);
-        }
-        if let Some(w) = b.opt(&r.wave) {
-            wave = Some(w);
-        }
-        if let Some(l) = details.as_ref().and_then(labels_json) {
-            labels = Some(l);
-        }
-        if r.severity >= Severity::Error {
-            error = Some(b.text(&r.message));
-            // shown as the agent's time, but never later than receipt
-            error_at = Some(r.ts.min(now));
-        }
-    }
+    // Batch order is receipt order (see the module doc).
+    let AgentChange {
+        version,
+        channel,
+        wave,
+        labels,
+        error,
+        error_at,
+    } = agent_change(b, &fresh, now);
     conn.prepare_cached(
         "UPDATE agents SET last_seen = ?2, event_count = event_count + ?3,
              version = COALESCE(?4, version), channel = COALESCE(?5, channel),

@@ -23,12 +23,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use flotilla_protocol::{EventKind, EventStatus, Severity};
-use serde_json::{Map, Value};
+use flotilla_protocol::{EventKind, EventStatus};
 use tokio_postgres::types::Type;
 
 use super::outbox;
-use crate::db::ingest::{event_release, labels_json, running_version};
+use crate::db::ingest::{agent_change, event_release, AgentChange};
 use crate::db::ingest::{release_state, stored_severity, Batch, IngestOutcome, ReleaseState, Row};
 use crate::db::DbError;
 use crate::notify::{Notice, Notifier};
@@ -227,34 +226,14 @@ pub async fn ingest(
         return Ok(outcome);
     }
 
-    let parsed: Vec<Option<Map<String, Value>>> = fresh
-        .iter()
-        .map(|r| {
-            r.special
-                .then(|| serde_json::from_str(b.text(&r.details)).ok())
-                .flatten()
-        })
-        .collect();
-    let (mut version, mut channel, mut wave, mut labels) = (None, None, None, None);
-    let (mut error, mut error_at) = (None, None);
-    for (r, details) in fresh.iter().zip(&parsed) {
-        if let Some(v) = running_version(b, r) {
-            version = Some(v);
-        }
-        if let Some(ch) = b.opt(&r.channel) {
-            channel = Some(ch);
-        }
-        if let Some(w) = b.opt(&r.wave) {
-            wave = Some(w);
-        }
-        if let Some(l) = details.as_ref().and_then(labels_json) {
-            labels = Some(l);
-        }
-        if r.severity >= Severity::Error {
-            error = Some(b.text(&r.message));
-            error_at = Some(r.ts.min(now));
-        }
-    }
+    let AgentChange {
+        version,
+        channel,
+        wave,
+        labels,
+        error,
+        error_at,
+    } = agent_change(b, &fresh, now);
     let fresh_n = fresh.len() as i64;
     let t = Type::TEXT;
     // The new channel is the batch's, else the stored one: the fallback for
