@@ -9,9 +9,9 @@
 //! insert is a plain one ([`Insert::Plain`]), the database's cheapest;
 //! another replica storing one of the same ids at the same moment makes it
 //! fail, and the writer runs it again as [`Insert::Guarded`] (`ON CONFLICT
-//! (agent_id, id) DO NOTHING`). The statements are prepared with their parameter types once
-//! per connection (the pool's statement cache), so each is parsed and
-//! planned once and costs one round trip after.
+//! (agent_id, id) DO NOTHING`). The statements are prepared with their
+//! parameter types once per connection (the pool's statement cache), so
+//! each is parsed and planned once and costs one round trip after.
 //!
 //! **Replicas.** Two replicas may ingest batches of one agent at once. The
 //! derived state of the agent's row is one `UPDATE ... RETURNING` of

@@ -124,8 +124,8 @@ pub struct PgWriter {
 
 impl PgWriter {
     /// Starts `writers` writer tasks (shards; 1 to [`MAX_WRITERS`]) on the
-    /// current tokio runtime over `pg`'s pool; each holds one of its
-    /// connections while it runs a transaction.
+    /// current tokio runtime over `pg`'s pool; each keeps one of its
+    /// connections for as long as it runs (a broken one is replaced).
     pub fn start(pg: Pg, writers: usize) -> PgWriter {
         let shards: Vec<_> = (0..writers.clamp(1, MAX_WRITERS))
             .map(|_| {
