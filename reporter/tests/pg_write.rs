@@ -231,7 +231,7 @@ async fn ingest_gives_sqlites_answers_and_derived_state() {
         now += 1_000;
         // Both ways of inserting give the same rows and answers.
         let insert = if k % 2 == 0 {
-            Insert::Plain
+            Insert::Copy
         } else {
             Insert::Guarded
         };
@@ -349,14 +349,14 @@ async fn ingest_gives_sqlites_answers_and_derived_state() {
     assert_eq!(pg::outbox::count(&**client).await.unwrap(), 40);
 }
 
-/// Two replicas storing the same new events at once: the plain insert of
+/// Two replicas storing the same new events at once: the COPY of
 /// the one that commits second fails on the events' key, and only then
 /// (the writer's cue to run it again guarded); guarded, it stores nothing
 /// twice and says they were duplicates.
 #[tokio::test]
-async fn a_plain_insert_that_meets_a_racing_replica_fails_on_the_events_key() {
+async fn a_copy_that_meets_a_racing_replica_fails_on_the_events_key() {
     let Some(srv) =
-        common::pg::server("a_plain_insert_that_meets_a_racing_replica_fails_on_the_events_key")
+        common::pg::server("a_copy_that_meets_a_racing_replica_fails_on_the_events_key")
     else {
         return;
     };
@@ -367,7 +367,7 @@ async fn a_plain_insert_that_meets_a_racing_replica_fails_on_the_events_key() {
     let n = Notifier::default();
     let batch = small_batch("a-1", 5, "raced");
     let tx1 = one.transaction().await.unwrap();
-    let first = pg::ingest::ingest(&tx1, "a-1", &batch, 1, &n, Insert::Plain)
+    let first = pg::ingest::ingest(&tx1, "a-1", &batch, 1, &n, Insert::Copy)
         .await
         .unwrap();
     assert_eq!((first.new, first.duplicates), (5, 0));
@@ -377,8 +377,8 @@ async fn a_plain_insert_that_meets_a_racing_replica_fails_on_the_events_key() {
         let (batch, n) = (batch.clone(), n.clone());
         tokio::spawn(async move {
             let tx2 = two.transaction().await.unwrap();
-            let r = pg::ingest::ingest(&tx2, "a-1", &batch, 2, &n, Insert::Plain).await;
-            let e = r.expect_err("the plain insert should fail");
+            let r = pg::ingest::ingest(&tx2, "a-1", &batch, 2, &n, Insert::Copy).await;
+            let e = r.expect_err("the COPY should fail");
             assert!(is_events_key_violation(&e), "{e}");
             tx2.rollback().await.unwrap();
             let tx2 = two.transaction().await.unwrap();
@@ -435,6 +435,87 @@ fn small_batch(agent: &str, n: usize, msg: &str) -> Batch {
         })
         .collect();
     Batch::from_events(&events)
+}
+
+/// One `COPY` for several batches of one transaction: an id stored
+/// before, twice in a batch, or in an earlier batch of the same agent is
+/// left out; the same id from another agent is that agent's own event; the
+/// rows go in batch order, batch after batch.
+#[tokio::test]
+async fn one_copy_for_a_transactions_batches_leaves_out_what_is_stored_or_seen() {
+    let Some(srv) =
+        common::pg::server("one_copy_for_a_transactions_batches_leaves_out_what_is_stored_or_seen")
+    else {
+        return;
+    };
+    let (_, pg) = fresh(&srv, 2).await;
+    let mut c = pg.client().await.unwrap();
+    c.batch_execute(&add_agents_sql()).await.unwrap();
+    let evs = |agent: &str, n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| {
+                ev(
+                    agent,
+                    EventKind::ManifestCheck,
+                    EventStatus::Success,
+                    &format!("{agent} {i}"),
+                )
+            })
+            .collect()
+    };
+    let a = evs("a-1", 6);
+    let n = Notifier::default();
+    let tx = c.transaction().await.unwrap();
+    let stored = Batch::from_events(&a[..2]);
+    let o = pg::ingest::ingest(&tx, "a-1", &stored, 1, &n, Insert::Copy)
+        .await
+        .unwrap();
+    assert_eq!((o.new, o.duplicates), (2, 0));
+    tx.commit().await.unwrap();
+
+    // a-1: [0 stored, 2, 3, 2 again]; a-2: a-1's ids 2 and 4 as its own;
+    // a-1 again: [3 from the first batch, 4, 5].
+    let first = Batch::from_events(&[a[0].clone(), a[2].clone(), a[3].clone(), a[2].clone()]);
+    let mut theirs = vec![a[2].clone(), a[4].clone()];
+    for e in &mut theirs {
+        e.agent_id = "a-2".into();
+    }
+    let other = Batch::from_events(&theirs);
+    let last = Batch::from_events(&[a[3].clone(), a[4].clone(), a[5].clone()]);
+    let tx = c.transaction().await.unwrap();
+    let fresh = pg::ingest::copy_new(&tx, &[("a-1", &first), ("a-2", &other), ("a-1", &last)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(fresh, vec![vec![1, 2], vec![0, 1], vec![1, 2]]);
+    let rows: Vec<(String, Vec<u8>)> = c
+        .query("SELECT agent_id, id FROM events ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let id = |e: &Event| e.id.as_bytes().to_vec();
+    let want: Vec<(String, Vec<u8>)> = [
+        ("a-1", &a[0]),
+        ("a-1", &a[1]),
+        ("a-1", &a[2]),
+        ("a-1", &a[3]),
+        ("a-2", &a[2]),
+        ("a-2", &a[4]),
+        ("a-1", &a[4]),
+        ("a-1", &a[5]),
+    ]
+    .iter()
+    .map(|(agent, e)| (agent.to_string(), id(e)))
+    .collect();
+    assert_eq!(rows, want);
+    // Nothing left to store: no COPY, every row answered as stored.
+    let tx = c.transaction().await.unwrap();
+    let fresh = pg::ingest::copy_new(&tx, &[("a-1", &last), ("a-2", &other)])
+        .await
+        .unwrap();
+    assert_eq!(fresh, vec![Vec::<usize>::new(), Vec::new()]);
 }
 
 async fn event_count(pg: &Pg) -> i64 {

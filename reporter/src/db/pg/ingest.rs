@@ -2,16 +2,23 @@
 //! [`crate::db::ingest::ingest`], with the same derived state (see that
 //! module's doc for the rules: receipt order, bounds, notices).
 //!
-//! The batch's events go in ONE statement: arrays of their columns,
-//! `unnest`ed in batch order, the ids already stored left out, `RETURNING
-//! id`, so redelivery stores nothing twice and the ids returned are the new
-//! events (an id twice in one batch: the first counts, as on SQLite). The
-//! insert is a plain one ([`Insert::Plain`]), the database's cheapest;
-//! another replica storing one of the same ids at the same moment makes it
-//! fail, and the writer runs it again as [`Insert::Guarded`] (`ON CONFLICT
-//! (agent_id, id) DO NOTHING`). The statements are prepared with their
-//! parameter types once per connection (the pool's statement cache), so
-//! each is parsed and planned once and costs one round trip after.
+//! The events go in by binary `COPY` ([`copy_new`]), the database's
+//! cheapest way in: one probe per batch for the ids already stored (all
+//! the probes of a transaction sent at once), the new rows picked in the
+//! reporter (an id twice in one batch, or in two batches of the same agent
+//! in one transaction: the first counts, as on SQLite), and one `COPY` of
+//! the new rows of every batch of the transaction. So redelivery stores
+//! nothing twice. Another replica storing one of the same ids at the same
+//! moment makes the `COPY` fail ([`is_events_key_violation`]), and the
+//! writer runs the transaction again with [`Insert::Guarded`]: arrays of
+//! the columns `unnest`ed in batch order, the ids already stored left out,
+//! `ON CONFLICT (agent_id, id) DO NOTHING`, `RETURNING id`. The probe and
+//! the guarded insert are planned for their own values each time (unnamed
+//! statements, one round trip each): a plan cached while `events` was
+//! small would read an agent's every event through `events_agent_ts`. The
+//! derived state's statements are prepared with their parameter types once
+//! per connection (the pool's statement cache), so each is parsed and
+//! planned once and costs one round trip after.
 //!
 //! **Replicas.** Two replicas may ingest batches of one agent at once. The
 //! derived state of the agent's row is one `UPDATE ... RETURNING` of
@@ -22,9 +29,11 @@
 //! redelivered event new in one transaction only. Run [`ingest`] in a transaction (the [`super::writer`] does).
 
 use std::collections::{BTreeMap, HashSet};
+use std::pin::pin;
 
 use flotilla_protocol::{EventKind, EventStatus};
-use tokio_postgres::types::Type;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::outbox;
 use crate::db::ingest::{agent_change, event_release, AgentChange};
@@ -32,40 +41,52 @@ use crate::db::ingest::{release_state, stored_severity, Batch, IngestOutcome, Re
 use crate::db::DbError;
 use crate::notify::{Notice, Notifier};
 
-// Ids already stored, or twice in the batch, are left out before the
-// insert, so they take no `seq` (an identity value is drawn for every row
-// that reaches the insert, even one `ON CONFLICT` then skips): `seq` counts
-// like SQLite's. A replica storing the same id at the same moment is what
-// is left: [`Insert::Plain`] fails then, with [`is_events_key_violation`],
-// and the writer runs the transaction again with [`Insert::Guarded`].
-macro_rules! insert_events {
-    ($on_conflict:literal) => {
-        concat!(
-            "INSERT INTO events (id, agent_id, ts, kind, status, severity, component, message,
-                 from_version, to_version, channel, wave, details)
-             SELECT u.id, $2, u.ts, u.kind, u.status, u.severity, u.component, u.message,
-                    u.from_version, u.to_version, u.channel, u.wave, u.details
-             FROM (SELECT DISTINCT ON (v.id) v.*
-                   FROM unnest($1::bytea[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                               $12::text[], $13::text[])
-                        WITH ORDINALITY
-                        AS v(id, ts, kind, status, severity, component, message, from_version,
-                             to_version, channel, wave, details, n)
-                   ORDER BY v.id, v.n) u
-             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = $2 AND e.id = u.id)
-             ORDER BY u.n ",
-            $on_conflict,
-            " RETURNING id"
-        )
-    };
-}
-const INSERT_EVENTS_PLAIN: &str = insert_events!("");
+// The guarded insert: ids already stored, or twice in the batch, are left
+// out before the insert, so they take no `seq` (an identity value is drawn
+// for every row that reaches the insert, even one `ON CONFLICT` then
+// skips): `seq` counts like SQLite's. `ON CONFLICT` costs a speculative
+// insertion per row (a third more of the database's time per row than a
+// plain insert), so only a transaction that met a racing replica pays it.
+const INSERT_EVENTS_GUARDED: &str =
+    "INSERT INTO events (id, agent_id, ts, kind, status, severity, component, message,
+         from_version, to_version, channel, wave, details)
+     SELECT u.id, $2, u.ts, u.kind, u.status, u.severity, u.component, u.message,
+            u.from_version, u.to_version, u.channel, u.wave, u.details
+     FROM (SELECT DISTINCT ON (v.id) v.*
+           FROM unnest($1::bytea[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                       $12::text[], $13::text[])
+                WITH ORDINALITY
+                AS v(id, ts, kind, status, severity, component, message, from_version,
+                     to_version, channel, wave, details, n)
+           ORDER BY v.id, v.n) u
+     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = $2 AND e.id = u.id)
+     ORDER BY u.n
+     ON CONFLICT (agent_id, id) DO NOTHING
+     RETURNING id";
 
-// The same, safe next to a replica storing the same ids at once, at the
-// cost of a speculative insertion per row (`ON CONFLICT`: a third more of
-// the database's time per row than the plain insert).
-const INSERT_EVENTS_GUARDED: &str = insert_events!("ON CONFLICT (agent_id, id) DO NOTHING");
+/// Which of a batch's ids one agent has stored already (the unique key's
+/// index, one descent per id).
+const PROBE: &str = "SELECT id FROM events WHERE agent_id = $1 AND id = ANY($2)";
+
+const COPY_EVENTS: &str = "COPY events (id, agent_id, ts, kind, status, severity, component,
+         message, from_version, to_version, channel, wave, details) FROM STDIN BINARY";
+
+const COPY_TYPES: [Type; 13] = [
+    Type::BYTEA,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
 
 const AGENT_SEEN: &str = "UPDATE agents SET last_seen = $2 WHERE agent_id = $1";
 
@@ -95,13 +116,16 @@ const RELEASE_BOUND: &str =
          SELECT channel, release FROM agent_release WHERE agent_id = $1
          ORDER BY ts DESC, channel COLLATE \"C\" DESC, release COLLATE \"C\" DESC OFFSET $2)";
 
-/// How [`ingest`] inserts the events.
+/// How [`ingest`] stores the events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Insert {
-    /// A plain `INSERT` of the ids not stored yet: fails (see
+pub enum Insert<'a> {
+    /// [`copy_new`] of this one batch: fails (see
     /// [`is_events_key_violation`]) if another transaction stores one of
-    /// them meanwhile.
-    Plain,
+    /// its ids meanwhile.
+    Copy,
+    /// Already stored by [`copy_new`] (for several batches at once): the
+    /// rows at these indexes of the batch were new.
+    Stored(&'a [usize]),
     /// `INSERT ... ON CONFLICT DO NOTHING`: never fails on a duplicate.
     Guarded,
 }
@@ -109,8 +133,9 @@ pub enum Insert {
 /// The constraint an id stored twice by one agent breaks.
 pub const EVENTS_KEY: &str = "events_agent_id_id_key";
 
-/// Whether `e` is a [`Insert::Plain`] that met an id another transaction
-/// stored meanwhile (run it again with [`Insert::Guarded`]).
+/// Whether `e` is a [`copy_new`] (or [`Insert::Copy`]) that met an id
+/// another transaction stored meanwhile (run it again with
+/// [`Insert::Guarded`]).
 pub fn is_events_key_violation(e: &DbError) -> bool {
     match e {
         DbError::Postgres(e) => e.as_db_error().is_some_and(|d| {
@@ -131,87 +156,17 @@ pub async fn ingest(
     batch: &Batch,
     now: i64,
     notifier: &Notifier,
-    insert: Insert,
+    insert: Insert<'_>,
 ) -> Result<IngestOutcome, DbError> {
     let b = batch;
-    let n = b.rows.len();
-    let mut ids: Vec<&[u8]> = Vec::with_capacity(n);
-    let mut ts: Vec<i64> = Vec::with_capacity(n);
-    let mut kind: Vec<&str> = Vec::with_capacity(n);
-    let mut status: Vec<&str> = Vec::with_capacity(n);
-    let mut severity: Vec<&str> = Vec::with_capacity(n);
-    let mut component: Vec<&str> = Vec::with_capacity(n);
-    let mut message: Vec<&str> = Vec::with_capacity(n);
-    let mut from_version: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut to_version: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut channel_col: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut wave_col: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut details: Vec<&str> = Vec::with_capacity(n);
-    for r in &b.rows {
-        ids.push(r.id.as_slice());
-        ts.push(r.ts);
-        kind.push(r.kind.as_str());
-        status.push(r.status.as_str());
-        severity.push(stored_severity(r.kind, r.severity).as_str());
-        component.push(b.text(&r.component));
-        message.push(b.text(&r.message));
-        from_version.push(b.opt(&r.from_version));
-        to_version.push(b.opt(&r.to_version));
-        channel_col.push(b.opt(&r.channel));
-        wave_col.push(b.opt(&r.wave));
-        details.push(b.text(&r.details));
-    }
-    let ta = Type::TEXT_ARRAY;
-    let st = c
-        .prepare_typed_cached(
-            match insert {
-                Insert::Plain => INSERT_EVENTS_PLAIN,
-                Insert::Guarded => INSERT_EVENTS_GUARDED,
-            },
-            &[
-                Type::BYTEA_ARRAY,
-                Type::TEXT,
-                Type::INT8_ARRAY,
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta.clone(),
-                ta,
-            ],
-        )
-        .await?;
-    let inserted = c
-        .query(
-            &st,
-            &[
-                &ids,
-                &agent_id,
-                &ts,
-                &kind,
-                &status,
-                &severity,
-                &component,
-                &message,
-                &from_version,
-                &to_version,
-                &channel_col,
-                &wave_col,
-                &details,
-            ],
-        )
-        .await?;
-    let mut new_ids: HashSet<Vec<u8>> = inserted.iter().map(|r| r.get(0)).collect();
-    // The first row of each new id, in batch order.
-    let fresh: Vec<&Row> = b
-        .rows
-        .iter()
-        .filter(|r| new_ids.remove(r.id.as_slice()))
-        .collect();
+    let fresh: Vec<&Row> = match insert {
+        Insert::Copy => {
+            let stored = copy_new(c, &[(agent_id, b)]).await?;
+            stored[0].iter().map(|&i| &b.rows[i]).collect()
+        }
+        Insert::Stored(rows) => rows.iter().map(|&i| &b.rows[i]).collect(),
+        Insert::Guarded => insert_guarded(c, agent_id, b).await?,
+    };
     let mut outcome = IngestOutcome {
         new: fresh.len(),
         duplicates: b.rows.len() - fresh.len(),
@@ -337,4 +292,138 @@ pub async fn ingest(
         outcome.notices |= outbox::queue(&**c, notifier, &notice, now).await?;
     }
     Ok(outcome)
+}
+
+/// Stores the new events of `batches` (each an agent's, validated) in one
+/// binary `COPY`, in batch order, batch after batch; answers, for each
+/// batch, the indexes of its rows that were new (the first row of each id
+/// neither stored before nor in an earlier row or batch of the same agent).
+/// Fails with [`is_events_key_violation`] if another transaction stored
+/// one of them meanwhile. Run it in a transaction.
+pub async fn copy_new(
+    c: &deadpool_postgres::Transaction<'_>,
+    batches: &[(&str, &Batch)],
+) -> Result<Vec<Vec<usize>>, DbError> {
+    // Every probe sent before the first answer is read: tokio-postgres
+    // pipelines concurrent queries on one connection. Each is planned for
+    // its own values (an unnamed statement, one round trip): a plan cached
+    // while `events` was small reads the agent's every event through
+    // `events_agent_ts` instead of the key (measured: a third of the
+    // throughput gone within 10 s of a fresh database).
+    let found = futures_util::future::try_join_all(batches.iter().map(|(agent_id, b)| {
+        let ids: Vec<&[u8]> = b.rows.iter().map(|r| r.id.as_slice()).collect();
+        async move {
+            c.query_typed(PROBE, &[(agent_id, Type::TEXT), (&ids, Type::BYTEA_ARRAY)])
+                .await
+        }
+    }))
+    .await?;
+    let mut seen: HashSet<(&str, [u8; 16])> = HashSet::new();
+    let mut fresh = Vec::with_capacity(batches.len());
+    let mut total = 0;
+    for (&(agent_id, b), stored) in batches.iter().zip(found) {
+        for r in stored {
+            if let Ok(id) = <[u8; 16]>::try_from(r.get::<_, &[u8]>(0)) {
+                seen.insert((agent_id, id));
+            }
+        }
+        let new: Vec<usize> = (0..b.rows.len())
+            .filter(|&i| seen.insert((agent_id, b.rows[i].id)))
+            .collect();
+        total += new.len();
+        fresh.push(new);
+    }
+    if total == 0 {
+        return Ok(fresh);
+    }
+    let st = c.prepare_typed_cached(COPY_EVENTS, &[]).await?;
+    let sink = c.copy_in(&st).await?;
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &COPY_TYPES));
+    for (&(agent_id, b), new) in batches.iter().zip(&fresh) {
+        for &i in new {
+            let r = &b.rows[i];
+            let row: [&(dyn ToSql + Sync); 13] = [
+                &r.id.as_slice(),
+                &agent_id,
+                &r.ts,
+                &r.kind.as_str(),
+                &r.status.as_str(),
+                &stored_severity(r.kind, r.severity).as_str(),
+                &b.text(&r.component),
+                &b.text(&r.message),
+                &b.opt(&r.from_version),
+                &b.opt(&r.to_version),
+                &b.opt(&r.channel),
+                &b.opt(&r.wave),
+                &b.text(&r.details),
+            ];
+            w.as_mut().write(&row).await?;
+        }
+    }
+    w.as_mut().finish().await?;
+    Ok(fresh)
+}
+
+/// [`INSERT_EVENTS_GUARDED`] of `b`: the first row of each new id, in
+/// batch order.
+async fn insert_guarded<'b>(
+    c: &deadpool_postgres::Transaction<'_>,
+    agent_id: &str,
+    b: &'b Batch,
+) -> Result<Vec<&'b Row>, DbError> {
+    let n = b.rows.len();
+    let mut ids: Vec<&[u8]> = Vec::with_capacity(n);
+    let mut ts: Vec<i64> = Vec::with_capacity(n);
+    let mut kind: Vec<&str> = Vec::with_capacity(n);
+    let mut status: Vec<&str> = Vec::with_capacity(n);
+    let mut severity: Vec<&str> = Vec::with_capacity(n);
+    let mut component: Vec<&str> = Vec::with_capacity(n);
+    let mut message: Vec<&str> = Vec::with_capacity(n);
+    let mut from_version: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut to_version: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut channel_col: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut wave_col: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut details: Vec<&str> = Vec::with_capacity(n);
+    for r in &b.rows {
+        ids.push(r.id.as_slice());
+        ts.push(r.ts);
+        kind.push(r.kind.as_str());
+        status.push(r.status.as_str());
+        severity.push(stored_severity(r.kind, r.severity).as_str());
+        component.push(b.text(&r.component));
+        message.push(b.text(&r.message));
+        from_version.push(b.opt(&r.from_version));
+        to_version.push(b.opt(&r.to_version));
+        channel_col.push(b.opt(&r.channel));
+        wave_col.push(b.opt(&r.wave));
+        details.push(b.text(&r.details));
+    }
+    // Planned for its own values, as the probe (see [`copy_new`]).
+    let ta = Type::TEXT_ARRAY;
+    let inserted = c
+        .query_typed(
+            INSERT_EVENTS_GUARDED,
+            &[
+                (&ids, Type::BYTEA_ARRAY),
+                (&agent_id, Type::TEXT),
+                (&ts, Type::INT8_ARRAY),
+                (&kind, ta.clone()),
+                (&status, ta.clone()),
+                (&severity, ta.clone()),
+                (&component, ta.clone()),
+                (&message, ta.clone()),
+                (&from_version, ta.clone()),
+                (&to_version, ta.clone()),
+                (&channel_col, ta.clone()),
+                (&wave_col, ta.clone()),
+                (&details, ta),
+            ],
+        )
+        .await?;
+    let mut new_ids: HashSet<Vec<u8>> = inserted.iter().map(|r| r.get(0)).collect();
+    // The first row of each new id, in batch order.
+    Ok(b.rows
+        .iter()
+        .filter(|r| new_ids.remove(r.id.as_slice()))
+        .collect())
 }

@@ -16,15 +16,18 @@
 //! 1. wait for a job; take every other job already queued (up to
 //!    [`MAX_JOBS_PER_COMMIT`]); sort them by agent id, so that two
 //!    replicas' transactions lock agents' rows in the same order;
-//! 2. `BEGIN`; run each job; the first that fails ends the run (PostgreSQL
-//!    refuses every later statement of a failed transaction);
+//! 2. `BEGIN`; store the new events of every ingest job in one binary
+//!    `COPY` ([`super::ingest::copy_new`]: the ids already stored probed
+//!    first, every probe sent at once); run each job's derived state; the
+//!    first that fails ends the run (PostgreSQL refuses every later
+//!    statement of a failed transaction);
 //! 3. a deadlock or serialization failure (another replica's transaction
 //!    crossed this one): `ROLLBACK` and run them all again, up to
 //!    [`RETRIES`] times; the same when another replica stored one of the
-//!    same events meanwhile (events go in with a plain `INSERT` of the ids
-//!    not stored yet, [`Insert::Plain`]; again, with `ON CONFLICT DO
-//!    NOTHING`, [`Insert::Guarded`], which costs the database a third more
-//!    per row, so only the rare transaction that met a duplicate pays it);
+//!    same events meanwhile (the `COPY` fails on the events' key), but
+//!    then each job inserts its own events with `ON CONFLICT DO NOTHING`
+//!    ([`Insert::Guarded`]), which costs the database half as much again
+//!    per row, so only the rare transaction that met a duplicate pays it;
 //! 4. any other failure: `ROLLBACK`, and run the same jobs again in a new
 //!    transaction, each in its own savepoint, so a failing job is rolled
 //!    back alone (jobs are re-runnable; the common case pays for no
@@ -89,7 +92,7 @@ impl Work {
     async fn run(
         &self,
         c: &deadpool_postgres::Transaction<'_>,
-        insert: Insert,
+        insert: Insert<'_>,
     ) -> Result<Answer, DbError> {
         match self {
             Work::Ingest {
@@ -232,37 +235,67 @@ async fn transaction(
     client: &mut deadpool_postgres::Client,
     jobs: &mut [Job],
 ) -> Result<(), DbError> {
-    let mut insert = Insert::Plain;
+    // First every batch's new events in one COPY; after a racing replica
+    // stored one of them, each job's guarded insert instead.
+    let mut copy = true;
     for attempt in 1.. {
         let tx = client.transaction().await?;
-        let mut failure = None;
-        for j in jobs.iter_mut() {
-            let r = j.work.run(&tx, insert).await;
-            let failed = r.is_err();
-            if let Err(e) = &r {
-                let raced = insert == Insert::Plain && is_events_key_violation(e);
-                if raced {
+        // (whether to run them all again, the COPY's error if it failed)
+        let mut failure: Option<(bool, Option<DbError>)> = None;
+        let mut stored = Vec::new();
+        if copy {
+            let batches: Vec<(&str, &Batch)> = jobs
+                .iter()
+                .filter_map(|j| match &j.work {
+                    Work::Ingest {
+                        agent_id, batch, ..
+                    } => Some((agent_id.as_str(), batch)),
+                    Work::Checkin(_) => None,
+                })
+                .collect();
+            match super::ingest::copy_new(&tx, &batches).await {
+                Ok(s) => stored = s,
+                Err(e) => {
+                    let raced = is_events_key_violation(&e);
                     // Another replica stored one of these ids meanwhile.
-                    insert = Insert::Guarded;
+                    copy &= !raced;
+                    failure = Some((raced || retryable(&e), Some(e)));
                 }
-                failure = Some(raced || retryable(e));
             }
-            j.result = Some(r);
-            if failed {
-                break;
+        }
+        if failure.is_none() {
+            let mut stored = stored.iter();
+            for j in jobs.iter_mut() {
+                let insert = match (&j.work, copy) {
+                    (Work::Ingest { .. }, true) => {
+                        Insert::Stored(stored.next().expect("copy_new answers for every batch"))
+                    }
+                    _ => Insert::Guarded,
+                };
+                let r = j.work.run(&tx, insert).await;
+                if let Err(e) = &r {
+                    failure = Some((retryable(e), None));
+                }
+                j.result = Some(r);
+                if failure.is_some() {
+                    break;
+                }
             }
         }
         match failure {
             None => return Ok(tx.commit().await?),
-            Some(true) if attempt < RETRIES => {
+            Some((true, _)) if attempt < RETRIES => {
                 tx.rollback().await?;
                 tracing::debug!(attempt, "transaction crossed another; again");
                 for j in jobs.iter_mut() {
                     j.result = None;
                 }
             }
-            Some(_) if jobs.len() == 1 => {
+            Some((_, copy_error)) if jobs.len() == 1 => {
                 // A lone job: its failure spoils no one else's work.
+                if let Some(e) = copy_error {
+                    jobs[0].result = Some(Err(e));
+                }
                 return Ok(tx.rollback().await?);
             }
             Some(_) => {
