@@ -9,8 +9,9 @@
 //! load at once, each on its own connection (`writer`: callers). `--method`:
 //!
 //! - `copy`: binary `COPY events FROM STDIN` (the fastest raw path);
-//! - `unnest`: one multi-row `INSERT ... SELECT FROM unnest(arrays)`, as
-//!   the reporter's ingest sends it.
+//! - `unnest`: one multi-row `INSERT ... SELECT FROM unnest(arrays) ON
+//!   CONFLICT DO NOTHING`, as the reporter's guarded insert (after a racing
+//!   replica) sends it.
 //! - `writer`: not raw: each batch through the reporter's own
 //!   [`PgWriter::ingest`] (group commit, derived state), from
 //!   `--connections` concurrent callers over `--writers` shards, for the agents' rows it needs
